@@ -1,0 +1,58 @@
+// The one place where foreign failure codes (CK_RV, PC/SC LONG, OpenSSL's error queue) become
+// dojang's typed errors. Every error knows the CK_RV a PKCS#11 caller should see and the call site
+// that raised it.
+#pragma once
+
+#include <source_location>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "cryptoki.h"
+
+namespace dojang {
+
+// What a caller can do about an error; finer than CK_RV for the daemon and the CLI.
+enum class ErrorKind {
+  Fatal,         // a bug or a broken component; give up
+  Retryable,     // transient (busy, timeout); the same call may work later
+  PinIncorrect,  // the user typed a wrong PIN; never retried automatically
+  PinLocked,     // the PIN is blocked; the user must unblock or re-initialise
+  TokenRemoved,  // the token or reader went away mid-operation
+  NotLoggedIn,   // needs a login first
+  BadInput,      // the caller's arguments or data are wrong
+  Unsupported,   // not offered by this token, mechanism or build
+  Refused,       // a peer (CA, token policy) said no on purpose
+};
+
+class Error : public std::runtime_error {
+ public:
+  Error(CK_RV rv, ErrorKind kind, const std::string& message,
+        std::source_location where = std::source_location::current());
+
+  [[nodiscard]] CK_RV rv() const noexcept { return m_rv; }
+  [[nodiscard]] ErrorKind kind() const noexcept { return m_kind; }
+  [[nodiscard]] const std::source_location& where() const noexcept { return m_where; }
+
+ private:
+  CK_RV m_rv;
+  ErrorKind m_kind;
+  std::source_location m_where;
+};
+
+// Classifies a PKCS#11 return value.
+[[nodiscard]] ErrorKind kindOfCkRv(CK_RV rv) noexcept;
+// The symbolic name of a CK_RV ("CKR_PIN_INCORRECT"), or hex for unknown codes.
+[[nodiscard]] std::string ckRvName(CK_RV rv);
+
+// Throws unless rv is CKR_OK. `call` names the foreign function for the message.
+void checkCkRv(CK_RV rv, std::string_view call,
+               std::source_location where = std::source_location::current());
+[[noreturn]] void throwCkRv(CK_RV rv, std::string_view call,
+                            std::source_location where = std::source_location::current());
+
+// Convenience for our own checks: an error with the CK_RV a client should receive.
+[[noreturn]] void fail(CK_RV rv, const std::string& message,
+                       std::source_location where = std::source_location::current());
+
+}  // namespace dojang
