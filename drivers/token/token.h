@@ -1,0 +1,159 @@
+// The daemon's view of a token, whatever lies underneath: a vendor PKCS#11 module, a native PIV
+// card over PC/SC, or anything else. The vocabulary is PKCS#11's (attribute types, mechanism
+// types, CK_RV codes inside dojang::Error), because that is what clients speak; the shape is not:
+// there are no function lists, slot IDs or backend session handles here.
+//
+// Threading: a Driver and a Token may be called from several threads; a TokenSession is used by
+// one thread at a time (the daemon serialises each client session).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cryptoki.h"
+#include "secure_bytes.h"
+
+namespace dojang::token {
+
+using Bytes = std::vector<std::uint8_t>;
+using ObjectId = std::uint64_t;  // stable for the token's lifetime in this process
+
+struct AttributeValue {
+  CK_ATTRIBUTE_TYPE type = 0;
+  Bytes value;
+};
+using AttributeList = std::vector<AttributeValue>;
+
+// One attribute read: the value, or why there is none.
+struct AttributeRead {
+  CK_ATTRIBUTE_TYPE type = 0;
+  CK_RV status = CKR_OK;  // CKR_OK, CKR_ATTRIBUTE_SENSITIVE or CKR_ATTRIBUTE_TYPE_INVALID
+  Bytes value;
+};
+
+struct MechanismParameters {
+  enum class Kind : std::uint8_t { None, Pss, Oaep, Raw } kind = Kind::None;
+  CK_MECHANISM_TYPE hashAlg = 0;
+  CK_RSA_PKCS_MGF_TYPE mgf = 0;
+  CK_ULONG saltLength = 0;   // PSS
+  CK_ULONG sourceType = 0;   // OAEP
+  Bytes data;                // OAEP source data, or raw parameter bytes
+};
+struct Mechanism {
+  CK_MECHANISM_TYPE type = 0;
+  MechanismParameters params;
+};
+
+struct MechanismEntry {
+  CK_MECHANISM_TYPE type = 0;
+  CK_MECHANISM_INFO info{};
+};
+
+// What the daemon shows in CK_TOKEN_INFO; counts of sessions are the daemon's own business.
+struct TokenDescription {
+  std::string label;
+  std::string manufacturer;
+  std::string model;
+  std::string serialNumber;
+  CK_FLAGS flags = 0;
+  CK_ULONG maxPinLen = 0;
+  CK_ULONG minPinLen = 0;
+  CK_ULONG totalPublicMemory = CK_UNAVAILABLE_INFORMATION;
+  CK_ULONG freePublicMemory = CK_UNAVAILABLE_INFORMATION;
+  CK_ULONG totalPrivateMemory = CK_UNAVAILABLE_INFORMATION;
+  CK_ULONG freePrivateMemory = CK_UNAVAILABLE_INFORMATION;
+  CK_VERSION hardwareVersion{};
+  CK_VERSION firmwareVersion{};
+};
+
+struct KeyPair {
+  ObjectId publicKey = 0;
+  ObjectId privateKey = 0;
+};
+
+// A context in which objects are used and operations run. Operations are single-shot: the
+// daemon gathers multi-part input before it calls them.
+class TokenSession {
+ public:
+  TokenSession() = default;
+  TokenSession(const TokenSession&) = delete;
+  TokenSession& operator=(const TokenSession&) = delete;
+  virtual ~TokenSession() = default;
+
+  virtual std::vector<ObjectId> findObjects(const AttributeList& templ) = 0;
+  virtual std::vector<AttributeRead> readAttributes(ObjectId object,
+                                                    std::span<const CK_ATTRIBUTE_TYPE> types) = 0;
+  virtual void writeAttributes(ObjectId object, const AttributeList& templ) = 0;
+  virtual ObjectId createObject(const AttributeList& templ) = 0;
+  virtual void destroyObject(ObjectId object) = 0;
+  virtual KeyPair generateKeyPair(const Mechanism& mechanism, const AttributeList& publicTemplate,
+                                  const AttributeList& privateTemplate) = 0;
+
+  // Checks what C_SignInit/C_VerifyInit/C_DecryptInit would check, without starting anything.
+  virtual void checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const Mechanism& mechanism, ObjectId key) = 0;
+  virtual Bytes sign(const Mechanism& mechanism, ObjectId key, std::span<const std::uint8_t> data) = 0;
+  // Throws Error(CKR_SIGNATURE_INVALID) for a bad signature.
+  virtual void verify(const Mechanism& mechanism, ObjectId key, std::span<const std::uint8_t> data,
+                      std::span<const std::uint8_t> signature) = 0;
+  virtual Bytes decrypt(const Mechanism& mechanism, ObjectId key, std::span<const std::uint8_t> data) = 0;
+  virtual Bytes digest(const Mechanism& mechanism, std::span<const std::uint8_t> data) = 0;
+  virtual Bytes generateRandom(std::size_t length) = 0;
+
+  // Re-authentication for keys with CKA_ALWAYS_AUTHENTICATE, scoped to this session.
+  virtual void loginContextSpecific(const SecureBytes* pin) = 0;
+  virtual void initPin(const SecureBytes& pin) = 0;
+  virtual void setPin(const SecureBytes& oldPin, const SecureBytes& newPin) = 0;
+};
+
+// One token in one slot. Login state is token-wide, as on real hardware; the daemon keeps each
+// client's own login state on top of it.
+class Token {
+ public:
+  Token() = default;
+  Token(const Token&) = delete;
+  Token& operator=(const Token&) = delete;
+  virtual ~Token() = default;
+
+  virtual TokenDescription describe() = 0;
+  virtual std::vector<MechanismEntry> mechanisms() = 0;
+  virtual std::unique_ptr<TokenSession> openSession() = 0;
+  // pin == nullptr: the token's protected authentication path (PIN pad).
+  virtual void login(CK_USER_TYPE user, const SecureBytes* pin) = 0;
+  virtual void logout() = 0;
+};
+
+// A reader slot as a driver sees it.
+struct SlotDescription {
+  std::string key;  // stable, unique within the driver (e.g. backend slot id, reader name)
+  std::string description;
+  std::string manufacturer;
+  CK_FLAGS flags = 0;  // CKF_TOKEN_PRESENT, CKF_REMOVABLE_DEVICE, CKF_HW_SLOT
+  CK_VERSION hardwareVersion{};
+  CK_VERSION firmwareVersion{};
+};
+
+// A source of slots: a vendor module, a PC/SC reader family, ...
+class Driver {
+ public:
+  Driver() = default;
+  Driver(const Driver&) = delete;
+  Driver& operator=(const Driver&) = delete;
+  virtual ~Driver() = default;
+
+  [[nodiscard]] virtual std::string name() const = 0;
+  [[nodiscard]] virtual std::string location() const = 0;  // module path, reader pattern, ...
+  // The slots that exist now, with CKF_TOKEN_PRESENT set where a token is in.
+  virtual std::vector<SlotDescription> slots() = 0;
+  // Opens the token in a slot; throws Error(CKR_TOKEN_NOT_PRESENT) when there is none.
+  virtual std::unique_ptr<Token> openToken(const std::string& slotKey) = 0;
+  // Blocks until a slot may have changed, or returns false at once when the driver cannot tell
+  // (the daemon then polls slots()). cancel() makes a blocked call return false.
+  virtual bool waitForChange() = 0;
+  virtual void cancelWait() = 0;
+};
+
+}  // namespace dojang::token

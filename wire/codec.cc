@@ -1,0 +1,30 @@
+#include "codec.h"
+
+#include <cstring>
+
+namespace dojang::wire {
+
+namespace {
+void wipeMemory(void* data, std::size_t size) noexcept {
+  if (size != 0) {
+    explicit_bzero(data, size);
+  }
+}
+}  // namespace
+
+void wipe(Bytes& buffer) noexcept { wipeMemory(buffer.data(), buffer.capacity()); }
+void wipe(std::string& buffer) noexcept { wipeMemory(buffer.data(), buffer.size()); }
+
+const char* callName(std::uint16_t id) noexcept {
+  switch (id) {
+#define DOJANG_WIRE_CALL_NAME(number, name, request, reply) \
+  case number:                                               \
+    return #name;
+    DOJANG_WIRE_CALLS(DOJANG_WIRE_CALL_NAME)
+#undef DOJANG_WIRE_CALL_NAME
+    default:
+      return "unknown";
+  }
+}
+
+}  // namespace dojang::wire

@@ -1,0 +1,190 @@
+// Encoder and decoder for the wire types. Little-endian fixed-width integers; byte strings,
+// strings and lists carry a u32 count. The decoder enforces every limit in wire_limits.h before it
+// allocates, so a hostile frame can cost at most its own size.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "calls.h"
+#include "wire_limits.h"
+
+namespace dojang::wire {
+
+class MalformedFrame final : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Bytes reserved at the front of every outgoing frame for the transport's length prefix.
+inline constexpr std::size_t kFrameHeaderBytes = 4;
+
+template <class T>
+concept WireStruct = requires(T& value) { value.fields(); };
+
+class Encoder final {
+ public:
+  explicit Encoder(Bytes& out) : m_out(out) {}
+
+  void write(bool value) { m_out.push_back(value ? 1 : 0); }
+  void write(std::uint8_t value) { m_out.push_back(value); }
+  void write(std::uint16_t value) { writeLittleEndian(value); }
+  void write(std::uint32_t value) { writeLittleEndian(value); }
+  void write(std::uint64_t value) { writeLittleEndian(value); }
+  template <class E>
+    requires std::is_enum_v<E>
+  void write(E value) {
+    write(static_cast<std::underlying_type_t<E>>(value));
+  }
+  void write(const std::string& value) { writeBlob(value.data(), value.size()); }
+  void write(const Bytes& value) { writeBlob(value.data(), value.size()); }
+  template <class T>
+  void write(const std::vector<T>& values) {
+    write(static_cast<std::uint32_t>(values.size()));
+    for (const auto& value : values) {
+      write(value);
+    }
+  }
+  template <WireStruct T>
+  void write(const T& value) {
+    std::apply([this](const auto&... field) { (write(field), ...); }, value.fields());
+  }
+
+ private:
+  template <class Int>
+  void writeLittleEndian(Int value) {
+    for (std::size_t i = 0; i < sizeof(Int); ++i) {
+      m_out.push_back(static_cast<std::uint8_t>(value >> (8 * i)));
+    }
+  }
+  void writeBlob(const void* data, std::size_t size) {
+    write(static_cast<std::uint32_t>(size));
+    const auto* bytes = static_cast<const std::uint8_t*>(data);
+    m_out.insert(m_out.end(), bytes, bytes + size);
+  }
+
+  Bytes& m_out;
+};
+
+class Decoder final {
+ public:
+  explicit Decoder(std::span<const std::uint8_t> in) : m_in(in) {}
+
+  void read(bool& value) {
+    std::uint8_t byte = 0;
+    read(byte);
+    if (byte > 1) {
+      throw MalformedFrame("boolean out of range");
+    }
+    value = byte == 1;
+  }
+  void read(std::uint8_t& value) { readLittleEndian(value); }
+  void read(std::uint16_t& value) { readLittleEndian(value); }
+  void read(std::uint32_t& value) { readLittleEndian(value); }
+  void read(std::uint64_t& value) { readLittleEndian(value); }
+  template <class E>
+    requires std::is_enum_v<E>
+  void read(E& value) {
+    std::underlying_type_t<E> raw{};
+    read(raw);
+    value = static_cast<E>(raw);
+  }
+  void read(std::string& value) {
+    const std::size_t size = readLength(kMaxStringBytes);
+    value.assign(reinterpret_cast<const char*>(m_in.data() + m_pos), size);
+    m_pos += size;
+  }
+  void read(Bytes& value) {
+    const std::size_t size = readLength(kMaxDataBytes);
+    value.assign(m_in.begin() + static_cast<std::ptrdiff_t>(m_pos),
+                 m_in.begin() + static_cast<std::ptrdiff_t>(m_pos + size));
+    m_pos += size;
+  }
+  template <class T>
+  void read(std::vector<T>& values) {
+    std::uint32_t count = 0;
+    read(count);
+    // Every element takes at least one byte, so a count beyond what is left is a lie.
+    if (count > kMaxListCount || count > remaining()) {
+      throw MalformedFrame("list count out of range");
+    }
+    values.clear();
+    values.resize(count);
+    for (auto& value : values) {
+      read(value);
+    }
+  }
+  template <WireStruct T>
+  void read(T& value) {
+    std::apply([this](auto&... field) { (read(field), ...); }, value.fields());
+  }
+
+  [[nodiscard]] std::size_t remaining() const noexcept { return m_in.size() - m_pos; }
+  // A frame must be consumed exactly: trailing bytes mean the peer speaks something else.
+  void expectEnd() const {
+    if (remaining() != 0) {
+      throw MalformedFrame("trailing bytes after message");
+    }
+  }
+
+ private:
+  template <class Int>
+  void readLittleEndian(Int& value) {
+    need(sizeof(Int));
+    Int result = 0;
+    for (std::size_t i = 0; i < sizeof(Int); ++i) {
+      result = static_cast<Int>(result | (static_cast<Int>(m_in[m_pos + i]) << (8 * i)));
+    }
+    m_pos += sizeof(Int);
+    value = result;
+  }
+  std::size_t readLength(std::size_t limit) {
+    std::uint32_t size = 0;
+    read(size);
+    if (size > limit) {
+      throw MalformedFrame("length over limit");
+    }
+    need(size);
+    return size;
+  }
+  void need(std::size_t size) const {
+    if (size > remaining()) {
+      throw MalformedFrame("truncated frame");
+    }
+  }
+
+  std::span<const std::uint8_t> m_in;
+  std::size_t m_pos = 0;
+};
+
+// A request frame ready for Transport::send (header space reserved, call id, fields).
+template <CallId id>
+void encodeRequest(const typename Call<id>::Request& request, Bytes& frame) {
+  frame.assign(kFrameHeaderBytes, 0);
+  Encoder encoder(frame);
+  encoder.write(static_cast<std::uint16_t>(id));
+  encoder.write(request);
+}
+
+// A reply frame: rv, then the fields only on success.
+template <class Reply>
+void encodeReply(std::uint64_t rv, const Reply* reply, Bytes& frame) {
+  frame.assign(kFrameHeaderBytes, 0);
+  Encoder encoder(frame);
+  encoder.write(rv);
+  if (rv == 0 && reply != nullptr) {
+    encoder.write(*reply);
+  }
+}
+
+// Overwrites a buffer that may have held a PIN or key material before it is reused or freed.
+void wipe(Bytes& buffer) noexcept;
+void wipe(std::string& buffer) noexcept;
+
+}  // namespace dojang::wire

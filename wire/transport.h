@@ -1,0 +1,60 @@
+// How frames move between the module and the daemon. The socket transport is the real one; the
+// in-memory pair lets protocol tests run client and server in one process.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "types.h"
+
+namespace dojang::wire {
+
+// The peer went away or the stream broke; distinct from a malformed frame.
+class TransportClosed final : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Transport {
+ public:
+  Transport() = default;
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+  virtual ~Transport() = default;
+
+  // frame starts with kFrameHeaderBytes of space for the length prefix. Throws TransportClosed.
+  virtual void send(Bytes& frame) = 0;
+  // Replaces payload with the next frame's payload. Throws TransportClosed at end of stream and
+  // MalformedFrame when the length prefix breaks the limits.
+  virtual void receive(Bytes& payload) = 0;
+  // Wakes any thread blocked in receive(); safe to call from another thread.
+  virtual void shutdown() noexcept = 0;
+};
+
+// A connected stream socket; owns (and closes) the descriptor.
+class SocketTransport final : public Transport {
+ public:
+  explicit SocketTransport(int fd);
+  ~SocketTransport() override;
+
+  void send(Bytes& frame) override;
+  void receive(Bytes& payload) override;
+  void shutdown() noexcept override;
+  [[nodiscard]] int fd() const noexcept { return m_fd; }
+
+ private:
+  void fill();
+
+  int m_fd;
+  Bytes m_buffer;         // bytes read ahead of the current frame
+  std::size_t m_start = 0;  // first unconsumed byte of m_buffer
+};
+
+// Connects to a Unix socket path. Throws TransportClosed with errno's text on failure.
+std::unique_ptr<SocketTransport> connectUnixSocket(const std::string& path);
+
+// Two transports wired to each other in memory.
+std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> makeMemoryTransportPair();
+
+}  // namespace dojang::wire

@@ -1,0 +1,16 @@
+// Hard limits on everything that crosses the socket. A frame that breaks one is malformed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace dojang::wire {
+
+inline constexpr std::size_t kMaxFrameBytes = 4u << 20;       // whole payload
+inline constexpr std::size_t kMaxDataBytes = 3u << 20;        // data to sign, digest, decrypt
+inline constexpr std::uint32_t kMaxListCount = 65536;         // handles, attributes, mechanisms
+inline constexpr std::size_t kMaxStringBytes = 4096;          // labels, names, programs
+inline constexpr std::size_t kMaxPinBytes = 256;
+inline constexpr std::uint32_t kMaxRandomBytes = 1u << 20;
+
+}  // namespace dojang::wire
