@@ -1,0 +1,92 @@
+#include "vendor_token.h"
+
+#include <utility>
+
+#include "padded_text.h"
+#include "vendor_session.h"
+
+namespace dojang::vendor {
+
+VendorToken::VendorToken(std::shared_ptr<const VendorModule> module, CK_SLOT_ID slot)
+    : m_module(std::move(module)), m_slot(slot), m_control(m_module, slot) {}
+
+token::TokenDescription VendorToken::describe() {
+  CK_TOKEN_INFO info{};
+  m_module->check("C_GetTokenInfo", &CK_FUNCTION_LIST::C_GetTokenInfo, m_slot, &info);
+  token::TokenDescription description;
+  description.label = paddedText(info.label);
+  description.manufacturer = paddedText(info.manufacturerID);
+  description.model = paddedText(info.model);
+  description.serialNumber = paddedText(info.serialNumber);
+  description.flags = info.flags;
+  description.maxPinLen = info.ulMaxPinLen;
+  description.minPinLen = info.ulMinPinLen;
+  description.totalPublicMemory = info.ulTotalPublicMemory;
+  description.freePublicMemory = info.ulFreePublicMemory;
+  description.totalPrivateMemory = info.ulTotalPrivateMemory;
+  description.freePrivateMemory = info.ulFreePrivateMemory;
+  description.hardwareVersion = info.hardwareVersion;
+  description.firmwareVersion = info.firmwareVersion;
+  return description;
+}
+
+std::vector<token::MechanismEntry> VendorToken::mechanisms() {
+  std::vector<CK_MECHANISM_TYPE> types;
+  CK_ULONG count = 0;
+  for (int attempt = 0;; ++attempt) {
+    m_module->check("C_GetMechanismList", &CK_FUNCTION_LIST::C_GetMechanismList, m_slot,
+                    static_cast<CK_MECHANISM_TYPE_PTR>(nullptr), &count);
+    types.resize(count);
+    if (count == 0) {
+      break;
+    }
+    const CK_RV rv = m_module->call(&CK_FUNCTION_LIST::C_GetMechanismList, m_slot, types.data(), &count);
+    if (rv == CKR_BUFFER_TOO_SMALL && attempt < 3) {
+      continue;
+    }
+    checkCkRv(rv, "C_GetMechanismList");
+    types.resize(count);
+    break;
+  }
+  std::vector<token::MechanismEntry> entries;
+  entries.reserve(types.size());
+  for (CK_MECHANISM_TYPE type : types) {
+    token::MechanismEntry entry;
+    entry.type = type;
+    m_module->check("C_GetMechanismInfo", &CK_FUNCTION_LIST::C_GetMechanismInfo, m_slot, type, &entry.info);
+    entries.push_back(entry);
+  }
+  return entries;
+}
+
+std::unique_ptr<token::TokenSession> VendorToken::openSession() {
+  return std::make_unique<VendorSession>(m_module, m_slot);
+}
+
+void VendorToken::login(CK_USER_TYPE user, const SecureBytes* pin) {
+  static CK_UTF8CHAR empty[1] = {0};
+  CK_UTF8CHAR_PTR pinData = nullptr;  // NULL: protected authentication path
+  CK_ULONG pinLength = 0;
+  if (pin != nullptr) {
+    // Modules never write through the PIN pointer; 2.40 just declares it non-const.
+    pinData = pin->empty() ? empty : const_cast<CK_UTF8CHAR_PTR>(pin->data());
+    pinLength = static_cast<CK_ULONG>(pin->size());
+  }
+  const std::lock_guard lock(m_controlMutex);
+  const CK_RV rv = m_module->call(&CK_FUNCTION_LIST::C_Login, m_control.handle(), user, pinData, pinLength);
+  if (rv == CKR_USER_ALREADY_LOGGED_IN) {
+    return;
+  }
+  checkCkRv(rv, "C_Login");
+}
+
+void VendorToken::logout() {
+  const std::lock_guard lock(m_controlMutex);
+  const CK_RV rv = m_module->call(&CK_FUNCTION_LIST::C_Logout, m_control.handle());
+  if (rv == CKR_USER_NOT_LOGGED_IN) {
+    return;
+  }
+  checkCkRv(rv, "C_Logout");
+}
+
+}  // namespace dojang::vendor
