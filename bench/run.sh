@@ -108,35 +108,42 @@ run_bench() {
     --pin "$pin" --json "${bench_args[@]}" >"$tmp/$name.json" 2>"$tmp/$name.err"
 }
 
-# Starts 4 `--hold` clients, waits until all are logged in, prints the VmRSS (KiB) of $1 and
-# (with $2 = tree) of its children too. Clients are ended before returning.
+# Starts 4 `--hold` clients one after the other (SoftHSM's file store misreads a token when
+# several processes open it at the same instant), and while all 4 are logged in sets
+# $measured_rss to the VmRSS (KiB) of process $1, plus (with $2 = tree) its children's.
+# The clients are ended before returning; they are in bg_pids meanwhile, for the trap.
+measured_rss=
 rss_with_clients() {
   local server=$1 mode=$2 module=$3 label=$4
   shift 4
-  local pids=() i pid rss child
-  rm -f "$tmp"/hold*.out "$tmp"/hold*.err
+  local pids=() i pid child ready=0
+  measured_rss=
   for i in 1 2 3 4; do
     timeout --kill-after=5 $((hold_seconds + 30)) env "$@" "$p11bench" --module "$module" \
       --token "$label" --pin "$pin" --hold "$hold_seconds" >"$tmp/hold$i.out" 2>"$tmp/hold$i.err" &
-    pids+=($!)
+    pid=$!
+    pids+=("$pid")
+    bg_pids+=("$pid")
+    for _ in $(seq 200); do
+      grep -q '^ready' "$tmp/hold$i.out" && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
+    grep -q '^ready' "$tmp/hold$i.out" || break
+    ready=$((ready + 1))
   done
-  for _ in $(seq 200); do
-    if [[ $(cat "$tmp"/hold{1,2,3,4}.out 2>/dev/null | grep -c '^ready') == 4 ]]; then break; fi
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || break 2; done
-    sleep 0.05
-  done
-  rss=
-  if [[ $(cat "$tmp"/hold{1,2,3,4}.out 2>/dev/null | grep -c '^ready') == 4 ]]; then
-    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$server/status")
+  if ((ready == 4)); then
+    measured_rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$server/status")
     if [[ $mode == tree ]]; then
       for child in $(ps -o pid= --ppid "$server"); do
-        rss=$((rss + $(awk '/^VmRSS:/ {print $2}' "/proc/$child/status" 2>/dev/null || echo 0)))
+        measured_rss=$((measured_rss + $(awk '/^VmRSS:/ {print $2}' "/proc/$child/status" \
+          2>/dev/null || echo 0)))
       done
     fi
+  else
+    log "hold client $((ready + 1)) did not log in: $(tr '\n' ' ' <"$tmp/hold$((ready + 1)).err")"
   fi
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  echo "$rss"
+  for pid in "${pids[@]}"; do stop_bg "$pid"; done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -191,8 +198,8 @@ EOF
     stop_bg "$pid"
     return 1
   fi
-  dojang_rss=$(rss_with_clients "$pid" self "$dojang_module" "$dojang_token" "${env[@]}")
-  [[ -n $dojang_rss ]] || log "dojangd RSS not measured: hold clients did not all log in"
+  rss_with_clients "$pid" self "$dojang_module" "$dojang_token" "${env[@]}"
+  dojang_rss=$measured_rss
   stop_bg "$pid"
 }
 log "(b) dojang: $dojang_module -> dojangd"
@@ -228,7 +235,8 @@ p11kit_path() {
     return 1
   fi
   # The server forks one p11-kit-remote per client: count the whole tree.
-  p11kit_rss=$(rss_with_clients "$pid" tree "$p11kit_client" "$token" "${env[@]}")
+  rss_with_clients "$pid" tree "$p11kit_client" "$token" "${env[@]}"
+  p11kit_rss=$measured_rss
   stop_bg "$pid"
 }
 log "(c) p11-kit remoting: $p11kit_client -> p11-kit server"
