@@ -104,8 +104,14 @@ declare -A unavailable=()
 run_bench() {
   local name=$1 module=$2 label=$3
   shift 3
+  # In the background and waited for, so that a signal reaches the trap at once.
   timeout --kill-after=5 "$bench_timeout" env "$@" "$p11bench" --module "$module" --token "$label" \
-    --pin "$pin" --json "${bench_args[@]}" >"$tmp/$name.json" 2>"$tmp/$name.err"
+    --pin "$pin" --json "${bench_args[@]}" >"$tmp/$name.json" 2>"$tmp/$name.err" &
+  local pid=$! status=0
+  bg_pids+=("$pid")
+  wait "$pid" || status=$?
+  stop_bg "$pid"
+  return "$status"
 }
 
 # Starts 4 `--hold` clients one after the other (SoftHSM's file store misreads a token when
