@@ -51,6 +51,8 @@ for file in "$p11bench" "$softhsm" "$p11kit_client"; do
   [[ -e $file ]] || { echo "run.sh: missing $file (build dir: $build)" >&2; exit 1; }
 done
 
+# Other work on the machine skews every figure; the 1-minute load average goes on the machine line.
+load_at_start=$(cut -d' ' -f1 /proc/loadavg)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dojang-bench.XXXXXX")
 bg_pids=()
 
@@ -284,7 +286,7 @@ cell() {  # cell PATH KEY -> "12345 83/150" or "-"
 }
 
 machine="nproc=$(nproc); cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
-machine+="; kernel=$(uname -sr); date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+machine+="; kernel=$(uname -sr); date=$(date -u +%Y-%m-%dT%H:%M:%SZ); load=$load_at_start"
 duration=$(jq -r 'if .ops_per_thread > 0 then "\(.ops_per_thread) ops/thread"
                   else "\(.duration_s) s/case" end' "$tmp/a.json")
 
