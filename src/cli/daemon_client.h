@@ -1,0 +1,32 @@
+// Talks to dojangd over the wire protocol directly (not through PKCS#11), for `dojang status`.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include "calls.h"
+
+namespace dojang::cli {
+
+// Nothing is listening on the socket: dojangd is not running (or runs for another user).
+class DaemonUnreachable final : public std::runtime_error {
+ public:
+  DaemonUnreachable(const std::string& message, std::string socketPath)
+      : std::runtime_error(message), m_socketPath(std::move(socketPath)) {}
+  [[nodiscard]] const std::string& socketPath() const noexcept { return m_socketPath; }
+
+ private:
+  std::string m_socketPath;
+};
+
+struct DaemonStatus {
+  wire::HelloReply hello;
+  wire::DaemonStatusReply status;
+};
+
+// Connects, says Hello (random client id, our pid, program "dojang"), asks DaemonStatus.
+// Throws DaemonUnreachable when the connection cannot be made, dojang::Error when the daemon
+// answers with a failure, and std::runtime_error when the conversation breaks.
+[[nodiscard]] DaemonStatus queryDaemonStatus(const std::string& socketPath);
+
+}  // namespace dojang::cli

@@ -1,0 +1,120 @@
+// dojang: the command line for people. Tokens and certificates are read through PKCS#11 (the
+// same module applications load); daemon status through the wire protocol.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <string_view>
+
+#include "commands.h"
+
+#ifndef DOJANG_VERSION
+#error "DOJANG_VERSION must be defined by the build"
+#endif
+
+namespace {
+
+void printJson(std::ostream& out, const nlohmann::json& document) {
+  out << document.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+}
+
+// One clear line on stderr; with --json the same as {"error": ...}.
+int reportError(bool json, int exitCode, const std::string& message,
+                const nlohmann::json& details = nlohmann::json::object()) {
+  if (json) {
+    nlohmann::json document = details.is_object() ? details : nlohmann::json::object();
+    document["error"] = message;
+    printJson(std::cerr, document);
+  } else {
+    std::cerr << "dojang: " << message << '\n';
+  }
+  return exitCode;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace std::string_view_literals;
+  // Known before parsing, so that usage errors honour --json too.
+  bool json = std::any_of(argv + 1, argv + argc, [](const char* arg) { return arg == "--json"sv; });
+
+  CLI::App app{"dojang: certificates and keys on your USB tokens and smart cards", "dojang"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", DOJANG_VERSION);
+
+  dojang::cli::ModuleOptions tokensOptions;
+  dojang::cli::CertsOptions certsOptions;
+  dojang::cli::StatusOptions statusOptions;
+  std::string tokensModule;
+  std::string certsModule;
+  std::string certsToken;
+  std::int64_t expiring = 0;
+  std::string socket;
+  const std::string moduleHelp =
+      "PKCS#11 module to load (default: $DOJANG_MODULE, else dojang-pkcs11.so); any vendor module works";
+
+  auto* tokens = app.add_subcommand("tokens", "List the tokens: label, maker, serial, PIN state, certificates");
+  tokens->add_flag("--json", json, "Print JSON");
+  auto* tokensModuleOption = tokens->add_option("--module", tokensModule, moduleHelp);
+
+  auto* certs = app.add_subcommand("certs", "List certificates on every token, with type, expiry and renewal advice");
+  certs->add_flag("--json", json, "Print JSON");
+  auto* certsModuleOption = certs->add_option("--module", certsModule, moduleHelp);
+  auto* expiringOption =
+      certs->add_option("--expiring", expiring, "Only certificates with at most DAYS days left (expired included)")
+          ->type_name("DAYS");
+  auto* tokenOption = certs->add_option("--token", certsToken, "Only the token with this label")->type_name("LABEL");
+
+  auto* status = app.add_subcommand("status", "Show whether dojangd runs, its clients, backends and slots");
+  status->add_flag("--json", json, "Print JSON");
+  auto* socketOption = status->add_option("--socket", socket, "dojangd's socket (default: $DOJANG_SOCKET or "
+                                                              "$XDG_RUNTIME_DIR/dojang/pkcs11.sock)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    if (error.get_exit_code() == 0) {
+      return app.exit(error);  // --help, --version
+    }
+    return reportError(json, dojang::cli::kExitUsage,
+                       std::string(error.what()) + " (see dojang --help)");
+  }
+
+  try {
+    dojang::cli::CommandResult result;
+    if (tokens->parsed()) {
+      if (tokensModuleOption->count() > 0) {
+        tokensOptions.module = tokensModule;
+      }
+      result = dojang::cli::runTokens(tokensOptions);
+    } else if (certs->parsed()) {
+      if (certsModuleOption->count() > 0) {
+        certsOptions.module.module = certsModule;
+      }
+      if (expiringOption->count() > 0) {
+        certsOptions.expiringDays = expiring;
+      }
+      if (tokenOption->count() > 0) {
+        certsOptions.token = certsToken;
+      }
+      result = dojang::cli::runCerts(certsOptions);
+    } else {
+      if (socketOption->count() > 0) {
+        statusOptions.socket = socket;
+      }
+      result = dojang::cli::runStatus(statusOptions);
+    }
+    if (json) {
+      printJson(std::cout, result.json);
+    } else {
+      std::cout << result.text;
+    }
+    std::cout.flush();
+    return std::cout ? dojang::cli::kExitOk : dojang::cli::kExitFailure;
+  } catch (const dojang::cli::CommandError& error) {
+    return reportError(json, error.exitCode(), error.what(), error.details());
+  } catch (const std::exception& error) {
+    return reportError(json, dojang::cli::kExitFailure, error.what());
+  }
+}

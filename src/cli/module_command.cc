@@ -1,0 +1,61 @@
+#include "module_command.h"
+
+#include <filesystem>
+
+#include "error.h"
+#include "socket_path.h"
+#include "transport.h"
+
+namespace dojang::cli {
+
+namespace {
+bool isDojangModule(const std::string& path) {
+  return std::filesystem::path(path).filename() == "dojang-pkcs11.so";
+}
+
+// Called after the dojang module failed: is the cause that dojangd cannot be reached?
+void explainUnreachableDaemon(const std::string& failure) {
+  const std::string socket = wire::defaultSocketPath();
+  try {
+    (void)wire::connectUnixSocket(socket);
+  } catch (const wire::TransportClosed& error) {
+    throw CommandError(kExitDaemonUnreachable,
+                       "dojangd unreachable at " + socket + " (" + error.what() + "); module said: " + failure,
+                       {{"socket", socket}});
+  }
+}
+}  // namespace
+
+CommandResult withModule(const ModuleOptions& options,
+                         const std::function<CommandResult(const Pkcs11Library&)>& body) {
+  const ModuleChoice choice = resolveModulePath(options.module);
+  std::error_code error;
+  if (!std::filesystem::exists(choice.path, error)) {
+    throw CommandError(kExitFailure,
+                       "PKCS#11 module not found: " + choice.path + " (from " + choice.source +
+                           "); pass --module PATH or set DOJANG_MODULE",
+                       {{"module", choice.path}});
+  }
+  try {
+    Pkcs11Library library(choice.path);
+    return body(library);
+  } catch (const dojang::Error& failure) {
+    if (isDojangModule(choice.path)) {
+      explainUnreachableDaemon(failure.what());
+    }
+    throw CommandError(kExitFailure, failure.what(), {{"module", choice.path}});
+  }
+}
+
+std::string hex(const Bytes& bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string text;
+  text.reserve(bytes.size() * 2);
+  for (const auto byte : bytes) {
+    text += kDigits[byte >> 4];
+    text += kDigits[byte & 0x0f];
+  }
+  return text;
+}
+
+}  // namespace dojang::cli

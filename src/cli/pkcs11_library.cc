@@ -1,0 +1,227 @@
+#include "pkcs11_library.h"
+
+#include <dlfcn.h>
+
+#include <utility>
+
+#include "error.h"
+
+namespace dojang::cli {
+
+Pkcs11Library::Pkcs11Library(std::string path) : m_path(std::move(path)) {
+  m_handle = ::dlopen(m_path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (m_handle == nullptr) {
+    const char* reason = ::dlerror();
+    fail(CKR_GENERAL_ERROR,
+         "cannot load PKCS#11 module " + m_path + ": " + (reason != nullptr ? reason : "unknown error"));
+  }
+  auto* getFunctionList =
+      reinterpret_cast<CK_C_GetFunctionList>(::dlsym(m_handle, "C_GetFunctionList"));
+  if (getFunctionList == nullptr) {
+    release();
+    fail(CKR_GENERAL_ERROR, "not a PKCS#11 module (no C_GetFunctionList): " + m_path);
+  }
+  CK_RV rv = getFunctionList(&m_functions);
+  if (rv != CKR_OK || m_functions == nullptr) {
+    release();
+    throwCkRv(rv == CKR_OK ? CKR_GENERAL_ERROR : rv, "C_GetFunctionList");
+  }
+  CK_C_INITIALIZE_ARGS args{};
+  args.flags = CKF_OS_LOCKING_OK;
+  rv = m_functions->C_Initialize(&args);
+  if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+    release();
+    throwCkRv(rv, "C_Initialize");
+  }
+  m_finalize = rv == CKR_OK;
+}
+
+Pkcs11Library::Pkcs11Library(Pkcs11Library&& other) noexcept
+    : m_path(std::move(other.m_path)),
+      m_handle(std::exchange(other.m_handle, nullptr)),
+      m_functions(std::exchange(other.m_functions, nullptr)),
+      m_finalize(std::exchange(other.m_finalize, false)) {}
+
+Pkcs11Library& Pkcs11Library::operator=(Pkcs11Library&& other) noexcept {
+  if (this != &other) {
+    release();
+    m_path = std::move(other.m_path);
+    m_handle = std::exchange(other.m_handle, nullptr);
+    m_functions = std::exchange(other.m_functions, nullptr);
+    m_finalize = std::exchange(other.m_finalize, false);
+  }
+  return *this;
+}
+
+Pkcs11Library::~Pkcs11Library() { release(); }
+
+void Pkcs11Library::release() noexcept {
+  if (m_functions != nullptr && m_finalize) {
+    m_functions->C_Finalize(nullptr);
+  }
+  m_functions = nullptr;
+  m_finalize = false;
+  if (m_handle != nullptr) {
+    ::dlclose(m_handle);
+    m_handle = nullptr;
+  }
+}
+
+CK_INFO Pkcs11Library::info() const {
+  CK_INFO result{};
+  checkCkRv(m_functions->C_GetInfo(&result), "C_GetInfo");
+  return result;
+}
+
+std::vector<CK_SLOT_ID> Pkcs11Library::slots(bool tokenPresent) const {
+  const CK_BBOOL present = tokenPresent ? CK_TRUE : CK_FALSE;
+  // The count may change between the two calls; CKR_BUFFER_TOO_SMALL means ask again.
+  for (;;) {
+    CK_ULONG count = 0;
+    checkCkRv(m_functions->C_GetSlotList(present, nullptr, &count), "C_GetSlotList");
+    std::vector<CK_SLOT_ID> result(count);
+    const CK_RV rv = m_functions->C_GetSlotList(present, result.data(), &count);
+    if (rv == CKR_BUFFER_TOO_SMALL) {
+      continue;
+    }
+    checkCkRv(rv, "C_GetSlotList");
+    result.resize(count);
+    return result;
+  }
+}
+
+CK_SLOT_INFO Pkcs11Library::slotInfo(CK_SLOT_ID slot) const {
+  CK_SLOT_INFO result{};
+  checkCkRv(m_functions->C_GetSlotInfo(slot, &result), "C_GetSlotInfo");
+  return result;
+}
+
+CK_TOKEN_INFO Pkcs11Library::tokenInfo(CK_SLOT_ID slot) const {
+  CK_TOKEN_INFO result{};
+  checkCkRv(m_functions->C_GetTokenInfo(slot, &result), "C_GetTokenInfo");
+  return result;
+}
+
+AttributeTemplate& AttributeTemplate::add(CK_ATTRIBUTE_TYPE type, CK_ULONG value) {
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(&value);
+  return add(type, Bytes(bytes, bytes + sizeof value));
+}
+
+AttributeTemplate& AttributeTemplate::add(CK_ATTRIBUTE_TYPE type, const Bytes& value) {
+  m_types.push_back(type);
+  m_values.push_back(value);
+  return *this;
+}
+
+CK_ATTRIBUTE* AttributeTemplate::data() {
+  m_attributes.clear();
+  for (std::size_t i = 0; i < m_values.size(); ++i) {
+    m_attributes.push_back(CK_ATTRIBUTE{m_types[i], m_values[i].data(),
+                                        static_cast<CK_ULONG>(m_values[i].size())});
+  }
+  return m_attributes.data();
+}
+
+Session::Session(const Pkcs11Library& library, CK_SLOT_ID slot) : m_functions(library.functions()) {
+  checkCkRv(m_functions->C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &m_handle),
+            "C_OpenSession");
+}
+
+Session::Session(Session&& other) noexcept
+    : m_functions(std::exchange(other.m_functions, nullptr)),
+      m_handle(std::exchange(other.m_handle, CK_INVALID_HANDLE)) {}
+
+Session& Session::operator=(Session&& other) noexcept {
+  if (this != &other) {
+    close();
+    m_functions = std::exchange(other.m_functions, nullptr);
+    m_handle = std::exchange(other.m_handle, CK_INVALID_HANDLE);
+  }
+  return *this;
+}
+
+Session::~Session() { close(); }
+
+void Session::close() noexcept {
+  if (m_functions != nullptr && m_handle != CK_INVALID_HANDLE) {
+    m_functions->C_CloseSession(m_handle);
+  }
+  m_handle = CK_INVALID_HANDLE;
+}
+
+namespace {
+// Ends a find operation however the search loop leaves.
+class FindOperation final {
+ public:
+  FindOperation(CK_FUNCTION_LIST* functions, CK_SESSION_HANDLE session, AttributeTemplate& templ)
+      : m_functions(functions), m_session(session) {
+    checkCkRv(m_functions->C_FindObjectsInit(m_session, templ.data(), templ.size()),
+              "C_FindObjectsInit");
+  }
+  FindOperation(const FindOperation&) = delete;
+  FindOperation& operator=(const FindOperation&) = delete;
+  ~FindOperation() { m_functions->C_FindObjectsFinal(m_session); }
+
+  std::vector<CK_OBJECT_HANDLE> all() {
+    std::vector<CK_OBJECT_HANDLE> found;
+    CK_OBJECT_HANDLE batch[64];
+    for (;;) {
+      CK_ULONG count = 0;
+      checkCkRv(m_functions->C_FindObjects(m_session, batch, std::size(batch), &count),
+                "C_FindObjects");
+      if (count == 0) {
+        return found;
+      }
+      found.insert(found.end(), batch, batch + count);
+    }
+  }
+
+ private:
+  CK_FUNCTION_LIST* m_functions;
+  CK_SESSION_HANDLE m_session;
+};
+}  // namespace
+
+std::vector<CK_OBJECT_HANDLE> Session::find(AttributeTemplate& templ) const {
+  FindOperation operation(m_functions, m_handle, templ);
+  return operation.all();
+}
+
+std::optional<Bytes> Session::attribute(CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE type) const {
+  CK_ATTRIBUTE query{type, nullptr, 0};
+  CK_RV rv = m_functions->C_GetAttributeValue(m_handle, object, &query, 1);
+  if (rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID ||
+      query.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
+    return std::nullopt;
+  }
+  checkCkRv(rv, "C_GetAttributeValue");
+  Bytes value(query.ulValueLen);
+  query.pValue = value.data();
+  rv = m_functions->C_GetAttributeValue(m_handle, object, &query, 1);
+  if (rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID) {
+    return std::nullopt;
+  }
+  checkCkRv(rv, "C_GetAttributeValue");
+  value.resize(query.ulValueLen);
+  return value;
+}
+
+std::optional<CK_ULONG> Session::ulongAttribute(CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE type) const {
+  const auto value = attribute(object, type);
+  if (!value || value->size() != sizeof(CK_ULONG)) {
+    return std::nullopt;
+  }
+  CK_ULONG result = 0;
+  std::copy(value->begin(), value->end(), reinterpret_cast<std::uint8_t*>(&result));
+  return result;
+}
+
+std::string paddedText(const unsigned char* text, std::size_t size) {
+  std::string result(reinterpret_cast<const char*>(text), size);
+  while (!result.empty() && (result.back() == ' ' || result.back() == '\0')) {
+    result.pop_back();
+  }
+  return result;
+}
+
+}  // namespace dojang::cli

@@ -1,0 +1,93 @@
+// `dojang status`: what dojangd is doing, asked over the wire protocol directly.
+#include <string>
+
+#include "commands.h"
+#include "daemon_client.h"
+#include "error.h"
+#include "socket_path.h"
+#include "table.h"
+
+namespace dojang::cli {
+
+namespace {
+
+std::string uptimeText(std::uint64_t seconds) {
+  const std::uint64_t days = seconds / 86400;
+  const std::uint64_t hours = seconds % 86400 / 3600;
+  const std::uint64_t minutes = seconds % 3600 / 60;
+  auto two = [](std::uint64_t value) { return (value < 10 ? "0" : "") + std::to_string(value); };
+  if (days > 0) {
+    return std::to_string(days) + "d " + two(hours) + "h " + two(minutes) + "m";
+  }
+  if (hours > 0) {
+    return std::to_string(hours) + "h " + two(minutes) + "m";
+  }
+  if (minutes > 0) {
+    return std::to_string(minutes) + "m " + two(seconds % 60) + "s";
+  }
+  return std::to_string(seconds) + "s";
+}
+
+}  // namespace
+
+CommandResult runStatus(const StatusOptions& options) {
+  const std::string socket = options.socket.value_or(wire::defaultSocketPath());
+  DaemonStatus daemon;
+  try {
+    daemon = queryDaemonStatus(socket);
+  } catch (const DaemonUnreachable& error) {
+    throw CommandError(kExitDaemonUnreachable, error.what(),
+                       {{"socket", error.socketPath()}, {"running", false}});
+  } catch (const std::exception& error) {
+    throw CommandError(kExitFailure, error.what(), {{"socket", socket}});
+  }
+  const auto& status = daemon.status;
+
+  nlohmann::json backends = nlohmann::json::array();
+  Table backendTable({"BACKEND", "PATH", "STATE"});
+  for (const auto& backend : status.backends) {
+    backends.push_back({{"name", backend.name}, {"path", backend.path}, {"state", backend.state}});
+    backendTable.addRow({backend.name, backend.path, backend.state});
+  }
+  nlohmann::json slots = nlohmann::json::array();
+  Table slotTable({"SLOT", "BACKEND", "TOKEN", "LABEL", "LOGGED IN", "CACHED OBJECTS"});
+  for (const auto& slot : status.slots) {
+    slots.push_back({{"slot", slot.slot},
+                     {"backend", slot.backend},
+                     {"tokenPresent", slot.tokenPresent},
+                     {"tokenLabel", slot.tokenLabel},
+                     {"loggedInClients", slot.loggedInClients},
+                     {"cachedObjects", slot.cachedObjects}});
+    slotTable.addRow({std::to_string(slot.slot), slot.backend, slot.tokenPresent ? "present" : "absent",
+                      slot.tokenPresent ? slot.tokenLabel : "-", std::to_string(slot.loggedInClients),
+                      std::to_string(slot.cachedObjects)});
+  }
+
+  CommandResult result;
+  result.json = {{"running", true},
+                 {"socket", socket},
+                 {"version", status.version},
+                 {"pid", status.pid},
+                 {"uptimeSeconds", status.uptimeSeconds},
+                 {"clients", status.clients},
+                 {"connections", status.connections},
+                 {"sessions", status.sessions},
+                 {"protocolVersion", daemon.hello.protocolVersion},
+                 {"backends", backends},
+                 {"slots", slots}};
+
+  Table summary({"dojangd", status.version});
+  summary.addRow({"pid", std::to_string(status.pid)});
+  summary.addRow({"uptime", uptimeText(status.uptimeSeconds)});
+  summary.addRow({"socket", socket});
+  summary.addRow({"clients", std::to_string(status.clients)});
+  summary.addRow({"connections", std::to_string(status.connections)});
+  summary.addRow({"sessions", std::to_string(status.sessions)});
+  result.text = summary.render() + "\n";
+  result.text += backendTable.empty() ? "No backends loaded.\n" : backendTable.render();
+  result.text += "\n";
+  result.text += slotTable.empty() ? "No slots.\n" : slotTable.render();
+  return result;
+}
+
+}  // namespace dojang::cli
