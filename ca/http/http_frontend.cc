@@ -1,0 +1,124 @@
+#include "http_frontend.h"
+
+#include <httplib.h>
+
+#include <iostream>
+
+#include "cmp_service.h"
+#include "error.h"
+
+namespace dojang::ca {
+namespace {
+
+// "application/pkixcmp; charset=..." still names the CMP media type.
+bool isCmpContentType(const std::string& header) {
+  const std::string mediaType = header.substr(0, header.find(';'));
+  std::string trimmed;
+  for (char c : mediaType) {
+    if (c != ' ' && c != '\t') {
+      trimmed += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+  }
+  return trimmed == kCmpContentType;
+}
+
+void plainError(httplib::Response& response, int status, const std::string& message) {
+  response.status = status;
+  response.set_content(message + "\n", "text/plain; charset=utf-8");
+}
+
+}  // namespace
+
+struct HttpFrontend::Impl final {
+  explicit Impl(CmpService& cmp) : service(cmp) {}
+  CmpService& service;
+  httplib::Server server;
+};
+
+HttpFrontend::HttpFrontend(CmpService& service) : m_impl(std::make_unique<Impl>(service)) {
+  httplib::Server& server = m_impl->server;
+  server.set_payload_max_length(kMaxRequestBodyBytes);
+  server.set_read_timeout(10, 0);
+  server.set_write_timeout(10, 0);
+
+  auto handleCmp = [this](const httplib::Request& request, httplib::Response& response) {
+    if (!isCmpContentType(request.get_header_value("Content-Type"))) {
+      plainError(response, 415, std::string("CMP requests must be POSTed as ") + kCmpContentType);
+      return;
+    }
+    if (request.body.empty()) {
+      plainError(response, 400, "empty body: expected a DER-encoded CMP message");
+      return;
+    }
+    try {
+      const std::vector<unsigned char> body(request.body.begin(), request.body.end());
+      const std::vector<unsigned char> answer = m_impl->service.handle(body);
+      response.status = 200;
+      response.set_content(std::string(answer.begin(), answer.end()), kCmpContentType);
+    } catch (const Error& error) {
+      if (error.kind() == ErrorKind::BadInput) {
+        plainError(response, 400, error.what());
+      } else {
+        std::cerr << "dojang-ca: internal error: " << error.what() << std::endl;
+        plainError(response, 500, "internal error; see the CA's log");
+      }
+    } catch (const std::exception& error) {
+      std::cerr << "dojang-ca: internal error: " << error.what() << std::endl;
+      plainError(response, 500, "internal error; see the CA's log");
+    }
+  };
+  // RFC 6712 leaves the path to the server; RFC 9483 suggests /.well-known/cmp.
+  server.Post("/", handleCmp);
+  server.Post("/pkix/", handleCmp);
+  server.Post("/.well-known/cmp", handleCmp);
+  server.Post(R"(/\.well-known/cmp/p/[A-Za-z0-9._-]+)", handleCmp);
+
+  server.Get(kCrlPath, [this](const httplib::Request&, httplib::Response& response) {
+    try {
+      const std::vector<unsigned char> crl = m_impl->service.crlDer();
+      response.set_content(std::string(crl.begin(), crl.end()), "application/pkix-crl");
+    } catch (const std::exception& error) {
+      std::cerr << "dojang-ca: CRL failed: " << error.what() << std::endl;
+      plainError(response, 500, "cannot produce the CRL; see the CA's log");
+    }
+  });
+  server.Get("/", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content(std::string("dojang-ca: POST ") + kCmpContentType + " to this URL; CRL at " + kCrlPath +
+                             "\n",
+                         "text/plain; charset=utf-8");
+  });
+  // httplib answers oversized bodies (413) and unknown paths itself; give them a readable body.
+  // One message per connection. OpenSSL 3.0's CMP client sends HTTP/1.0 with
+  // "Connection: keep-alive" and reuses the connection for certConf unless told otherwise, while
+  // httplib closes such HTTP/1.0 connections; saying so avoids a failed certConf.
+  server.set_post_routing_handler([](const httplib::Request&, httplib::Response& response) {
+    response.set_header("Connection", "close");
+  });
+  server.set_error_handler([](const httplib::Request&, httplib::Response& response) {
+    if (!response.body.empty()) {
+      return;
+    }
+    if (response.status == 413) {
+      plainError(response, 413, "request body larger than " + std::to_string(kMaxRequestBodyBytes) + " bytes");
+    } else {
+      plainError(response, response.status, "HTTP " + std::to_string(response.status));
+    }
+  });
+}
+
+HttpFrontend::~HttpFrontend() = default;
+
+int HttpFrontend::bind(const std::string& address, int port) {
+  int bound = port == 0 ? m_impl->server.bind_to_any_port(address) : (m_impl->server.bind_to_port(address, port) ? port : -1);
+  if (bound <= 0) {
+    throw Error(CKR_FUNCTION_FAILED, ErrorKind::Fatal,
+                "cannot listen on " + address + ":" + std::to_string(port));
+  }
+  return bound;
+}
+
+void HttpFrontend::run() { m_impl->server.listen_after_bind(); }
+
+void HttpFrontend::stop() { m_impl->server.stop(); }
+
+}  // namespace dojang::ca
