@@ -395,18 +395,22 @@ class Worker final {
   }
 
   // Signs once and verifies on the token, so a path that returns garbage fast is caught.
-  // Returns false when the module offers no C_Verify for the mechanism (not an error).
-  bool verifyOnce() {
-    if (m_case.kind != OpKind::Sign) return true;
+  // Throws only when the token says the signature is wrong; a module that cannot verify
+  // (no C_Verify, mechanism not offered for verification) gets the reason back instead.
+  std::optional<std::string> verifyOnce() {
+    if (m_case.kind != OpKind::Sign) return std::nullopt;
     CK_ULONG len = op();
     CK_FUNCTION_LIST& f = m_session.fns();
     CK_RV rv = f.C_VerifyInit(m_session.handle(), &m_mech, m_case.verifyKey);
-    if (rv == CKR_FUNCTION_NOT_SUPPORTED || rv == CKR_MECHANISM_INVALID) return false;
-    check(rv, "C_VerifyInit");
-    check(f.C_Verify(m_session.handle(), const_cast<CK_BYTE*>(m_case.input.data()),
-                     m_case.input.size(), m_sig.data(), len),
-          "C_Verify");
-    return true;
+    if (rv != CKR_OK) return "C_VerifyInit: " + rvName(rv);
+    rv = f.C_Verify(m_session.handle(), const_cast<CK_BYTE*>(m_case.input.data()),
+                    m_case.input.size(), m_sig.data(), len);
+    if (rv == CKR_SIGNATURE_INVALID || rv == CKR_SIGNATURE_LEN_RANGE) {
+      throw std::runtime_error(m_case.name + ": the token rejects the signature it made (" +
+                               rvName(rv) + ")");
+    }
+    if (rv != CKR_OK) return "C_Verify: " + rvName(rv);
+    return std::nullopt;
   }
 
  private:
@@ -741,9 +745,9 @@ int run(Options& o) {
 
   for (const Case& c : cases) {
     Worker w(c, Session(module, slot, false));
-    if (!w.verifyOnce()) {
-      std::fprintf(stderr, "p11bench: %s: module cannot verify, signature not checked\n",
-                   c.name.c_str());
+    if (auto why = w.verifyOnce()) {
+      std::fprintf(stderr, "p11bench: %s: signature not checked (%s)\n", c.name.c_str(),
+                   why->c_str());
     }
   }
 

@@ -113,6 +113,8 @@ run_bench() {
   bg_pids+=("$pid")
   wait "$pid" || status=$?
   stop_bg "$pid"
+  # Notes worth seeing even on success (a module that could not verify its own signatures).
+  sed -n "s/^p11bench: /  ($name) /p" "$tmp/$name.err" | grep -v ' thread(s): ' >&2 || true
   return "$status"
 }
 
