@@ -24,7 +24,7 @@ while (($#)); do
       shift
       ;;
     -h | --help)
-      sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
