@@ -22,6 +22,14 @@ bool isCmpContentType(const std::string& header) {
   return trimmed == kCmpContentType;
 }
 
+// Content-Length is digits only and at most kMaxRequestBodyBytes.
+bool declaredLengthFits(const std::string& value) {
+  if (value.empty() || value.size() > 12 || value.find_first_not_of("0123456789") != std::string::npos) {
+    return false;
+  }
+  return std::stoull(value) <= kMaxRequestBodyBytes;
+}
+
 void plainError(httplib::Response& response, int status, const std::string& message) {
   response.status = status;
   response.set_content(message + "\n", "text/plain; charset=utf-8");
@@ -88,6 +96,26 @@ HttpFrontend::HttpFrontend(CmpService& service) : m_impl(std::make_unique<Impl>(
                          "text/plain; charset=utf-8");
   });
   // httplib answers oversized bodies (413) and unknown paths itself; give them a readable body.
+  // Refuse oversized, unsized or non-CMP POSTs from their headers, before httplib reads (or skips)
+  // the body: a client announcing a huge Content-Length gets its answer at once.
+  server.set_pre_routing_handler([](const httplib::Request& request, httplib::Response& response) {
+    if (request.method != "POST") {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    const bool chunked = request.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos;
+    if (!request.has_header("Content-Length") && !chunked) {
+      plainError(response, 411, "CMP requests need a Content-Length");
+    } else if (request.has_header("Content-Length") &&
+               !declaredLengthFits(request.get_header_value("Content-Length"))) {
+      plainError(response, 413, "request body larger than " + std::to_string(kMaxRequestBodyBytes) + " bytes");
+    } else if (!isCmpContentType(request.get_header_value("Content-Type"))) {
+      plainError(response, 415, std::string("CMP requests must be POSTed as ") + kCmpContentType);
+    } else {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    response.set_header("Connection", "close");
+    return httplib::Server::HandlerResponse::Handled;
+  });
   // One message per connection. OpenSSL 3.0's CMP client sends HTTP/1.0 with
   // "Connection: keep-alive" and reuses the connection for certConf unless told otherwise, while
   // httplib closes such HTTP/1.0 connections; saying so avoids a failed certConf.

@@ -180,7 +180,7 @@ std::optional<CertificateRecord> CaStore::findSuccessor(const std::string& seria
 
 std::vector<CertificateRecord> CaStore::listCertificates() {
   Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
-                                      " FROM certificates ORDER BY issued_at, serial");
+                                      " FROM certificates ORDER BY issued_at, rowid");
   std::vector<CertificateRecord> records;
   while (statement.step()) {
     records.push_back(readCertificate(statement));
