@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -383,4 +384,19 @@ TEST_CASE("usage errors exit 2 and other failures exit 1, one line on stderr", "
   const auto help = runDojang({"--help"});
   CHECK(help.exitCode == 0);
   CHECK(help.out.find("certs") != std::string::npos);
+}
+
+TEST_CASE("without --module the CLI loads dojang-pkcs11.so from its build tree", "[cli]") {
+  Fixture fixture;
+  // build/src/cli/dojang finds build/pkcs11/dojang-pkcs11.so; here that name points at SoftHSM.
+  TempDir tree("dojang-cli-tree-");
+  std::filesystem::create_directories(tree / "src" / "cli");
+  std::filesystem::create_directories(tree / "pkcs11");
+  std::filesystem::copy_file(dojangBinary(), tree / "src" / "cli" / "dojang");
+  std::filesystem::create_symlink(fixture.token.modulePath(), tree / "pkcs11" / "dojang-pkcs11.so");
+  const auto result = runCommand({(tree / "src" / "cli" / "dojang").string(), "tokens", "--json"},
+                                 std::map<std::string, std::string>{{"DOJANG_MODULE", ""}});
+  const json document = parse(result);
+  CHECK(document.at("module") == (tree / "pkcs11" / "dojang-pkcs11.so").string());
+  CHECK(document.at("tokens").size() >= 1);
 }
