@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <string>
 #include <vector>
 
@@ -310,6 +311,19 @@ TEST_CASE("reissue revokes the previous certificate, keeps its expiry and is fre
   // The revoked original can no longer renew.
   requireRejected(ca.renew(server, cert1, key1, ca.key("k3.pem"), ca.file("x.pem"), {"-geninfo", feeAck(4400)}),
                   "was revoked on");
+
+  // The operator's revocation command, with the serial in any case and with leading zeros.
+  std::string lowerSerial = "00" + reissued.serialHex;
+  for (char& c : lowerSerial) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  t::CommandResult revoke = t::run({t::dojangCa(), "revoke", "--dir", ca.caDir(), "--serial", lowerSerial});
+  INFO(revoke.output);
+  CHECK(revoke.exitCode == 0);
+  t::CommandResult revokeAgain = t::run({t::dojangCa(), "revoke", "--dir", ca.caDir(), "--serial", reissued.serialHex});
+  CHECK(revokeAgain.exitCode != 0);
+  CHECK(revokeAgain.output.find("already revoked") != std::string::npos);
+  CHECK(ca.listJson()[1].at("status") == "revoked");
 }
 
 TEST_CASE("malformed HTTP requests get a 4xx, change nothing, and the server keeps serving", "[ca][ca-malformed-http]") {

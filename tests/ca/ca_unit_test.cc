@@ -1,0 +1,70 @@
+// Pure parts of dojang-ca: the profiles file, KISA-style subjects, fee formatting.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "error.h"
+#include "profile.h"
+#include "subject_name.h"
+
+namespace ca = dojang::ca;
+
+TEST_CASE("the shipped profiles carry the guide's fees and the documented policy OIDs", "[ca-unit]") {
+  const ca::ProfileCatalog catalog = ca::loadProfiles(DOJANG_CA_SOURCE_PROFILES);
+  CHECK(catalog.renewalWindowDays == 30);
+  CHECK(catalog.codeLifetimeDays == 7);
+  const ca::Profile& general = catalog.require("signkorea-general-personal");
+  CHECK(general.brand == "SignKorea");
+  CHECK(general.operatorName == "Koscom");
+  CHECK(general.type == "범용 개인");
+  CHECK(general.policyOid == "1.2.410.200004.5.1.1.5");
+  CHECK(general.validityDays == 365);
+  CHECK(general.feeKrw == 4400);
+  REQUIRE(general.support);
+  CHECK(general.support->phone == "1577-7337");
+  CHECK(general.support->hours == "weekdays 08:00-19:00");
+  CHECK(general.support->walkIn == "weekdays 09:00-17:00");
+  CHECK(catalog.require("signkorea-securities").feeKrw == 0);
+  CHECK(catalog.require("signkorea-tax").feeKrw == 2200);
+  CHECK(catalog.require("signkorea-creditcard").feeKrw == 0);
+  CHECK(catalog.require("yessign-general-personal").policyOid == "1.2.410.200005.1.1.1");
+  CHECK(catalog.require("kica-tax").policyOid == "1.2.410.200004.5.2.1.5001");
+  CHECK(catalog.require("crosscert-securities").policyOid == "1.2.410.200004.5.4.1.102");
+  CHECK(catalog.require("tradesign-creditcard").policyOid == "1.2.410.200012.1.1.105");
+  CHECK(catalog.find("nope") == nullptr);
+  CHECK_THROWS_WITH(catalog.require("nope"), Catch::Contains("known profiles: signkorea-general-personal"));
+}
+
+TEST_CASE("profile file mistakes are reported with the profile and key", "[ca-unit]") {
+  CHECK_THROWS_WITH(ca::parseProfiles("[[profile]]\nid = \"a\"\n", "p.toml"), Catch::Contains("profile 'a': missing"));
+  CHECK_THROWS_WITH(ca::parseProfiles("[[profile]]\nid = \"a\"\nbrand = \"B\"\ntype = \"T\"\npolicy_oid = \"x.y\"\n",
+                                      "p.toml"),
+                    Catch::Contains("not a dotted OID"));
+  CHECK_THROWS_WITH(ca::parseProfiles("[[profile]]\nid = \"a\"\nbrand = \"B\"\ntype = \"T\"\npolicy_oid = \"1.2\"\n"
+                                      "fee_krw = -1\n",
+                                      "p.toml"),
+                    Catch::Contains("'fee_krw' must be an integer"));
+  CHECK_THROWS_WITH(ca::parseProfiles("this is = = not toml", "p.toml"), Catch::Contains("p.toml"));
+  CHECK_THROWS_WITH(ca::parseProfiles("", "p.toml"), Catch::Contains("no [[profile]] entries"));
+}
+
+TEST_CASE("KISA-style subjects: RFC 4514 order, slash form, default O and C", "[ca-unit]") {
+  auto text = [](const std::string& subject) { return ca::subjectText(*ca::parseSubject(subject, "SignKorea")); };
+  CHECK(text("cn=홍길동()0001234567890123,ou=개인,o=SignKorea,c=KR") ==
+        "CN=홍길동()0001234567890123,OU=개인,O=SignKorea,C=KR");
+  CHECK(text("cn=홍길동()0001234567890123,ou=개인") == "CN=홍길동()0001234567890123,OU=개인,O=SignKorea,C=KR");
+  CHECK(text("/C=KR/O=yessign/CN=김철수") == "CN=김철수,O=yessign,C=KR");
+  CHECK(text("cn=Kim\\, Chulsoo") == "CN=Kim\\, Chulsoo,O=SignKorea,C=KR");
+  CHECK_THROWS_AS(ca::parseSubject("", "SignKorea"), dojang::Error);
+  CHECK_THROWS_WITH(ca::parseSubject("cn", "SignKorea"), Catch::Contains("not name=value"));
+  CHECK_THROWS_WITH(ca::parseSubject("nosuchattr=1", "SignKorea"), Catch::Contains("unknown attribute"));
+  CHECK_THROWS_WITH(ca::parseSubject("cn=x,c=Korea", "SignKorea"), Catch::Contains("not allowed"));
+}
+
+TEST_CASE("fees are written the Korean way", "[ca-unit]") {
+  CHECK(ca::formatKrw(4400) == "4,400 KRW");
+  CHECK(ca::formatKrw(110000) == "110,000 KRW");
+  CHECK(ca::formatKrw(0) == "0 KRW");
+  CHECK(ca::formatFee(0) == "free");
+  CHECK(ca::formatFee(2200) == "2,200 KRW");
+}
