@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -318,6 +319,9 @@ int runProfiles(const std::string& directory, const std::string& profilesFlag, b
 }  // namespace dojang::ca
 
 int main(int argc, char** argv) {
+  // Keys, the database (with authorization codes) and its WAL files are private to the CA's user;
+  // certificates are made readable explicitly.
+  umask(077);
   CLI::App app{"dojang-ca: a CMP certificate authority with Korean certificate profiles (see docs/ca.md)"};
   app.require_subcommand(1);
   std::string directory;
