@@ -4,7 +4,6 @@
 #include <openssl/objects.h>
 #include <openssl/x509.h>
 
-#include <cstring>
 #include <memory>
 
 #include "foreign_errors.h"

@@ -27,7 +27,7 @@ struct Code final {
 };
 
 // One CA directory per test: keys, certificates, SQLite state.
-class CaFixture {
+class CaFixture final {
  public:
   CaFixture() {
     t::CommandResult init = t::run({t::dojangCa(), "init", "--dir", caDir(), "--key-type", "ec"});
