@@ -88,7 +88,18 @@ std::unique_ptr<token::Token> VendorDriver::openToken(const std::string& slotKey
   return std::make_unique<VendorToken>(m_module, slot);
 }
 
+std::vector<std::pair<CK_SLOT_ID, CK_FLAGS>> VendorDriver::presence() {
+  std::vector<std::pair<CK_SLOT_ID, CK_FLAGS>> result;
+  for (const token::SlotDescription& slot : slots()) {
+    result.emplace_back(parseSlotKey(slot.key), slot.flags & CKF_TOKEN_PRESENT);
+  }
+  return result;
+}
+
 bool VendorDriver::waitForChange() {
+  // Many modules (SoftHSM, OpenSC without readers) answer CKF_DONT_BLOCK with CKR_NO_EVENT for
+  // ever, even when a slot appears; a changed slot list or token presence counts as an event too.
+  const auto before = presence();
   for (;;) {
     if (m_cancelled.load()) {
       return false;
@@ -104,6 +115,9 @@ bool VendorDriver::waitForChange() {
     }
     if (rv != CKR_NO_EVENT) {
       checkCkRv(rv, "C_WaitForSlotEvent");
+    }
+    if (presence() != before) {
+      return true;
     }
     std::unique_lock lock(m_waitMutex);
     m_waitCondition.wait_for(lock, kEventPollInterval, [this] { return m_cancelled.load(); });

@@ -7,6 +7,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "token.h"
 #include "vendor_module.h"
@@ -25,9 +27,10 @@ class VendorDriver final : public token::Driver {
   [[nodiscard]] std::string location() const override;
   std::vector<token::SlotDescription> slots() override;
   std::unique_ptr<token::Token> openToken(const std::string& slotKey) override;
-  // Polls C_WaitForSlotEvent(CKF_DONT_BLOCK) every 500 ms: true on an event; false when the
-  // module cannot report events or after cancelWait(). A blocking C_WaitForSlotEvent could only
-  // be interrupted by C_Finalize, which would end every session.
+  // Polls C_WaitForSlotEvent(CKF_DONT_BLOCK) and the slot list every 500 ms: true on an event or
+  // when a slot or token came or went; false when the module answers CKR_FUNCTION_NOT_SUPPORTED
+  // or after cancelWait(). (A blocking C_WaitForSlotEvent could only be interrupted by
+  // C_Finalize, which would end every session.)
   bool waitForChange() override;
   // Makes current and all later waitForChange() calls return false (the driver is stopping).
   void cancelWait() override;
@@ -35,6 +38,9 @@ class VendorDriver final : public token::Driver {
   [[nodiscard]] const VendorModule& module() const noexcept { return *m_module; }
 
  private:
+  // Slot IDs with their CKF_TOKEN_PRESENT bit.
+  std::vector<std::pair<CK_SLOT_ID, CK_FLAGS>> presence();
+
   std::shared_ptr<const VendorModule> m_module;
   std::mutex m_waitMutex;
   std::condition_variable m_waitCondition;

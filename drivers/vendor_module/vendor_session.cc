@@ -50,9 +50,9 @@ bool isAllowedReadFailure(CK_RV rv) {
   return rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID;
 }
 
-// The key type a public-key mechanism needs, or 0 when we do not know the mechanism (the module
-// then decides at C_Sign time).
-CK_KEY_TYPE requiredKeyType(CK_MECHANISM_TYPE mechanism) {
+// The key type a public-key mechanism needs, or nothing when we do not know the mechanism (the
+// module then decides at C_Sign time). Note CKK_RSA is 0.
+std::optional<CK_KEY_TYPE> requiredKeyType(CK_MECHANISM_TYPE mechanism) {
   switch (mechanism) {
     case CKM_RSA_PKCS:
     case CKM_RSA_9796:
@@ -89,7 +89,7 @@ CK_KEY_TYPE requiredKeyType(CK_MECHANISM_TYPE mechanism) {
     case CKM_DSA_SHA1:
       return CKK_DSA;
     default:
-      return 0;
+      return std::nullopt;
   }
 }
 
@@ -302,11 +302,11 @@ void VendorSession::checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mech
   if (*objectClass != wantedClass && *objectClass != CKO_SECRET_KEY) {
     fail(CKR_KEY_TYPE_INCONSISTENT, keyName + " is the wrong kind of key to " + usageName(usage));
   }
-  const CK_KEY_TYPE required = requiredKeyType(mechanism.type);
-  if (required != 0 && (*keyType != required || *objectClass == CKO_SECRET_KEY)) {
+  const std::optional<CK_KEY_TYPE> required = requiredKeyType(mechanism.type);
+  if (required && (*keyType != *required || *objectClass == CKO_SECRET_KEY)) {
     fail(CKR_KEY_TYPE_INCONSISTENT,
          keyName + " has key type " + std::to_string(*keyType) + ", mechanism " +
-             std::to_string(mechanism.type) + " needs " + std::to_string(required));
+             std::to_string(mechanism.type) + " needs " + std::to_string(*required));
   }
   if (!trueOf(reads[2])) {
     fail(CKR_KEY_FUNCTION_NOT_PERMITTED, keyName + " may not " + usageName(usage));
