@@ -51,6 +51,13 @@ constexpr const char* kProxyPath = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so";
 // DER of OID 1.2.840.10045.3.1.7 (prime256v1), as CKA_EC_PARAMS wants it.
 const Bytes kP256Params = {0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07};
 
+// Run through meson, DOJANG_MOCK_MODULE names tests/integration/vendor_module_mock.so.
+#define SKIP_MOCK()                                             \
+  do {                                                          \
+    WARN("DOJANG_MOCK_MODULE not set; run through meson test"); \
+    return;                                                     \
+  } while (false)
+
 Bytes bytesOf(std::string_view text) { return Bytes(text.begin(), text.end()); }
 
 template <class Call>
@@ -525,6 +532,22 @@ TEST_CASE("vendor module: sessions on several threads", "[vendor_module]") {
   CHECK(good == 40);
 }
 
+TEST_CASE("vendor module: a module that cannot lock is initialised plainly and serialised",
+          "[vendor_module]") {
+  const char* mock = std::getenv("DOJANG_MOCK_MODULE");
+  if (mock == nullptr) {
+    SKIP_MOCK();
+  }
+  ::setenv("MOCK_CANT_LOCK", "1", 1);
+  VendorDriver driver(mock);
+  ::unsetenv("MOCK_CANT_LOCK");
+  CHECK(driver.module().serialised());
+  CHECK(driver.name() == "dojang tests: mock module");
+  CHECK(driver.slots().empty());
+  // No C_WaitForSlotEvent at all: the daemon has to poll.
+  CHECK_FALSE(driver.waitForChange());
+}
+
 TEST_CASE("vendor module: refuses modules that would loop back into dojang", "[vendor_module]") {
   SECTION("p11-kit-proxy.so") {
     try {
@@ -558,6 +581,31 @@ TEST_CASE("vendor module: refuses modules that would loop back into dojang", "[v
     VendorDriver first(SoftHsmToken::kModulePath);
     CHECK(rvOf([] { VendorDriver second(SoftHsmToken::kModulePath); }) == CKR_CRYPTOKI_ALREADY_INITIALIZED);
     CHECK_FALSE(first.slots().empty());
+  }
+
+  SECTION("dojang-pkcs11.so, recognised by its private interface") {
+    const char* mock = std::getenv("DOJANG_MOCK_MODULE");
+    if (mock == nullptr) {
+      SKIP_MOCK();
+    }
+    ::setenv("MOCK_OFFER_SELF", "1", 1);
+    const CK_RV refused = rvOf([&] { VendorModule self(mock); });
+    ::unsetenv("MOCK_OFFER_SELF");
+    CHECK(refused == CKR_GENERAL_ERROR);
+    try {
+      ::setenv("MOCK_OFFER_SELF", "1", 1);
+      VendorModule self(mock);
+      ::unsetenv("MOCK_OFFER_SELF");
+      FAIL("the front end was loaded");
+    } catch (const Error& error) {
+      ::unsetenv("MOCK_OFFER_SELF");
+      CHECK(std::string(error.what()).find("dojang-pkcs11.so") != std::string::npos);
+    }
+    // Without the private interface the same library is an ordinary (empty) module.
+    VendorModule plainModule(mock);
+    CHECK(plainModule.viaInterface());
+    CHECK_FALSE(plainModule.serialised());
+    CHECK(plainModule.info().manufacturer == "dojang tests");
   }
 
   SECTION("a path that is not a module") {
