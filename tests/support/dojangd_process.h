@@ -1,0 +1,73 @@
+// A real dojangd for one integration test: its own directory (socket, config, log), serving the
+// SoftHSM token it was given, started in the foreground with -v and stopped when the owner dies.
+// The binary comes from $DOJANGD (set by meson test).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "softhsm_token.h"
+#include "temp_dir.h"
+
+namespace dojang::test {
+
+// $DOJANGD; throws std::runtime_error when it is not set.
+std::string dojangdExecutable();
+// $DOJANG_MODULE (dojang-pkcs11.so in the build tree); throws std::runtime_error when not set.
+std::string dojangModulePath();
+
+// The TOML that makes dojangd load SoftHSM with the token's SOFTHSM2_CONF.
+std::string dojangdConfigFor(const SoftHsmToken& token);
+
+class DojangdProcess final {
+ public:
+  static constexpr std::chrono::seconds kStartPatience{10};
+  static constexpr std::chrono::seconds kStopPatience{10};
+
+  // Writes <dir>/dojangd.toml and starts dojangd on <dir>/sock; returns once the socket accepts
+  // connections. Throws std::runtime_error (with the log) when it does not come up.
+  explicit DojangdProcess(const SoftHsmToken& token);
+  ~DojangdProcess();  // SIGKILL if still running
+  DojangdProcess(const DojangdProcess&) = delete;
+  DojangdProcess& operator=(const DojangdProcess&) = delete;
+  DojangdProcess(DojangdProcess&&) = delete;
+  DojangdProcess& operator=(DojangdProcess&&) = delete;
+
+  // SIGTERM, then waits (at most kStopPatience, then SIGKILL). Returns the exit status as a shell
+  // reports it (128 + signal when killed); 0 is a clean stop.
+  int stop();
+  // SIGKILL and reap: no chance to clean up (the socket file stays behind).
+  void kill9();
+  // Starts again on the same socket and config, after stop() or kill9().
+  void restart();
+
+  [[nodiscard]] bool running() const noexcept { return m_pid > 0; }
+  [[nodiscard]] pid_t pid() const noexcept { return m_pid; }
+  // Everything dojangd wrote to stderr so far, across restarts.
+  [[nodiscard]] std::string log() const;
+  [[nodiscard]] const std::filesystem::path& directory() const noexcept { return m_dir.path(); }
+  [[nodiscard]] std::filesystem::path socketPath() const { return m_dir / "sock"; }
+  [[nodiscard]] std::filesystem::path configPath() const { return m_dir / "dojangd.toml"; }
+  [[nodiscard]] std::filesystem::path logPath() const { return m_dir / "dojangd.log"; }
+  // What a client needs: DOJANG_SOCKET, DOJANG_NO_AUTOSTART=1, SOFTHSM2_CONF.
+  [[nodiscard]] std::map<std::string, std::string> env() const;
+  // Points this process's own environment at the daemon (for a module loaded in-process).
+  void exportEnv() const;
+
+ private:
+  void start();
+  // Waits for the child; returns its shell-style status, or nullopt when it is still running
+  // at the deadline.
+  std::optional<int> reap(std::chrono::milliseconds patience);
+
+  TempDir m_dir;
+  std::filesystem::path m_softhsmConf;
+  pid_t m_pid = -1;
+};
+
+}  // namespace dojang::test
