@@ -1,0 +1,880 @@
+#include "frontend.h"
+
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "wire_limits.h"
+
+extern char* program_invocation_short_name;
+
+namespace dojang::frontend {
+
+namespace {
+
+wire::HelloRequest makeHello() {
+  wire::HelloRequest hello;
+  hello.clientId.resize(16);
+  std::size_t filled = 0;
+  while (filled < hello.clientId.size()) {
+    const ssize_t n = ::getrandom(hello.clientId.data() + filled, hello.clientId.size() - filled, 0);
+    if (n > 0) {
+      filled += static_cast<std::size_t>(n);
+    } else if (errno != EINTR) {
+      break;
+    }
+  }
+  hello.pid = static_cast<std::uint32_t>(::getpid());
+  hello.program = program_invocation_short_name != nullptr ? program_invocation_short_name : "unknown";
+  return hello;
+}
+
+// PKCS#11 text fields are fixed-width and blank-padded, not NUL-terminated.
+void pad(CK_UTF8CHAR* field, std::size_t width, const std::string& text) {
+  std::memset(field, ' ', width);
+  std::memcpy(field, text.data(), std::min(width, text.size()));
+}
+
+constexpr bool isPointerArrayAttribute(CK_ATTRIBUTE_TYPE type) {
+  // Nested templates hold pointers and cannot cross a process boundary. CKA_ALLOWED_MECHANISMS
+  // is an array too, but of plain numbers.
+  return (type & CKF_ARRAY_ATTRIBUTE) != 0 && type != CKA_ALLOWED_MECHANISMS;
+}
+
+CK_RV toWireTemplate(const CK_ATTRIBUTE* templ, CK_ULONG count, std::vector<wire::Attribute>& out) {
+  if (count > 0 && templ == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  if (count > wire::kMaxListCount) {
+    return CKR_TEMPLATE_INCONSISTENT;
+  }
+  out.clear();
+  out.reserve(count);
+  for (CK_ULONG i = 0; i < count; ++i) {
+    const auto& attribute = templ[i];
+    if (isPointerArrayAttribute(attribute.type)) {
+      return CKR_ATTRIBUTE_TYPE_INVALID;
+    }
+    if (attribute.ulValueLen > wire::kMaxDataBytes ||
+        (attribute.pValue == nullptr && attribute.ulValueLen != 0)) {
+      return CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    const auto* bytes = static_cast<const std::uint8_t*>(attribute.pValue);
+    out.push_back({attribute.type, wire::Bytes(bytes, bytes + attribute.ulValueLen)});
+  }
+  return CKR_OK;
+}
+
+void wipeTemplate(std::vector<wire::Attribute>& templ) {
+  for (auto& attribute : templ) {
+    wire::wipe(attribute.value);
+  }
+}
+
+bool isPssMechanism(CK_MECHANISM_TYPE type) {
+  switch (type) {
+    case CKM_RSA_PKCS_PSS:
+    case CKM_SHA1_RSA_PKCS_PSS:
+    case CKM_SHA224_RSA_PKCS_PSS:
+    case CKM_SHA256_RSA_PKCS_PSS:
+    case CKM_SHA384_RSA_PKCS_PSS:
+    case CKM_SHA512_RSA_PKCS_PSS:
+      return true;
+    default:
+      return false;
+  }
+}
+
+CK_FLAGS usageFlag(Frontend::Kind kind) {
+  switch (kind) {
+    case Frontend::Kind::Sign:
+      return CKF_SIGN;
+    case Frontend::Kind::Verify:
+      return CKF_VERIFY;
+    case Frontend::Kind::Decrypt:
+      return CKF_DECRYPT;
+    case Frontend::Kind::Digest:
+      return CKF_DIGEST;
+  }
+  return 0;
+}
+
+// Copies a result out with the two-call convention: a NULL buffer asks for the size, a small
+// buffer gets CKR_BUFFER_TOO_SMALL; both keep the result for the next call.
+CK_RV deliver(const wire::Bytes& result, CK_BYTE_PTR out, CK_ULONG_PTR outLength, bool& done) {
+  done = false;
+  if (out == nullptr) {
+    *outLength = result.size();
+    return CKR_OK;
+  }
+  if (*outLength < result.size()) {
+    *outLength = result.size();
+    return CKR_BUFFER_TOO_SMALL;
+  }
+  std::memcpy(out, result.data(), result.size());
+  *outLength = result.size();
+  done = true;
+  return CKR_OK;
+}
+
+}  // namespace
+
+bool toWireMechanism(const CK_MECHANISM& in, wire::Mechanism& out) {
+  out = {};
+  out.type = in.mechanism;
+  if (in.pParameter == nullptr || in.ulParameterLen == 0) {
+    return in.ulParameterLen == 0;
+  }
+  if (isPssMechanism(in.mechanism)) {
+    if (in.ulParameterLen != sizeof(CK_RSA_PKCS_PSS_PARAMS)) {
+      return false;
+    }
+    const auto* pss = static_cast<const CK_RSA_PKCS_PSS_PARAMS*>(in.pParameter);
+    out.paramsKind = wire::MechanismParams::Pss;
+    out.hashAlg = pss->hashAlg;
+    out.mgf = pss->mgf;
+    out.saltOrSource = pss->sLen;
+    return true;
+  }
+  if (in.mechanism == CKM_RSA_PKCS_OAEP) {
+    if (in.ulParameterLen != sizeof(CK_RSA_PKCS_OAEP_PARAMS)) {
+      return false;
+    }
+    const auto* oaep = static_cast<const CK_RSA_PKCS_OAEP_PARAMS*>(in.pParameter);
+    out.paramsKind = wire::MechanismParams::Oaep;
+    out.hashAlg = oaep->hashAlg;
+    out.mgf = oaep->mgf;
+    out.saltOrSource = oaep->source;
+    if (oaep->ulSourceDataLen > 0) {
+      if (oaep->pSourceData == nullptr || oaep->ulSourceDataLen > wire::kMaxStringBytes) {
+        return false;
+      }
+      const auto* bytes = static_cast<const std::uint8_t*>(oaep->pSourceData);
+      out.data.assign(bytes, bytes + oaep->ulSourceDataLen);
+    }
+    return true;
+  }
+  if (in.ulParameterLen > wire::kMaxStringBytes) {
+    return false;
+  }
+  const auto* bytes = static_cast<const std::uint8_t*>(in.pParameter);
+  out.paramsKind = wire::MechanismParams::Raw;
+  out.data.assign(bytes, bytes + in.ulParameterLen);
+  return true;
+}
+
+void Frontend::Operation::end() noexcept {
+  active = false;
+  updated = false;
+  haveResult = false;
+  wire::wipe(data);
+  data.clear();
+  wire::wipe(result);
+  result.clear();
+}
+
+Frontend::Frontend(Connector connector) : m_pool(std::move(connector), makeHello()) {
+  m_pool.setRestartHandler([this] { forgetEverything(); });
+}
+
+void Frontend::forgetEverything() {
+  // A new daemon: every session, login and checked key of the old one is gone.
+  std::lock_guard lock(m_mutex);
+  m_sessions.clear();
+  m_mechanisms.clear();
+  m_checked.clear();
+}
+
+CK_RV Frontend::connect() {
+  wire::GetSlotListReply ignored;
+  return call<wire::CallId::GetSlotList>({false}, ignored);
+}
+
+void Frontend::finalize() noexcept {
+  m_finalized = true;
+  m_pool.shutdownAll();
+}
+
+template <wire::CallId id>
+CK_RV Frontend::call(const typename wire::Call<id>::Request& request, typename wire::Call<id>::Reply& reply) {
+  try {
+    const CK_RV rv = m_pool.template call<id>(request, reply, true);
+    return m_finalized ? CKR_CRYPTOKI_NOT_INITIALIZED : rv;
+  } catch (const DaemonUnreachable&) {
+    return m_finalized ? CKR_CRYPTOKI_NOT_INITIALIZED : CKR_DEVICE_ERROR;
+  }
+}
+
+// A session-bound call fails locally for handles the current daemon never gave out.
+template <wire::CallId id>
+CK_RV Frontend::sessionCall(CK_SESSION_HANDLE session, const typename wire::Call<id>::Request& request,
+                            typename wire::Call<id>::Reply& reply) {
+  const CK_RV rv = call<id>(request, reply);
+  if (rv == CKR_DEVICE_ERROR || rv == CKR_SESSION_HANDLE_INVALID) {
+    std::lock_guard lock(m_mutex);
+    if (!m_sessions.contains(session)) {
+      return CKR_SESSION_HANDLE_INVALID;  // the daemon restarted underneath this session
+    }
+    if (rv == CKR_SESSION_HANDLE_INVALID) {
+      m_sessions.erase(session);
+    }
+  }
+  return rv;
+}
+
+std::shared_ptr<Frontend::SessionState> Frontend::sessionState(CK_SESSION_HANDLE session) {
+  std::lock_guard lock(m_mutex);
+  auto it = m_sessions.find(session);
+  return it == m_sessions.end() ? nullptr : it->second;
+}
+
+CK_RV Frontend::lookupMechanism(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, wire::MechanismInfo& out) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    {
+      std::lock_guard lock(m_mutex);
+      if (auto it = m_mechanisms.find(slot); it != m_mechanisms.end()) {
+        for (const auto& entry : it->second) {
+          if (entry.type == type) {
+            out = entry;
+            return CKR_OK;
+          }
+        }
+        return CKR_MECHANISM_INVALID;
+      }
+    }
+    wire::GetMechanismListReply reply;
+    if (CK_RV rv = call<wire::CallId::GetMechanismList>({slot}, reply); rv != CKR_OK) {
+      return rv;
+    }
+    std::lock_guard lock(m_mutex);
+    m_mechanisms[slot] = std::move(reply.mechanisms);
+  }
+  return CKR_MECHANISM_INVALID;
+}
+
+// ---- slots and tokens ----
+
+CK_RV Frontend::getSlotList(CK_BBOOL tokenPresent, CK_SLOT_ID_PTR slots, CK_ULONG_PTR count) {
+  if (count == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::GetSlotListReply reply;
+  if (CK_RV rv = call<wire::CallId::GetSlotList>({tokenPresent != CK_FALSE}, reply); rv != CKR_OK) {
+    return rv;
+  }
+  if (slots == nullptr) {
+    *count = reply.slots.size();
+    return CKR_OK;
+  }
+  if (*count < reply.slots.size()) {
+    *count = reply.slots.size();
+    return CKR_BUFFER_TOO_SMALL;
+  }
+  std::copy(reply.slots.begin(), reply.slots.end(), slots);
+  *count = reply.slots.size();
+  return CKR_OK;
+}
+
+CK_RV Frontend::getSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info) {
+  if (info == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::GetSlotInfoReply reply;
+  if (CK_RV rv = call<wire::CallId::GetSlotInfo>({slot}, reply); rv != CKR_OK) {
+    return rv;
+  }
+  pad(info->slotDescription, sizeof info->slotDescription, reply.info.description);
+  pad(info->manufacturerID, sizeof info->manufacturerID, reply.info.manufacturer);
+  info->flags = reply.info.flags;
+  info->hardwareVersion = {reply.info.hardwareVersion.major, reply.info.hardwareVersion.minor};
+  info->firmwareVersion = {reply.info.firmwareVersion.major, reply.info.firmwareVersion.minor};
+  if ((info->flags & CKF_TOKEN_PRESENT) == 0) {
+    std::lock_guard lock(m_mutex);
+    m_mechanisms.erase(slot);  // the next token may offer other mechanisms
+  }
+  return CKR_OK;
+}
+
+CK_RV Frontend::getTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info) {
+  if (info == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::GetTokenInfoReply reply;
+  if (CK_RV rv = call<wire::CallId::GetTokenInfo>({slot}, reply); rv != CKR_OK) {
+    return rv;
+  }
+  const auto& in = reply.info;
+  pad(info->label, sizeof info->label, in.label);
+  pad(info->manufacturerID, sizeof info->manufacturerID, in.manufacturer);
+  pad(info->model, sizeof info->model, in.model);
+  pad(info->serialNumber, sizeof info->serialNumber, in.serialNumber);
+  info->flags = in.flags;
+  info->ulMaxSessionCount = in.maxSessionCount;
+  info->ulSessionCount = in.sessionCount;
+  info->ulMaxRwSessionCount = in.maxRwSessionCount;
+  info->ulRwSessionCount = in.rwSessionCount;
+  info->ulMaxPinLen = in.maxPinLen;
+  info->ulMinPinLen = in.minPinLen;
+  info->ulTotalPublicMemory = in.totalPublicMemory;
+  info->ulFreePublicMemory = in.freePublicMemory;
+  info->ulTotalPrivateMemory = in.totalPrivateMemory;
+  info->ulFreePrivateMemory = in.freePrivateMemory;
+  info->hardwareVersion = {in.hardwareVersion.major, in.hardwareVersion.minor};
+  info->firmwareVersion = {in.firmwareVersion.major, in.firmwareVersion.minor};
+  pad(info->utcTime, sizeof info->utcTime, in.utcTime);
+  return CKR_OK;
+}
+
+CK_RV Frontend::getMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count) {
+  if (count == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::GetMechanismListReply reply;
+  if (CK_RV rv = call<wire::CallId::GetMechanismList>({slot}, reply); rv != CKR_OK) {
+    return rv;
+  }
+  const std::size_t size = reply.mechanisms.size();
+  if (list != nullptr) {
+    if (*count < size) {
+      *count = size;
+      return CKR_BUFFER_TOO_SMALL;
+    }
+    for (std::size_t i = 0; i < size; ++i) {
+      list[i] = reply.mechanisms[i].type;
+    }
+  }
+  *count = size;
+  std::lock_guard lock(m_mutex);
+  m_mechanisms[slot] = std::move(reply.mechanisms);
+  return CKR_OK;
+}
+
+CK_RV Frontend::getMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info) {
+  if (info == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::MechanismInfo entry;
+  if (CK_RV rv = lookupMechanism(slot, type, entry); rv != CKR_OK) {
+    return rv;
+  }
+  info->ulMinKeySize = entry.minKeySize;
+  info->ulMaxKeySize = entry.maxKeySize;
+  info->flags = entry.flags;
+  return CKR_OK;
+}
+
+CK_RV Frontend::waitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR slot) {
+  if (slot == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::WaitForSlotEventReply reply;
+  const CK_RV rv = call<wire::CallId::WaitForSlotEvent>({(flags & CKF_DONT_BLOCK) != 0}, reply);
+  if (rv == CKR_OK) {
+    *slot = reply.slot;
+    std::lock_guard lock(m_mutex);
+    m_mechanisms.erase(reply.slot);
+  }
+  return rv;
+}
+
+// ---- sessions and login ----
+
+CK_RV Frontend::openSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE_PTR session) {
+  if (session == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::OpenSessionReply reply;
+  if (CK_RV rv = call<wire::CallId::OpenSession>({slot, flags}, reply); rv != CKR_OK) {
+    return rv;
+  }
+  auto state = std::make_shared<SessionState>();
+  state->slot = slot;
+  state->flags = flags;
+  std::lock_guard lock(m_mutex);
+  m_sessions[reply.session] = std::move(state);
+  *session = reply.session;
+  return CKR_OK;
+}
+
+CK_RV Frontend::closeSession(CK_SESSION_HANDLE session) {
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  wire::Empty reply;
+  const CK_RV rv = sessionCall<wire::CallId::CloseSession>(session, {session}, reply);
+  std::lock_guard lock(m_mutex);
+  m_sessions.erase(session);
+  // A daemon that went away has closed the session already.
+  return rv == CKR_DEVICE_ERROR ? CKR_OK : rv;
+}
+
+CK_RV Frontend::closeAllSessions(CK_SLOT_ID slot) {
+  wire::Empty reply;
+  const CK_RV rv = call<wire::CallId::CloseAllSessions>({slot}, reply);
+  if (rv == CKR_OK || rv == CKR_DEVICE_ERROR) {
+    std::lock_guard lock(m_mutex);
+    std::erase_if(m_sessions, [slot](const auto& item) { return item.second->slot == slot; });
+  }
+  return rv == CKR_DEVICE_ERROR ? CKR_OK : rv;
+}
+
+CK_RV Frontend::getSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR info) {
+  if (info == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  wire::GetSessionInfoReply reply;
+  if (CK_RV rv = sessionCall<wire::CallId::GetSessionInfo>(session, {session}, reply); rv != CKR_OK) {
+    return rv;
+  }
+  info->slotID = reply.info.slot;
+  info->state = reply.info.state;
+  info->flags = reply.info.flags;
+  info->ulDeviceError = reply.info.deviceError;
+  return CKR_OK;
+}
+
+CK_RV Frontend::login(CK_SESSION_HANDLE session, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG pinLength) {
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  if (pin != nullptr && pinLength > wire::kMaxPinBytes) {
+    return CKR_PIN_LEN_RANGE;
+  }
+  wire::LoginRequest request;
+  request.session = session;
+  request.userType = user;
+  request.pinGiven = pin != nullptr;
+  if (pin != nullptr) {
+    request.pin.assign(pin, pin + pinLength);
+  }
+  wire::Empty reply;
+  const CK_RV rv = user == CKU_CONTEXT_SPECIFIC
+                       ? sessionCall<wire::CallId::LoginContextSpecific>(session, request, reply)
+                       : sessionCall<wire::CallId::Login>(session, request, reply);
+  wire::wipe(request.pin);
+  if (rv == CKR_OK) {
+    std::lock_guard lock(m_mutex);
+    m_checked.clear();
+  }
+  return rv;
+}
+
+CK_RV Frontend::logout(CK_SESSION_HANDLE session) {
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  wire::Empty reply;
+  const CK_RV rv = sessionCall<wire::CallId::Logout>(session, {session}, reply);
+  std::lock_guard lock(m_mutex);
+  m_checked.clear();  // keys checked while logged in must be checked again
+  return rv;
+}
+
+CK_RV Frontend::initPin(CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR pin, CK_ULONG pinLength) {
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  if ((pin == nullptr && pinLength != 0) || pinLength > wire::kMaxPinBytes) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::InitPinRequest request;
+  request.session = session;
+  if (pin != nullptr) {
+    request.pin.assign(pin, pin + pinLength);
+  }
+  wire::Empty reply;
+  const CK_RV rv = sessionCall<wire::CallId::InitPin>(session, request, reply);
+  wire::wipe(request.pin);
+  return rv;
+}
+
+CK_RV Frontend::setPin(CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR oldPin, CK_ULONG oldLength, CK_UTF8CHAR_PTR newPin,
+                       CK_ULONG newLength) {
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  if ((oldPin == nullptr && oldLength != 0) || (newPin == nullptr && newLength != 0) ||
+      oldLength > wire::kMaxPinBytes || newLength > wire::kMaxPinBytes) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::SetPinRequest request;
+  request.session = session;
+  if (oldPin != nullptr) {
+    request.oldPin.assign(oldPin, oldPin + oldLength);
+  }
+  if (newPin != nullptr) {
+    request.newPin.assign(newPin, newPin + newLength);
+  }
+  wire::Empty reply;
+  const CK_RV rv = sessionCall<wire::CallId::SetPin>(session, request, reply);
+  wire::wipe(request.oldPin);
+  wire::wipe(request.newPin);
+  return rv;
+}
+
+// ---- objects ----
+
+CK_RV Frontend::findObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count) {
+  auto state = sessionState(session);
+  if (!state) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  wire::FindObjectsRequest request;
+  request.session = session;
+  if (CK_RV rv = toWireTemplate(templ, count, request.templ); rv != CKR_OK) {
+    return rv;
+  }
+  std::lock_guard sessionLock(state->mutex);
+  if (state->findActive) {
+    return CKR_OPERATION_ACTIVE;
+  }
+  wire::FindObjectsReply reply;
+  if (CK_RV rv = sessionCall<wire::CallId::FindObjects>(session, request, reply); rv != CKR_OK) {
+    return rv;
+  }
+  state->findActive = true;
+  state->found = std::move(reply.objects);
+  state->nextFound = 0;
+  return CKR_OK;
+}
+
+CK_RV Frontend::findObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects, CK_ULONG max,
+                            CK_ULONG_PTR count) {
+  if (count == nullptr || (objects == nullptr && max > 0)) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  auto state = sessionState(session);
+  if (!state) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  std::lock_guard sessionLock(state->mutex);
+  if (!state->findActive) {
+    return CKR_OPERATION_NOT_INITIALIZED;
+  }
+  CK_ULONG returned = 0;
+  while (returned < max && state->nextFound < state->found.size()) {
+    objects[returned++] = state->found[state->nextFound++];
+  }
+  *count = returned;
+  return CKR_OK;
+}
+
+CK_RV Frontend::findObjectsFinal(CK_SESSION_HANDLE session) {
+  auto state = sessionState(session);
+  if (!state) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  std::lock_guard sessionLock(state->mutex);
+  if (!state->findActive) {
+    return CKR_OPERATION_NOT_INITIALIZED;
+  }
+  state->findActive = false;
+  state->found.clear();
+  return CKR_OK;
+}
+
+CK_RV Frontend::getAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,
+                                  CK_ULONG count) {
+  if (templ == nullptr && count > 0) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  if (count > wire::kMaxListCount) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::GetAttributeValueRequest request;
+  request.session = session;
+  request.object = object;
+  request.types.reserve(count);
+  for (CK_ULONG i = 0; i < count; ++i) {
+    request.types.push_back(templ[i].type);
+  }
+  wire::GetAttributeValueReply reply;
+  if (CK_RV rv = sessionCall<wire::CallId::GetAttributeValue>(session, request, reply); rv != CKR_OK) {
+    return rv;
+  }
+  if (reply.attributes.size() != count) {
+    return CKR_DEVICE_ERROR;
+  }
+  // PKCS#11 2.40 section 5.7: every attribute is processed; the call reports one of the failures.
+  CK_RV result = CKR_OK;
+  for (CK_ULONG i = 0; i < count; ++i) {
+    auto& attribute = templ[i];
+    const auto& read = reply.attributes[i];
+    if (read.status != CKR_OK) {
+      attribute.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+      result = static_cast<CK_RV>(read.status);
+    } else if (attribute.pValue == nullptr) {
+      attribute.ulValueLen = read.value.size();
+    } else if (attribute.ulValueLen < read.value.size()) {
+      attribute.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+      result = CKR_BUFFER_TOO_SMALL;
+    } else {
+      std::memcpy(attribute.pValue, read.value.data(), read.value.size());
+      attribute.ulValueLen = read.value.size();
+    }
+  }
+  return result;
+}
+
+CK_RV Frontend::setAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,
+                                  CK_ULONG count) {
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  wire::SetAttributeValueRequest request;
+  request.session = session;
+  request.object = object;
+  if (CK_RV rv = toWireTemplate(templ, count, request.templ); rv != CKR_OK) {
+    return rv;
+  }
+  wire::Empty reply;
+  return sessionCall<wire::CallId::SetAttributeValue>(session, request, reply);
+}
+
+CK_RV Frontend::createObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                             CK_OBJECT_HANDLE_PTR object) {
+  if (object == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  wire::CreateObjectRequest request;
+  request.session = session;
+  CK_RV rv = toWireTemplate(templ, count, request.templ);
+  if (rv == CKR_OK) {
+    wire::ObjectReply reply;
+    rv = sessionCall<wire::CallId::CreateObject>(session, request, reply);
+    *object = reply.object;
+  }
+  wipeTemplate(request.templ);  // an imported key's bytes leave no copy here
+  return rv;
+}
+
+CK_RV Frontend::destroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object) {
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  wire::Empty reply;
+  const CK_RV rv = sessionCall<wire::CallId::DestroyObject>(session, {session, object}, reply);
+  std::lock_guard lock(m_mutex);
+  std::erase_if(m_checked, [object](const auto& entry) { return std::get<1>(entry) == object; });
+  return rv;
+}
+
+CK_RV Frontend::generateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                                CK_ATTRIBUTE_PTR publicTemplate, CK_ULONG publicCount,
+                                CK_ATTRIBUTE_PTR privateTemplate, CK_ULONG privateCount,
+                                CK_OBJECT_HANDLE_PTR publicKey, CK_OBJECT_HANDLE_PTR privateKey) {
+  if (mechanism == nullptr || publicKey == nullptr || privateKey == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  wire::GenerateKeyPairRequest request;
+  request.session = session;
+  if (!toWireMechanism(*mechanism, request.mechanism)) {
+    return CKR_MECHANISM_PARAM_INVALID;
+  }
+  if (CK_RV rv = toWireTemplate(publicTemplate, publicCount, request.publicTemplate); rv != CKR_OK) {
+    return rv;
+  }
+  if (CK_RV rv = toWireTemplate(privateTemplate, privateCount, request.privateTemplate); rv != CKR_OK) {
+    return rv;
+  }
+  wire::GenerateKeyPairReply reply;
+  if (CK_RV rv = sessionCall<wire::CallId::GenerateKeyPair>(session, request, reply); rv != CKR_OK) {
+    return rv;
+  }
+  *publicKey = reply.publicKey;
+  *privateKey = reply.privateKey;
+  return CKR_OK;
+}
+
+// ---- sign, verify, decrypt, digest ----
+
+CK_RV Frontend::operationInit(Kind kind, CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key) {
+  if (mechanism == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  auto state = sessionState(session);
+  if (!state) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  std::lock_guard sessionLock(state->mutex);
+  auto& operation = state->operations[static_cast<int>(kind)];
+  if (operation.active) {
+    return CKR_OPERATION_ACTIVE;
+  }
+  wire::Mechanism wireMechanism;
+  if (!toWireMechanism(*mechanism, wireMechanism)) {
+    return CKR_MECHANISM_PARAM_INVALID;
+  }
+  if (wireMechanism.paramsKind == wire::MechanismParams::Oaep && !wireMechanism.data.empty()) {
+    return CKR_MECHANISM_PARAM_INVALID;  // OAEP labels: see policy.h
+  }
+  // The mechanism is checked here, from the cached list, without a round trip.
+  wire::MechanismInfo offered;
+  CK_RV rv = lookupMechanism(state->slot, mechanism->mechanism, offered);
+  if (rv != CKR_OK) {
+    return rv;
+  }
+  if ((offered.flags & usageFlag(kind)) == 0) {
+    return CKR_MECHANISM_INVALID;
+  }
+  if (kind != Kind::Digest) {
+    // The key is checked by the daemon once; after that the pair is known good.
+    const CheckedUse checkKey{state->slot,           std::uint64_t{key},        mechanism->mechanism,
+                              wireMechanism.hashAlg, wireMechanism.mgf, wireMechanism.saltOrSource,
+                              static_cast<int>(kind)};
+    bool known = false;
+    {
+      std::lock_guard lock(m_mutex);
+      known = m_checked.contains(checkKey);
+    }
+    if (!known) {
+      wire::CheckOperationRequest request;
+      request.session = session;
+      request.operation = kind == Kind::Sign     ? wire::Operation::Sign
+                          : kind == Kind::Verify ? wire::Operation::Verify
+                                                 : wire::Operation::Decrypt;
+      request.mechanism = wireMechanism;
+      request.key = key;
+      wire::Empty reply;
+      if (rv = sessionCall<wire::CallId::CheckOperation>(session, request, reply); rv != CKR_OK) {
+        return rv;
+      }
+      std::lock_guard lock(m_mutex);
+      m_checked.insert(checkKey);
+    }
+  }
+  operation.end();
+  operation.active = true;
+  operation.mechanism = std::move(wireMechanism);
+  operation.key = key;
+  return CKR_OK;
+}
+
+CK_RV Frontend::operationUpdate(Kind kind, CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG length) {
+  if (data == nullptr && length > 0) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  auto state = sessionState(session);
+  if (!state) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  std::lock_guard sessionLock(state->mutex);
+  auto& operation = state->operations[static_cast<int>(kind)];
+  if (!operation.active) {
+    return CKR_OPERATION_NOT_INITIALIZED;
+  }
+  if (operation.data.size() + length > wire::kMaxDataBytes) {
+    operation.end();
+    return CKR_DATA_LEN_RANGE;
+  }
+  operation.updated = true;
+  operation.data.insert(operation.data.end(), data, data + length);
+  return CKR_OK;
+}
+
+CK_RV Frontend::operationFinish(Kind kind, CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG length,
+                                bool singlePart, CK_BYTE_PTR out, CK_ULONG_PTR outLength) {
+  auto state = sessionState(session);
+  if (!state) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  std::lock_guard sessionLock(state->mutex);
+  auto& operation = state->operations[static_cast<int>(kind)];
+  if (!operation.active) {
+    return CKR_OPERATION_NOT_INITIALIZED;
+  }
+  const bool verifying = kind == Kind::Verify;
+  if (outLength == nullptr || (data == nullptr && length > 0) || (verifying && out == nullptr)) {
+    operation.end();
+    return CKR_ARGUMENTS_BAD;
+  }
+  if (singlePart) {
+    if (operation.updated) {
+      operation.end();
+      return CKR_OPERATION_ACTIVE;
+    }
+    if (!operation.haveResult) {
+      if (length > wire::kMaxDataBytes) {
+        operation.end();
+        return CKR_DATA_LEN_RANGE;
+      }
+      operation.data.assign(data, data + length);
+    }
+  }
+  if (verifying) {
+    wire::VerifyRequest request;
+    request.session = session;
+    request.mechanism = operation.mechanism;
+    request.key = operation.key;
+    request.data = std::move(operation.data);
+    request.signature.assign(out, out + *outLength);
+    wire::Empty reply;
+    const CK_RV rv = sessionCall<wire::CallId::Verify>(session, request, reply);
+    operation.end();
+    return rv;
+  }
+  if (!operation.haveResult) {
+    wire::DataReply reply;
+    CK_RV rv = CKR_OK;
+    if (kind == Kind::Digest) {
+      rv = sessionCall<wire::CallId::Digest>(session, {session, operation.mechanism, operation.data}, reply);
+    } else {
+      wire::KeyOperationRequest request{session, operation.mechanism, operation.key, std::move(operation.data)};
+      rv = kind == Kind::Sign ? sessionCall<wire::CallId::Sign>(session, request, reply)
+                              : sessionCall<wire::CallId::Decrypt>(session, request, reply);
+      wire::wipe(request.data);
+    }
+    if (rv != CKR_OK) {
+      operation.end();
+      return rv;
+    }
+    operation.result = std::move(reply.data);
+    operation.haveResult = true;
+  }
+  bool done = false;
+  const CK_RV rv = deliver(operation.result, out, outLength, done);
+  if (done) {
+    operation.end();
+  }
+  return rv;
+}
+
+CK_RV Frontend::generateRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG length) {
+  if (out == nullptr && length > 0) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  if (length > wire::kMaxRandomBytes) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::DataReply reply;
+  if (CK_RV rv = sessionCall<wire::CallId::GenerateRandom>(
+          session, {session, static_cast<std::uint32_t>(length)}, reply);
+      rv != CKR_OK) {
+    return rv;
+  }
+  if (reply.data.size() != length) {
+    return CKR_DEVICE_ERROR;
+  }
+  std::memcpy(out, reply.data.data(), length);
+  return CKR_OK;
+}
+
+}  // namespace dojang::frontend

@@ -1,0 +1,13 @@
+// Test hooks: protocol tests drive the real entry points over an in-memory transport.
+#pragma once
+
+#include "connection_pool.h"
+#include "cryptoki.h"
+
+namespace dojang::frontend {
+
+// Makes the next C_Initialize connect through `connector` instead of the daemon's socket.
+void setConnectorForTesting(Connector connector);
+CK_FUNCTION_LIST* functionListForTesting();
+
+}  // namespace dojang::frontend

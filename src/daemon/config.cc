@@ -1,0 +1,97 @@
+#include "config.h"
+
+#include <toml++/toml.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "error.h"
+
+namespace dojang::daemon {
+
+namespace {
+constexpr const char* kOpenscCandidates[] = {
+    "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
+    "/usr/lib/aarch64-linux-gnu/opensc-pkcs11.so",
+    "/usr/lib64/opensc-pkcs11.so",
+    "/usr/lib/opensc-pkcs11.so",
+};
+
+void addDefaultBackend(Config& config) {
+  for (const char* candidate : kOpenscCandidates) {
+    if (std::filesystem::exists(candidate)) {
+      config.backends.push_back({"opensc", candidate});
+      return;
+    }
+  }
+}
+}  // namespace
+
+std::string defaultConfigPath() {
+  if (const char* env = std::getenv("DOJANG_CONFIG"); env != nullptr && *env != 0) {
+    return env;
+  }
+  if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg != nullptr && *xdg != 0) {
+    return std::string(xdg) + "/dojang/dojangd.toml";
+  }
+  const char* home = std::getenv("HOME");
+  return std::string(home != nullptr ? home : "") + "/.config/dojang/dojangd.toml";
+}
+
+Config parseConfig(const std::string& text, const std::string& source) {
+  Config config;
+  config.source = source;
+  toml::table table;
+  try {
+    table = toml::parse(text, source);
+  } catch (const toml::parse_error& error) {
+    std::ostringstream message;
+    message << source << ":" << error.source().begin.line << ": " << error.description();
+    fail(CKR_GENERAL_ERROR, message.str());
+  }
+  if (auto interval = table["daemon"]["poll_interval_ms"].value<std::int64_t>()) {
+    if (*interval < 50 || *interval > 600000) {
+      fail(CKR_GENERAL_ERROR, source + ": daemon.poll_interval_ms must be 50..600000");
+    }
+    config.pollInterval = std::chrono::milliseconds(*interval);
+  }
+  if (const auto* backends = table["backend"].as_array()) {
+    std::size_t index = 0;
+    for (const auto& node : *backends) {
+      ++index;
+      const auto* entry = node.as_table();
+      const auto module = entry != nullptr ? (*entry)["module"].value<std::string>() : std::nullopt;
+      if (!module || module->empty()) {
+        fail(CKR_GENERAL_ERROR, source + ": backend #" + std::to_string(index) + " needs module = \"path\"");
+      }
+      const auto name = (*entry)["name"].value<std::string>();
+      config.backends.push_back({name.value_or(std::filesystem::path(*module).stem().string()), *module});
+    }
+  }
+  if (config.backends.empty()) {
+    addDefaultBackend(config);
+  }
+  return config;
+}
+
+Config loadConfig(const std::optional<std::string>& path) {
+  const std::string file = path.value_or(defaultConfigPath());
+  std::ifstream in(file);
+  if (!in) {
+    if (path) {
+      fail(CKR_GENERAL_ERROR, "cannot read config file " + file);
+    }
+    Config config;
+    config.source = "built-in defaults";
+    addDefaultBackend(config);
+    return config;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return parseConfig(text.str(), file);
+}
+
+}  // namespace dojang::daemon

@@ -1,0 +1,158 @@
+// dojangd: one per user; owns every token and serves it to dojang-pkcs11.so clients.
+#include <CLI/CLI.hpp>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "config.h"
+#include "error.h"
+#include "log.h"
+#include "server.h"
+#include "service.h"
+#include "slot_table.h"
+#include "socket_path.h"
+#include "vendor_driver.h"
+
+namespace {
+
+using namespace std::string_literals;
+
+// Forks; the parent returns only when the child is serving (or failed), so whoever started
+// us (the module's autostart) can connect as soon as we exit.
+int daemonizeAndWait(int& readyFd) {
+  int pipeFds[2];
+  if (::pipe2(pipeFds, O_CLOEXEC) != 0) {
+    return -1;
+  }
+  const pid_t child = ::fork();
+  if (child < 0) {
+    return -1;
+  }
+  if (child > 0) {
+    ::close(pipeFds[1]);
+    char status = 1;
+    const bool got = ::read(pipeFds[0], &status, 1) == 1;
+    std::_Exit(got && status == 0 ? 0 : 1);
+  }
+  ::close(pipeFds[0]);
+  ::setsid();
+  readyFd = pipeFds[1];
+  return 0;
+}
+
+void reportReady(int& readyFd, bool ok) {
+  if (readyFd >= 0) {
+    const char status = ok ? 0 : 1;
+    (void)!::write(readyFd, &status, 1);
+    ::close(readyFd);
+    readyFd = -1;
+  }
+}
+
+void redirectOutput(const std::string& logPath) {
+  const int devNull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  const int logFd = ::open(logPath.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  ::dup2(devNull, STDIN_FILENO);
+  ::dup2(devNull, STDOUT_FILENO);
+  ::dup2(logFd >= 0 ? logFd : devNull, STDERR_FILENO);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace dojang;
+  CLI::App app{"dojangd: keeps tokens for one user and serves them over PKCS#11"};
+  bool foreground = false;
+  bool daemonize = false;
+  bool verbose = false;
+  std::string socketPath = wire::defaultSocketPath();
+  std::optional<std::string> configPath;
+  app.add_flag("--foreground,-f", foreground, "stay in the foreground and log to stderr (the default)");
+  app.add_flag("--daemonize", daemonize, "detach; return once the socket is ready");
+  app.add_flag("--verbose,-v", verbose, "log every failed call");
+  app.add_option("--socket", socketPath, "socket path (also $DOJANG_SOCKET)");
+  app.add_option("--config", configPath, "config file (default $XDG_CONFIG_HOME/dojang/dojangd.toml)");
+  CLI11_PARSE(app, argc, argv);
+  daemon::setVerbose(verbose);
+
+  // Our own module refuses to run inside this process, wherever it might be loaded from.
+  ::setenv("DOJANG_INSIDE_DAEMON", "1", 1);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  int readyFd = -1;
+  if (daemonize && !foreground) {
+    if (daemonizeAndWait(readyFd) != 0) {
+      std::cerr << "dojangd: cannot fork\n";
+      return 1;
+    }
+    std::error_code ignored;
+    std::filesystem::create_directories(std::filesystem::path(socketPath).parent_path(), ignored);
+    redirectOutput(socketPath + ".log");
+  }
+
+  // SIGTERM and SIGINT are taken by one thread with sigwait, so no handler runs inside a lock.
+  sigset_t stopSignals;
+  sigemptyset(&stopSignals);
+  sigaddset(&stopSignals, SIGTERM);
+  sigaddset(&stopSignals, SIGINT);
+  sigaddset(&stopSignals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stopSignals, nullptr);
+
+  try {
+    daemon::ListeningSocket socket(socketPath);
+    const auto config = daemon::loadConfig(configPath);
+    daemon::logInfo("configuration: " + config.source);
+
+    std::vector<std::unique_ptr<token::Driver>> drivers;
+    std::vector<wire::BackendStatus> backends;
+    for (const auto& backend : config.backends) {
+      try {
+        drivers.push_back(std::make_unique<vendor::VendorDriver>(backend.modulePath));
+        backends.push_back({backend.name, backend.modulePath, "loaded"});
+        daemon::logInfo("backend " + backend.name + ": " + backend.modulePath);
+      } catch (const Error& error) {
+        backends.push_back({backend.name, backend.modulePath, error.what()});
+        daemon::logError("backend " + backend.name + " not loaded: " + error.what());
+      }
+    }
+    if (config.backends.empty()) {
+      daemon::logWarning("no backends configured and OpenSC is not installed: no tokens will appear");
+    }
+
+    daemon::SlotTable slots(std::move(drivers));
+    slots.rescan();
+    slots.startMonitoring(config.pollInterval);
+    daemon::Service service(slots, backends);
+    daemon::Server server(service, socket);
+
+    std::thread signalThread([&] {
+      int received = 0;
+      sigwait(&stopSignals, &received);
+      if (received != 0) {
+        daemon::logInfo("signal "s + ::strsignal(received) + ": shutting down");
+      }
+      server.stop();
+    });
+    reportReady(readyFd, true);
+    server.run();
+    // If run() ended without a signal, wake the signal thread so it can be joined.
+    ::kill(::getpid(), SIGTERM);
+    signalThread.join();
+    slots.stopMonitoring();
+    return 0;
+  } catch (const daemon::AlreadyRunning& running) {
+    daemon::logInfo(running.what());
+    reportReady(readyFd, true);
+    return 0;
+  } catch (const std::exception& error) {
+    daemon::logError(error.what());
+    reportReady(readyFd, false);
+    return 1;
+  }
+}

@@ -1,0 +1,38 @@
+// What dojangd enforces whatever a client or a backend says: the mechanisms it serves, the
+// attributes it never reveals, and the attributes it forces on private keys.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "cryptoki.h"
+#include "token.h"
+
+namespace dojang::daemon {
+
+// Mechanisms clients may use; a backend's list is cut down to these.
+[[nodiscard]] bool isServedMechanism(CK_MECHANISM_TYPE type) noexcept;
+// Which key type a signing/decryption mechanism needs (CKK_RSA or CKK_EC); ~0 for none.
+[[nodiscard]] CK_KEY_TYPE keyTypeFor(CK_MECHANISM_TYPE type) noexcept;
+[[nodiscard]] bool isKeyGenerationMechanism(CK_MECHANISM_TYPE type) noexcept;
+
+// OAEP with a label (pSourceData) is refused: tokens disagree on it (SoftHSM rejects it at
+// C_DecryptInit) and dojang checks mechanisms before the token sees them. Empty labels, which
+// TLS, CMS and every common client use, work.
+[[nodiscard]] bool isServedMechanismParameters(const token::Mechanism& mechanism) noexcept;
+
+// Attributes of private and secret keys that never leave the daemon, even if a backend would
+// hand them out (a token with extractable keys, a misconfigured SoftHSM).
+[[nodiscard]] bool isSecretAttribute(CK_OBJECT_CLASS objectClass, CK_ATTRIBUTE_TYPE type) noexcept;
+
+// Sets CKA_SENSITIVE=TRUE, CKA_EXTRACTABLE=FALSE and CKA_PRIVATE=TRUE in a private-key
+// template, replacing whatever the client asked for.
+void enforcePrivateKeyTemplate(token::AttributeList& templ);
+
+// Reads a CK_ULONG or CK_BBOOL attribute value as stored in native byte order.
+[[nodiscard]] bool readUlong(const token::Bytes& value, CK_ULONG& out) noexcept;
+[[nodiscard]] bool readBool(const token::Bytes& value, bool& out) noexcept;
+[[nodiscard]] token::Bytes ulongBytes(CK_ULONG value);
+[[nodiscard]] token::Bytes boolBytes(bool value);
+
+}  // namespace dojang::daemon

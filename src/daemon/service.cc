@@ -1,0 +1,572 @@
+#include "service.h"
+
+#include <openssl/rand.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "codec.h"
+#include "error.h"
+#include "log.h"
+#include "policy.h"
+#include "wire_limits.h"
+
+namespace dojang::daemon {
+
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+// How often a blocked C_WaitForSlotEvent looks whether its client is still there.
+constexpr std::chrono::milliseconds kWaitSlice{200};
+
+token::AttributeList toAttributes(const std::vector<wire::Attribute>& in) {
+  token::AttributeList out;
+  out.reserve(in.size());
+  for (const auto& attribute : in) {
+    out.push_back({attribute.type, attribute.value});
+  }
+  return out;
+}
+
+void wipeAttributes(token::AttributeList& list) {
+  for (auto& attribute : list) {
+    if (!attribute.value.empty()) {
+      explicit_bzero(attribute.value.data(), attribute.value.size());
+    }
+  }
+}
+
+token::Mechanism toMechanism(const wire::Mechanism& in) {
+  token::Mechanism out;
+  out.type = in.type;
+  out.params.hashAlg = in.hashAlg;
+  out.params.mgf = in.mgf;
+  out.params.data = in.data;
+  switch (in.paramsKind) {
+    case wire::MechanismParams::None:
+      out.params.kind = token::MechanismParameters::Kind::None;
+      break;
+    case wire::MechanismParams::Pss:
+      out.params.kind = token::MechanismParameters::Kind::Pss;
+      out.params.saltLength = in.saltOrSource;
+      break;
+    case wire::MechanismParams::Oaep:
+      out.params.kind = token::MechanismParameters::Kind::Oaep;
+      out.params.sourceType = in.saltOrSource;
+      break;
+    case wire::MechanismParams::Raw:
+      out.params.kind = token::MechanismParameters::Kind::Raw;
+      break;
+    default:
+      fail(CKR_MECHANISM_PARAM_INVALID, "unknown mechanism parameter kind");
+  }
+  return out;
+}
+
+std::optional<bool> findBool(const token::AttributeList& templ, CK_ATTRIBUTE_TYPE type) {
+  for (const auto& attribute : templ) {
+    bool value = false;
+    if (attribute.type == type && readBool(attribute.value, value)) {
+      return value;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<CK_ULONG> findUlong(const token::AttributeList& templ, CK_ATTRIBUTE_TYPE type) {
+  for (const auto& attribute : templ) {
+    CK_ULONG value = 0;
+    if (attribute.type == type && readUlong(attribute.value, value)) {
+      return value;
+    }
+  }
+  return std::nullopt;
+}
+
+wire::Version toWire(const CK_VERSION& version) { return {version.major, version.minor}; }
+
+CK_ATTRIBUTE_TYPE usageAttributeFor(wire::Operation operation) {
+  switch (operation) {
+    case wire::Operation::Sign:
+      return CKA_SIGN;
+    case wire::Operation::Verify:
+      return CKA_VERIFY;
+    case wire::Operation::Decrypt:
+      return CKA_DECRYPT;
+  }
+  fail(CKR_ARGUMENTS_BAD, "unknown operation");
+}
+
+CK_FLAGS mechanismFlagFor(CK_ATTRIBUTE_TYPE usage) {
+  switch (usage) {
+    case CKA_SIGN:
+      return CKF_SIGN;
+    case CKA_VERIFY:
+      return CKF_VERIFY;
+    default:
+      return CKF_DECRYPT;
+  }
+}
+
+}  // namespace
+
+Service::Service(SlotTable& slots, std::vector<wire::BackendStatus> backends)
+    : m_slots(slots), m_backends(std::move(backends)), m_instance(16) {
+  if (RAND_bytes(m_instance.data(), static_cast<int>(m_instance.size())) != 1) {
+    fail(CKR_GENERAL_ERROR, "no randomness for the daemon instance id");
+  }
+}
+
+// ---- clients ----
+
+std::shared_ptr<Client> Service::attach(const wire::HelloRequest& hello) {
+  if (hello.protocolVersion != wire::kProtocolVersion) {
+    fail(CKR_FUNCTION_FAILED, "protocol version " + std::to_string(hello.protocolVersion) +
+                                  " is not " + std::to_string(wire::kProtocolVersion));
+  }
+  if (hello.clientId.size() != 16) {
+    fail(CKR_ARGUMENTS_BAD, "client id must be 16 bytes");
+  }
+  std::lock_guard lock(m_clientsMutex);
+  std::erase_if(m_clients, [](const std::weak_ptr<Client>& weak) { return weak.expired(); });
+  for (const auto& weak : m_clients) {
+    if (auto client = weak.lock(); client && client->id() == hello.clientId) {
+      ++client->connections;
+      ++m_connections;
+      return client;
+    }
+  }
+  auto client = std::make_shared<Client>(m_nextClientNumber++, hello.clientId, hello.program, hello.pid,
+                                         m_slots.eventCursor());
+  ++client->connections;
+  ++m_connections;
+  m_clients.push_back(client);
+  logInfo("client " + std::to_string(client->number()) + " connected: " + hello.program + " (pid " +
+          std::to_string(hello.pid) + ")");
+  return client;
+}
+
+void Service::detach(const std::shared_ptr<Client>& client) {
+  --m_connections;
+  if (--client->connections > 0) {
+    return;
+  }
+  for (auto& session : client->takeAllSessions()) {
+    closeSession(*client, *session);
+  }
+  logInfo("client " + std::to_string(client->number()) + " disconnected");
+}
+
+void Service::closeSession(Client& client, ClientSession& session) {
+  std::lock_guard lock(session.mutex);
+  for (auto object : session.sessionObjects) {
+    session.token->forget(object);
+  }
+  session.backend.reset();  // closes the backend session and its session objects
+  // PKCS#11: closing an application's last session with a token logs it out of that token.
+  if (!client.hasSessionsOn(session.slot) && session.token->loginOf(client.number())) {
+    try {
+      session.token->logout(client.number());
+    } catch (const Error& error) {
+      logWarning(std::string("logout after last session: ") + error.what());
+    }
+  }
+}
+
+Viewer Service::viewerOf(Client& client, ClientSession& session) {
+  return {client.number(), session.token->loginOf(client.number()).has_value()};
+}
+
+void Service::requireLogin(Client& client, ClientSession& session) {
+  if (!session.token->loginOf(client.number())) {
+    fail(CKR_USER_NOT_LOGGED_IN, "log in first");
+  }
+}
+
+// ---- calls ----
+
+void Service::Hello(CallContext&, const wire::HelloRequest&, wire::HelloReply& out) {
+  out.daemonInstance = m_instance;
+  out.daemonPid = static_cast<std::uint32_t>(::getpid());
+}
+
+void Service::GetSlotList(CallContext&, const wire::GetSlotListRequest& in, wire::GetSlotListReply& out) {
+  out.slots = m_slots.slotIds(in.tokenPresent);
+}
+
+void Service::GetSlotInfo(CallContext&, const wire::SlotRequest& in, wire::GetSlotInfoReply& out) {
+  const auto description = m_slots.slotDescription(in.slot);
+  out.info.description = description.description;
+  out.info.manufacturer = description.manufacturer;
+  // Every dojang slot can lose its token (the daemon can lose its backend), so NSS keeps
+  // polling it rather than assuming a token that must be there at load time.
+  out.info.flags = description.flags | CKF_REMOVABLE_DEVICE;
+  out.info.hardwareVersion = toWire(description.hardwareVersion);
+  out.info.firmwareVersion = toWire(description.firmwareVersion);
+}
+
+void Service::GetTokenInfo(CallContext&, const wire::SlotRequest& in, wire::GetTokenInfoReply& out) {
+  auto token = m_slots.tokenIn(in.slot);
+  const auto description = token->description();
+  auto& info = out.info;
+  info.label = description.label;
+  info.manufacturer = description.manufacturer;
+  info.model = description.model;
+  info.serialNumber = description.serialNumber;
+  info.flags = description.flags;
+  info.maxSessionCount = CK_EFFECTIVELY_INFINITE;
+  info.sessionCount = CK_UNAVAILABLE_INFORMATION;
+  info.maxRwSessionCount = CK_EFFECTIVELY_INFINITE;
+  info.rwSessionCount = CK_UNAVAILABLE_INFORMATION;
+  info.maxPinLen = description.maxPinLen;
+  info.minPinLen = description.minPinLen;
+  info.totalPublicMemory = description.totalPublicMemory;
+  info.freePublicMemory = description.freePublicMemory;
+  info.totalPrivateMemory = description.totalPrivateMemory;
+  info.freePrivateMemory = description.freePrivateMemory;
+  info.hardwareVersion = toWire(description.hardwareVersion);
+  info.firmwareVersion = toWire(description.firmwareVersion);
+}
+
+void Service::GetMechanismList(CallContext&, const wire::SlotRequest& in, wire::GetMechanismListReply& out) {
+  auto token = m_slots.tokenIn(in.slot);
+  for (const auto& entry : token->mechanisms()) {
+    out.mechanisms.push_back({entry.type, entry.info.ulMinKeySize, entry.info.ulMaxKeySize, entry.info.flags});
+  }
+}
+
+void Service::WaitForSlotEvent(CallContext& context, const wire::WaitForSlotEventRequest& in,
+                               wire::WaitForSlotEventReply& out) {
+  std::uint64_t cursor = context.client->eventCursor.load();
+  for (;;) {
+    auto slot = m_slots.nextEvent(cursor, in.dontBlock ? std::chrono::milliseconds(0) : kWaitSlice);
+    if (slot) {
+      context.client->eventCursor = cursor;
+      out.slot = *slot;
+      return;
+    }
+    if (in.dontBlock) {
+      fail(CKR_NO_EVENT, "no slot event");
+    }
+    if (m_stopping || (context.peerGone && context.peerGone())) {
+      fail(CKR_CRYPTOKI_NOT_INITIALIZED, "wait cancelled");
+    }
+  }
+}
+
+void Service::OpenSession(CallContext& context, const wire::OpenSessionRequest& in,
+                          wire::OpenSessionReply& out) {
+  if ((in.flags & CKF_SERIAL_SESSION) == 0) {
+    fail(CKR_SESSION_PARALLEL_NOT_SUPPORTED, "sessions must be serial");
+  }
+  auto token = m_slots.tokenIn(in.slot);
+  auto& client = *context.client;
+  if (token->loginOf(client.number()) == CKU_SO && (in.flags & CKF_RW_SESSION) == 0) {
+    fail(CKR_SESSION_READ_WRITE_SO_EXISTS, "an SO session is open");
+  }
+  auto session = std::make_shared<ClientSession>();
+  session->handle = nextSessionHandle();
+  session->slot = in.slot;
+  session->flags = in.flags & (CKF_SERIAL_SESSION | CKF_RW_SESSION);
+  session->backend = token->token().openSession();
+  session->token = std::move(token);
+  out.session = client.addSession(std::move(session));
+}
+
+void Service::CloseSession(CallContext& context, const wire::SessionRequest& in, wire::Empty&) {
+  auto session = context.client->takeSession(in.session);
+  closeSession(*context.client, *session);
+}
+
+void Service::CloseAllSessions(CallContext& context, const wire::SlotRequest& in, wire::Empty&) {
+  (void)m_slots.slotDescription(in.slot);  // CKR_SLOT_ID_INVALID for unknown slots
+  for (auto& session : context.client->takeSessions(in.slot)) {
+    closeSession(*context.client, *session);
+  }
+}
+
+void Service::GetSessionInfo(CallContext& context, const wire::SessionRequest& in,
+                             wire::GetSessionInfoReply& out) {
+  auto session = context.client->session(in.session);
+  const auto login = session->token->loginOf(context.client->number());
+  const bool readWrite = (session->flags & CKF_RW_SESSION) != 0;
+  out.info.slot = session->slot;
+  out.info.flags = session->flags;
+  if (login == CKU_SO) {
+    out.info.state = CKS_RW_SO_FUNCTIONS;
+  } else if (login == CKU_USER) {
+    out.info.state = readWrite ? CKS_RW_USER_FUNCTIONS : CKS_RO_USER_FUNCTIONS;
+  } else {
+    out.info.state = readWrite ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION;
+  }
+}
+
+void Service::Login(CallContext& context, const wire::LoginRequest& in, wire::Empty&) {
+  if (in.userType != CKU_USER && in.userType != CKU_SO) {
+    fail(CKR_USER_TYPE_INVALID, "use LoginContextSpecific for CKU_CONTEXT_SPECIFIC");
+  }
+  auto session = context.client->session(in.session);
+  if (in.pin.size() > wire::kMaxPinBytes) {
+    fail(CKR_PIN_LEN_RANGE, "PIN too long");
+  }
+  if (in.userType == CKU_SO) {
+    // PKCS#11: an SO cannot log in while the application has read-only sessions.
+    if ((session->flags & CKF_RW_SESSION) == 0) {
+      fail(CKR_SESSION_READ_ONLY_EXISTS, "SO login needs read-write sessions");
+    }
+  }
+  const SecureBytes pin(in.pin);
+  session->token->login(context.client->number(), in.userType, in.pinGiven ? &pin : nullptr);
+  logInfo("client " + std::to_string(context.client->number()) + " (" + context.client->program() +
+          ") logged in to slot " + std::to_string(session->slot));
+}
+
+void Service::LoginContextSpecific(CallContext& context, const wire::LoginRequest& in, wire::Empty&) {
+  auto session = context.client->session(in.session);
+  requireLogin(*context.client, *session);
+  const SecureBytes pin(in.pin);
+  std::lock_guard lock(session->mutex);
+  session->backend->loginContextSpecific(in.pinGiven ? &pin : nullptr);
+}
+
+void Service::Logout(CallContext& context, const wire::SessionRequest& in, wire::Empty&) {
+  auto session = context.client->session(in.session);
+  session->token->logout(context.client->number());
+}
+
+void Service::InitPin(CallContext& context, const wire::InitPinRequest& in, wire::Empty&) {
+  auto session = context.client->session(in.session);
+  if (session->token->loginOf(context.client->number()) != CKU_SO) {
+    fail(CKR_USER_NOT_LOGGED_IN, "InitPIN needs the SO logged in");
+  }
+  const SecureBytes pin(in.pin);
+  std::lock_guard lock(session->mutex);
+  session->backend->initPin(pin);
+}
+
+void Service::SetPin(CallContext& context, const wire::SetPinRequest& in, wire::Empty&) {
+  auto session = context.client->session(in.session);
+  if ((session->flags & CKF_RW_SESSION) == 0) {
+    fail(CKR_SESSION_READ_ONLY, "SetPIN needs a read-write session");
+  }
+  const SecureBytes oldPin(in.oldPin);
+  const SecureBytes newPin(in.newPin);
+  std::lock_guard lock(session->mutex);
+  session->backend->setPin(oldPin, newPin);
+  session->token->pinChanged(newPin);
+}
+
+void Service::FindObjects(CallContext& context, const wire::FindObjectsRequest& in,
+                          wire::FindObjectsReply& out) {
+  auto session = context.client->session(in.session);
+  std::lock_guard lock(session->mutex);
+  out.objects = session->token->find(*session->backend, toAttributes(in.templ),
+                                     viewerOf(*context.client, *session));
+}
+
+void Service::GetAttributeValue(CallContext& context, const wire::GetAttributeValueRequest& in,
+                                wire::GetAttributeValueReply& out) {
+  auto session = context.client->session(in.session);
+  std::lock_guard lock(session->mutex);
+  auto reads = session->token->read(*session->backend, in.object, in.types, viewerOf(*context.client, *session));
+  out.attributes.reserve(reads.size());
+  for (auto& read : reads) {
+    out.attributes.push_back({read.type, read.status, std::move(read.value)});
+  }
+}
+
+void Service::SetAttributeValue(CallContext& context, const wire::SetAttributeValueRequest& in, wire::Empty&) {
+  auto session = context.client->session(in.session);
+  std::lock_guard lock(session->mutex);
+  const auto facts = session->token->factsFor(*session->backend, in.object, viewerOf(*context.client, *session));
+  if (facts.isTokenObject && (session->flags & CKF_RW_SESSION) == 0) {
+    fail(CKR_SESSION_READ_ONLY, "token objects change only in read-write sessions");
+  }
+  auto templ = toAttributes(in.templ);
+  for (const auto& attribute : templ) {
+    // Loosening a key's protection is refused here, whatever the token would allow.
+    bool value = false;
+    if ((attribute.type == CKA_SENSITIVE && readBool(attribute.value, value) && !value) ||
+        (attribute.type == CKA_EXTRACTABLE && readBool(attribute.value, value) && value)) {
+      fail(CKR_ATTRIBUTE_READ_ONLY, "key protection cannot be loosened");
+    }
+  }
+  session->backend->writeAttributes(in.object, templ);
+  session->token->forgetAttributes(in.object);
+}
+
+void Service::CreateObject(CallContext& context, const wire::CreateObjectRequest& in, wire::ObjectReply& out) {
+  auto session = context.client->session(in.session);
+  auto& client = *context.client;
+  auto templ = toAttributes(in.templ);
+  const auto objectClass = findUlong(templ, CKA_CLASS);
+  const bool tokenObject = findBool(templ, CKA_TOKEN).value_or(false);
+  const bool isKey = objectClass == CKO_PRIVATE_KEY || objectClass == CKO_SECRET_KEY;
+  if (tokenObject && (session->flags & CKF_RW_SESSION) == 0) {
+    fail(CKR_SESSION_READ_ONLY, "token objects are created only in read-write sessions");
+  }
+  if (findBool(templ, CKA_PRIVATE).value_or(isKey) || isKey) {
+    requireLogin(client, *session);
+  }
+  if (isKey) {
+    // The explicit import path: the key arrives once, is protected on the token, and its
+    // bytes are wiped here as soon as the token has them.
+    enforcePrivateKeyTemplate(templ);
+  }
+  std::lock_guard lock(session->mutex);
+  try {
+    out.object = session->backend->createObject(templ);
+  } catch (...) {
+    wipeAttributes(templ);
+    throw;
+  }
+  wipeAttributes(templ);
+  session->token->remember(out.object, tokenObject ? 0 : client.number());
+  if (!tokenObject) {
+    session->sessionObjects.push_back(out.object);
+  }
+}
+
+void Service::DestroyObject(CallContext& context, const wire::ObjectRequest& in, wire::Empty&) {
+  auto session = context.client->session(in.session);
+  std::lock_guard lock(session->mutex);
+  const auto facts = session->token->factsFor(*session->backend, in.object, viewerOf(*context.client, *session));
+  if (facts.isTokenObject && (session->flags & CKF_RW_SESSION) == 0) {
+    fail(CKR_SESSION_READ_ONLY, "token objects are destroyed only in read-write sessions");
+  }
+  session->backend->destroyObject(in.object);
+  session->token->forget(in.object);
+  std::erase(session->sessionObjects, in.object);
+}
+
+void Service::GenerateKeyPair(CallContext& context, const wire::GenerateKeyPairRequest& in,
+                              wire::GenerateKeyPairReply& out) {
+  auto session = context.client->session(in.session);
+  auto& client = *context.client;
+  requireLogin(client, *session);
+  if (!isKeyGenerationMechanism(in.mechanism.type) ||
+      !session->token->offersMechanism(in.mechanism.type, CKF_GENERATE_KEY_PAIR)) {
+    fail(CKR_MECHANISM_INVALID, "not a key-pair generation mechanism of this token");
+  }
+  auto publicTemplate = toAttributes(in.publicTemplate);
+  auto privateTemplate = toAttributes(in.privateTemplate);
+  enforcePrivateKeyTemplate(privateTemplate);
+  const bool tokenObjects = findBool(privateTemplate, CKA_TOKEN).value_or(false) ||
+                            findBool(publicTemplate, CKA_TOKEN).value_or(false);
+  if (tokenObjects && (session->flags & CKF_RW_SESSION) == 0) {
+    fail(CKR_SESSION_READ_ONLY, "token keys are generated only in read-write sessions");
+  }
+  std::lock_guard lock(session->mutex);
+  const auto pair = session->backend->generateKeyPair(toMechanism(in.mechanism), publicTemplate, privateTemplate);
+  out.publicKey = pair.publicKey;
+  out.privateKey = pair.privateKey;
+  const bool publicOnToken = findBool(publicTemplate, CKA_TOKEN).value_or(false);
+  const bool privateOnToken = findBool(privateTemplate, CKA_TOKEN).value_or(false);
+  session->token->remember(pair.publicKey, publicOnToken ? 0 : client.number());
+  session->token->remember(pair.privateKey, privateOnToken ? 0 : client.number());
+  if (!publicOnToken) {
+    session->sessionObjects.push_back(pair.publicKey);
+  }
+  if (!privateOnToken) {
+    session->sessionObjects.push_back(pair.privateKey);
+  }
+}
+
+namespace {
+// The checks every key operation makes, from cached facts: cheap enough for each signature.
+void checkKeyUse(TokenState& token, token::TokenSession& backend, const Viewer& viewer,
+                 CK_ATTRIBUTE_TYPE usage, const wire::Mechanism& mechanism, std::uint64_t key) {
+  if (!isServedMechanism(mechanism.type) || !token.offersMechanism(mechanism.type, mechanismFlagFor(usage))) {
+    fail(CKR_MECHANISM_INVALID, "mechanism not offered for this operation");
+  }
+  if (!isServedMechanismParameters(toMechanism(mechanism))) {
+    fail(CKR_MECHANISM_PARAM_INVALID, "OAEP labels are not supported");
+  }
+  ObjectFacts facts;
+  try {
+    facts = token.factsFor(backend, key, viewer);
+  } catch (const Error& error) {
+    if (error.rv() == CKR_OBJECT_HANDLE_INVALID) {
+      fail(CKR_KEY_HANDLE_INVALID, "no such key");
+    }
+    throw;
+  }
+  const CK_OBJECT_CLASS wantedClass = usage == CKA_VERIFY ? CKO_PUBLIC_KEY : CKO_PRIVATE_KEY;
+  if (facts.objectClass != wantedClass) {
+    fail(CKR_KEY_TYPE_INCONSISTENT, "wrong key class for this operation");
+  }
+  if (wantedClass == CKO_PRIVATE_KEY && !viewer.loggedIn) {
+    fail(CKR_USER_NOT_LOGGED_IN, "private key operations need a login");
+  }
+  if (keyTypeFor(mechanism.type) != facts.keyType) {
+    fail(CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit the key type");
+  }
+}
+}  // namespace
+
+void Service::CheckOperation(CallContext& context, const wire::CheckOperationRequest& in, wire::Empty&) {
+  auto session = context.client->session(in.session);
+  std::lock_guard lock(session->mutex);
+  const auto usage = usageAttributeFor(in.operation);
+  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), usage, in.mechanism, in.key);
+  session->backend->checkKeyOperation(usage, toMechanism(in.mechanism), in.key);
+}
+
+void Service::Sign(CallContext& context, const wire::KeyOperationRequest& in, wire::DataReply& out) {
+  auto session = context.client->session(in.session);
+  std::lock_guard lock(session->mutex);
+  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), CKA_SIGN, in.mechanism, in.key);
+  out.data = session->backend->sign(toMechanism(in.mechanism), in.key, in.data);
+}
+
+void Service::Verify(CallContext& context, const wire::VerifyRequest& in, wire::Empty&) {
+  auto session = context.client->session(in.session);
+  std::lock_guard lock(session->mutex);
+  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), CKA_VERIFY, in.mechanism, in.key);
+  session->backend->verify(toMechanism(in.mechanism), in.key, in.data, in.signature);
+}
+
+void Service::Decrypt(CallContext& context, const wire::KeyOperationRequest& in, wire::DataReply& out) {
+  auto session = context.client->session(in.session);
+  std::lock_guard lock(session->mutex);
+  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), CKA_DECRYPT, in.mechanism, in.key);
+  out.data = session->backend->decrypt(toMechanism(in.mechanism), in.key, in.data);
+}
+
+void Service::Digest(CallContext& context, const wire::DigestRequest& in, wire::DataReply& out) {
+  auto session = context.client->session(in.session);
+  if (!session->token->offersMechanism(in.mechanism.type, CKF_DIGEST)) {
+    fail(CKR_MECHANISM_INVALID, "digest mechanism not offered");
+  }
+  std::lock_guard lock(session->mutex);
+  out.data = session->backend->digest(toMechanism(in.mechanism), in.data);
+}
+
+void Service::GenerateRandom(CallContext& context, const wire::GenerateRandomRequest& in, wire::DataReply& out) {
+  auto session = context.client->session(in.session);
+  if (in.length > wire::kMaxRandomBytes) {
+    fail(CKR_ARGUMENTS_BAD, "too many random bytes asked for");
+  }
+  std::lock_guard lock(session->mutex);
+  out.data = session->backend->generateRandom(in.length);
+}
+
+void Service::DaemonStatus(CallContext&, const wire::Empty&, wire::DaemonStatusReply& out) {
+  out.version = kVersion;
+  out.pid = static_cast<std::uint32_t>(::getpid());
+  out.uptimeSeconds = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - m_started).count());
+  out.backends = m_backends;
+  out.slots = m_slots.status();
+  out.connections = m_connections.load();
+  std::lock_guard lock(m_clientsMutex);
+  for (const auto& weak : m_clients) {
+    if (auto client = weak.lock()) {
+      ++out.clients;
+      out.sessions += static_cast<std::uint32_t>(client->sessionCount());
+    }
+  }
+}
+
+}  // namespace dojang::daemon

@@ -1,0 +1,58 @@
+// The daemon's side of every wire call: one method per row of DOJANG_WIRE_CALLS. Methods throw
+// dojang::Error; the dispatcher turns that into the reply's CK_RV.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "calls.h"
+#include "client.h"
+#include "slot_table.h"
+
+namespace dojang::daemon {
+
+// What a call knows about who made it.
+struct CallContext {
+  std::shared_ptr<Client> client;
+  std::function<bool()> peerGone;  // true once the connection's other end has hung up
+};
+
+class Service final {
+ public:
+  Service(SlotTable& slots, std::vector<wire::BackendStatus> backends);
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  // Connections of one client process share a Client, found by the id in its Hello.
+  std::shared_ptr<Client> attach(const wire::HelloRequest& hello);
+  // Called when a connection closes; the last one closes the client's sessions and logins.
+  void detach(const std::shared_ptr<Client>& client);
+  void setStopping() noexcept { m_stopping = true; }
+
+#define DOJANG_SERVICE_METHOD(id, name, request, reply) \
+  void name(CallContext& context, const wire::request& in, wire::reply& out);
+  DOJANG_WIRE_CALLS(DOJANG_SERVICE_METHOD)
+#undef DOJANG_SERVICE_METHOD
+
+ private:
+  void closeSession(Client& client, ClientSession& session);
+  static Viewer viewerOf(Client& client, ClientSession& session);
+  void requireLogin(Client& client, ClientSession& session);
+
+  SlotTable& m_slots;
+  const std::vector<wire::BackendStatus> m_backends;
+  const std::chrono::steady_clock::time_point m_started = std::chrono::steady_clock::now();
+  wire::Bytes m_instance;
+  std::atomic<bool> m_stopping{false};
+
+  std::mutex m_clientsMutex;
+  std::vector<std::weak_ptr<Client>> m_clients;
+  ClientNumber m_nextClientNumber = 1;
+  std::atomic<std::uint32_t> m_connections{0};
+};
+
+}  // namespace dojang::daemon

@@ -1,0 +1,230 @@
+#include "slot_table.h"
+
+#include <algorithm>
+
+#include "error.h"
+#include "log.h"
+
+namespace dojang::daemon {
+
+namespace {
+constexpr std::size_t kMaxQueuedEvents = 1024;
+}
+
+SlotTable::SlotTable(std::vector<std::unique_ptr<token::Driver>> drivers) : m_drivers(std::move(drivers)) {}
+
+SlotTable::~SlotTable() { stopMonitoring(); }
+
+void SlotTable::rescan() {
+  for (auto& driver : m_drivers) {
+    rescanDriver(*driver);
+  }
+}
+
+void SlotTable::rescanDriver(token::Driver& driver) {
+  std::vector<token::SlotDescription> seen;
+  try {
+    seen = driver.slots();
+  } catch (const Error& error) {
+    logWarning("driver " + driver.name() + ": cannot list slots: " + error.what());
+    return;
+  }
+  for (auto& description : seen) {
+    const bool present = (description.flags & CKF_TOKEN_PRESENT) != 0;
+    std::unique_lock lock(m_mutex);
+    auto record = std::find_if(m_slots.begin(), m_slots.end(), [&](const SlotRecord& r) {
+      return r.driver == &driver && r.description.key == description.key;
+    });
+    if (record == m_slots.end()) {
+      m_slots.push_back({m_slots.size() + 1, &driver, description, nullptr});
+      record = std::prev(m_slots.end());
+      logInfo("slot " + std::to_string(record->id) + ": " + driver.name() + " " + description.description);
+    }
+    record->description = description;
+    const std::uint64_t slot = record->id;
+    const bool hadToken = record->token != nullptr;
+    if (present == hadToken) {
+      continue;
+    }
+    if (!present) {
+      record->token->markRemoved();
+      record->token.reset();
+      logInfo("slot " + std::to_string(slot) + ": token removed");
+      pushEventLocked(slot);
+      continue;
+    }
+    lock.unlock();  // opening a token talks to hardware; don't hold up clients
+    std::shared_ptr<TokenState> state;
+    try {
+      state = std::make_shared<TokenState>(slot, driver.openToken(description.key));
+      logInfo("slot " + std::to_string(slot) + ": token \"" + state->description().label + "\" present");
+    } catch (const Error& error) {
+      logWarning("slot " + std::to_string(slot) + ": cannot open token: " + error.what());
+      continue;
+    }
+    lock.lock();
+    auto again = std::find_if(m_slots.begin(), m_slots.end(), [slot](const SlotRecord& r) { return r.id == slot; });
+    if (again->token == nullptr) {
+      again->token = std::move(state);
+      pushEventLocked(slot);
+    }
+  }
+  // Slots the driver no longer reports keep their IDs but lose their tokens.
+  std::lock_guard lock(m_mutex);
+  for (auto& record : m_slots) {
+    if (record.driver != &driver || record.token == nullptr) {
+      continue;
+    }
+    const bool stillThere = std::any_of(seen.begin(), seen.end(), [&](const token::SlotDescription& d) {
+      return d.key == record.description.key;
+    });
+    if (!stillThere) {
+      record.token->markRemoved();
+      record.token.reset();
+      record.description.flags &= ~CKF_TOKEN_PRESENT;
+      pushEventLocked(record.id);
+    }
+  }
+}
+
+void SlotTable::pushEventLocked(std::uint64_t slot) {
+  m_events.emplace_back(m_nextSequence++, slot);
+  while (m_events.size() > kMaxQueuedEvents) {
+    m_events.pop_front();
+  }
+  m_eventReady.notify_all();
+}
+
+void SlotTable::startMonitoring(std::chrono::milliseconds pollInterval) {
+  for (auto& driver : m_drivers) {
+    m_monitors.emplace_back([this, raw = driver.get(), pollInterval] {
+      while (!m_stopping) {
+        bool changed = false;
+        try {
+          changed = raw->waitForChange();
+        } catch (const Error& error) {
+          logWarning("driver " + raw->name() + ": " + error.what());
+        }
+        if (m_stopping) {
+          break;
+        }
+        if (!changed) {
+          std::unique_lock lock(m_stopMutex);
+          m_stopSignal.wait_for(lock, pollInterval, [this] { return m_stopping.load(); });
+        }
+        if (!m_stopping) {
+          rescanDriver(*raw);
+        }
+      }
+    });
+  }
+}
+
+void SlotTable::stopMonitoring() {
+  {
+    std::lock_guard lock(m_stopMutex);
+    m_stopping = true;
+  }
+  m_stopSignal.notify_all();
+  for (auto& driver : m_drivers) {
+    driver->cancelWait();
+  }
+  for (auto& thread : m_monitors) {
+    thread.join();
+  }
+  m_monitors.clear();
+  wakeWaiters();
+}
+
+std::vector<std::uint64_t> SlotTable::slotIds(bool tokenPresentOnly) {
+  std::lock_guard lock(m_mutex);
+  std::vector<std::uint64_t> ids;
+  for (const auto& record : m_slots) {
+    if (!tokenPresentOnly || record.token != nullptr) {
+      ids.push_back(record.id);
+    }
+  }
+  return ids;
+}
+
+token::SlotDescription SlotTable::slotDescription(std::uint64_t slot) {
+  std::lock_guard lock(m_mutex);
+  if (slot == 0 || slot > m_slots.size()) {
+    fail(CKR_SLOT_ID_INVALID, "no such slot");
+  }
+  auto description = m_slots[slot - 1].description;
+  if (m_slots[slot - 1].token != nullptr) {
+    description.flags |= CKF_TOKEN_PRESENT;
+  } else {
+    description.flags &= ~CKF_TOKEN_PRESENT;
+  }
+  return description;
+}
+
+std::shared_ptr<TokenState> SlotTable::tokenIn(std::uint64_t slot) {
+  std::lock_guard lock(m_mutex);
+  if (slot == 0 || slot > m_slots.size()) {
+    fail(CKR_SLOT_ID_INVALID, "no such slot");
+  }
+  if (m_slots[slot - 1].token == nullptr) {
+    fail(CKR_TOKEN_NOT_PRESENT, "no token in slot");
+  }
+  return m_slots[slot - 1].token;
+}
+
+std::vector<wire::SlotStatus> SlotTable::status() {
+  std::vector<std::pair<wire::SlotStatus, std::shared_ptr<TokenState>>> rows;
+  {
+    std::lock_guard lock(m_mutex);
+    for (const auto& record : m_slots) {
+      wire::SlotStatus row;
+      row.slot = record.id;
+      row.backend = record.driver->name();
+      row.tokenPresent = record.token != nullptr;
+      rows.emplace_back(row, record.token);
+    }
+  }
+  std::vector<wire::SlotStatus> out;
+  for (auto& [row, state] : rows) {
+    if (state) {
+      row.tokenLabel = state->description().label;
+      row.loggedInClients = state->loggedInClientCount();
+      row.cachedObjects = static_cast<std::uint32_t>(state->cachedObjectCount());
+    }
+    out.push_back(row);
+  }
+  return out;
+}
+
+std::uint64_t SlotTable::eventCursor() {
+  std::lock_guard lock(m_mutex);
+  return m_nextSequence - 1;
+}
+
+std::optional<std::uint64_t> SlotTable::nextEvent(std::uint64_t& cursor, std::chrono::milliseconds wait) {
+  std::unique_lock lock(m_mutex);
+  auto pending = [&]() -> std::optional<std::uint64_t> {
+    for (const auto& [sequence, slot] : m_events) {
+      if (sequence > cursor) {
+        cursor = sequence;
+        return slot;
+      }
+    }
+    return std::nullopt;
+  };
+  if (auto slot = pending()) {
+    return slot;
+  }
+  if (wait.count() > 0 && !m_stopping) {
+    m_eventReady.wait_for(lock, wait);
+    return pending();
+  }
+  return std::nullopt;
+}
+
+void SlotTable::wakeWaiters() {
+  std::lock_guard lock(m_mutex);
+  m_eventReady.notify_all();
+}
+
+}  // namespace dojang::daemon
