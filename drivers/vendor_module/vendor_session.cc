@@ -312,6 +312,20 @@ void VendorSession::checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mech
     fail(CKR_KEY_FUNCTION_NOT_PERMITTED, keyName + " may not " + usageName(usage));
   }
   m_lastChecked = KeyOperation{usage, mechanism, key};
+  if (usage == CKA_DECRYPT && mechanism.params.kind != token::MechanismParameters::Kind::None) {
+    // Which OAEP parameters a token accepts only its own C_DecryptInit knows (SoftHSM takes
+    // SHA-1 alone), so the real init runs now and the decryption that follows picks it up.
+    abandonPrimed();
+    try {
+      startOperation(usage, mechanism, key);
+    } catch (const Error& error) {
+      if (error.rv() == CKR_ARGUMENTS_BAD) {
+        fail(CKR_MECHANISM_PARAM_INVALID, std::string("the token refuses these parameters: ") + error.what());
+      }
+      throw;
+    }
+    m_primed = m_lastChecked;
+  }
 }
 
 void VendorSession::startOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism,
