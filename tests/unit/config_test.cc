@@ -1,0 +1,127 @@
+// dojangd's configuration file: backends, defaults, and errors a user can act on.
+#include <catch2/catch.hpp>
+#include <filesystem>
+
+#include "config.h"
+#include "error.h"
+#include "temp_dir.h"
+
+namespace core = dojang::daemon;
+
+namespace {
+
+// The message of the dojang::Error that parseConfig throws; fails the test if it does not.
+std::string errorOf(const std::string& text, const std::string& source = "dojangd.toml") {
+  try {
+    (void)core::parseConfig(text, source);
+  } catch (const dojang::Error& error) {
+    return error.what();
+  }
+  FAIL("no error for:\n" << text);
+  return {};
+}
+
+bool openscInstalled() {
+  for (const char* path : {"/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so", "/usr/lib/aarch64-linux-gnu/opensc-pkcs11.so",
+                           "/usr/lib64/opensc-pkcs11.so", "/usr/lib/opensc-pkcs11.so"}) {
+    if (std::filesystem::exists(path)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("backends are read in order, with names defaulting to the module's stem", "[config]") {
+  const auto config = core::parseConfig(R"(
+[daemon]
+poll_interval_ms = 250
+
+[[backend]]
+name = "softhsm"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+
+[[backend]]
+module = "/opt/vendor/lib/vendor-pkcs11.so"
+)",
+                                        "test.toml");
+  CHECK(config.source == "test.toml");
+  CHECK(config.pollInterval == std::chrono::milliseconds(250));
+  REQUIRE(config.backends.size() == 2);
+  CHECK(config.backends[0].name == "softhsm");
+  CHECK(config.backends[0].modulePath == "/usr/lib/softhsm/libsofthsm2.so");
+  CHECK(config.backends[1].name == "vendor-pkcs11");
+  CHECK(config.backends[1].modulePath == "/opt/vendor/lib/vendor-pkcs11.so");
+}
+
+TEST_CASE("an empty file means the defaults", "[config]") {
+  const auto config = core::parseConfig("", "empty.toml");
+  CHECK(config.pollInterval == std::chrono::milliseconds(1000));
+  if (openscInstalled()) {
+    REQUIRE(config.backends.size() == 1);
+    CHECK(config.backends[0].name == "opensc");
+  } else {
+    CHECK(config.backends.empty());
+  }
+
+  SECTION("a [daemon] table alone keeps the default backends") {
+    const auto onlyDaemon = core::parseConfig("[daemon]\npoll_interval_ms = 50\n", "d.toml");
+    CHECK(onlyDaemon.pollInterval == std::chrono::milliseconds(50));
+    CHECK(onlyDaemon.backends.size() == config.backends.size());
+  }
+  SECTION("configured backends replace the default") {
+    const auto configured = core::parseConfig("[[backend]]\nmodule = \"/x/y.so\"\n", "b.toml");
+    REQUIRE(configured.backends.size() == 1);
+    CHECK(configured.backends[0].modulePath == "/x/y.so");
+  }
+}
+
+TEST_CASE("bad TOML is an error naming the file and line", "[config]") {
+  const auto message = errorOf("[daemon]\npoll_interval_ms = = 3\n", "/home/u/.config/dojang/dojangd.toml");
+  CHECK_THAT(message, Catch::Contains("/home/u/.config/dojang/dojangd.toml:2"));
+
+  CHECK_THAT(errorOf("[[backend]\nmodule = \"x\"\n", "f.toml"), Catch::Contains("f.toml:1"));
+  CHECK_THAT(errorOf("[[backend]]\nmodule = \"unterminated\n", "f.toml"), Catch::Contains("f.toml:2"));
+}
+
+TEST_CASE("a backend without a module is an error naming the backend", "[config]") {
+  CHECK_THAT(errorOf("[[backend]]\nmodule = \"/a.so\"\n[[backend]]\nname = \"second\"\n", "f.toml"),
+             Catch::Contains("f.toml") && Catch::Contains("backend #2") && Catch::Contains("module"));
+  CHECK_THAT(errorOf("[[backend]]\nmodule = \"\"\n", "f.toml"), Catch::Contains("backend #1"));
+  CHECK_THAT(errorOf("[[backend]]\nmodule = 17\n", "f.toml"), Catch::Contains("backend #1"));
+  CHECK_THAT(errorOf("backend = [\"not a table\"]\n", "f.toml"), Catch::Contains("backend #1"));
+}
+
+TEST_CASE("the poll interval must be sensible", "[config]") {
+  CHECK_THAT(errorOf("[daemon]\npoll_interval_ms = 10\n"), Catch::Contains("poll_interval_ms"));
+  CHECK_THAT(errorOf("[daemon]\npoll_interval_ms = 600001\n"), Catch::Contains("poll_interval_ms"));
+  CHECK_THAT(errorOf("[daemon]\npoll_interval_ms = -5\n"), Catch::Contains("poll_interval_ms"));
+  CHECK(core::parseConfig("[daemon]\npoll_interval_ms = 600000\n", "f").pollInterval ==
+        std::chrono::milliseconds(600000));
+}
+
+TEST_CASE("loadConfig reads files and refuses a missing one it was told to read", "[config]") {
+  dojang::test::TempDir dir("dojang-config-test-");
+  const auto file = dir / "dojangd.toml";
+  dojang::test::writeFile(file, "[[backend]]\nname = \"one\"\nmodule = \"/m.so\"\n");
+  const auto config = core::loadConfig(file.string());
+  CHECK(config.source == file.string());
+  REQUIRE(config.backends.size() == 1);
+  CHECK(config.backends[0].name == "one");
+
+  try {
+    (void)core::loadConfig((dir / "missing.toml").string());
+    FAIL("a missing --config file must be an error");
+  } catch (const dojang::Error& error) {
+    CHECK_THAT(std::string(error.what()), Catch::Contains("missing.toml"));
+  }
+
+  dojang::test::writeFile(file, "this is not toml\n");
+  try {
+    (void)core::loadConfig(file.string());
+    FAIL("an unparsable file must be an error");
+  } catch (const dojang::Error& error) {
+    CHECK_THAT(std::string(error.what()), Catch::Contains(file.string() + ":1"));
+  }
+}
