@@ -1,5 +1,6 @@
 #include "dojangd_process.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -269,6 +270,47 @@ void DojangdProcess::exportEnv() const {
   for (const auto& [name, value] : env()) {
     ::setenv(name.c_str(), value.c_str(), 1);
   }
+}
+
+DojangModule::DojangModule(const std::string& path) {
+  m_handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (m_handle == nullptr) {
+    const char* reason = ::dlerror();
+    throw std::runtime_error("dlopen " + path + ": " + (reason != nullptr ? reason : "unknown error"));
+  }
+  void* symbol = ::dlsym(m_handle, "C_GetFunctionList");
+  CK_C_GetFunctionList getFunctionList = nullptr;
+  static_assert(sizeof getFunctionList == sizeof symbol);
+  std::memcpy(&getFunctionList, &symbol, sizeof symbol);
+  if (getFunctionList == nullptr || getFunctionList(&m_functions) != CKR_OK || m_functions == nullptr) {
+    ::dlclose(m_handle);
+    throw std::runtime_error(path + " has no usable C_GetFunctionList");
+  }
+}
+
+DojangModule::~DojangModule() {
+  if (m_initializedBy == ::getpid()) {
+    (void)finalize();
+  }
+  ::dlclose(m_handle);
+}
+
+CK_RV DojangModule::initialize() {
+  CK_C_INITIALIZE_ARGS args{};
+  args.flags = CKF_OS_LOCKING_OK;
+  const CK_RV rv = m_functions->C_Initialize(&args);
+  if (rv == CKR_OK) {
+    m_initializedBy = ::getpid();
+  }
+  return rv;
+}
+
+CK_RV DojangModule::finalize() {
+  const CK_RV rv = m_functions->C_Finalize(nullptr);
+  if (rv == CKR_OK) {
+    m_initializedBy = -1;
+  }
+  return rv;
 }
 
 }  // namespace dojang::test

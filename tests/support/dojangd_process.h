@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "cryptoki.h"
 #include "softhsm_token.h"
 #include "temp_dir.h"
 
@@ -68,6 +69,33 @@ class DojangdProcess final {
   TempDir m_dir;
   std::filesystem::path m_softhsmConf;
   pid_t m_pid = -1;
+};
+
+// dojang-pkcs11.so loaded into this process with dlopen: the function list, C_Initialize on
+// request, and C_Finalize (if this process initialised it and did not finalise) and dlclose when
+// the owner dies. Point the environment at a daemon (DojangdProcess::exportEnv) first.
+class DojangModule final {
+ public:
+  // Throws std::runtime_error when the module cannot be loaded or has no function list.
+  explicit DojangModule(const std::string& path = dojangModulePath());
+  ~DojangModule();
+  DojangModule(const DojangModule&) = delete;
+  DojangModule& operator=(const DojangModule&) = delete;
+  DojangModule(DojangModule&&) = delete;
+  DojangModule& operator=(DojangModule&&) = delete;
+
+  // C_Initialize with CKF_OS_LOCKING_OK.
+  CK_RV initialize();
+  CK_RV finalize();
+  [[nodiscard]] CK_FUNCTION_LIST& functions() const noexcept { return *m_functions; }
+  CK_FUNCTION_LIST* operator->() const noexcept { return m_functions; }
+  // After fork(), a child that must not touch the parent's state on exit (it _exit()s anyway).
+  void forgetInChild() noexcept { m_initializedBy = -1; }
+
+ private:
+  void* m_handle = nullptr;
+  CK_FUNCTION_LIST* m_functions = nullptr;
+  pid_t m_initializedBy = -1;
 };
 
 }  // namespace dojang::test
