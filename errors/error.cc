@@ -4,7 +4,7 @@
 
 namespace dojang {
 
-Error::Error(CK_RV rv, ErrorKind kind, const std::string& message, std::source_location where)
+Error::Error(CK_RV rv, ErrorKind kind, const std::string& message, CallSite where)
     : std::runtime_error(message), m_rv(rv), m_kind(kind), m_where(where) {}
 
 ErrorKind kindOfCkRv(CK_RV rv) noexcept {
@@ -131,17 +131,17 @@ std::string ckRvName(CK_RV rv) {
   }
 }
 
-void checkCkRv(CK_RV rv, std::string_view call, std::source_location where) {
+void checkCkRv(CK_RV rv, std::string_view call, CallSite where) {
   if (rv != CKR_OK) {
     throwCkRv(rv, call, where);
   }
 }
 
-void throwCkRv(CK_RV rv, std::string_view call, std::source_location where) {
+void throwCkRv(CK_RV rv, std::string_view call, CallSite where) {
   throw Error(rv, kindOfCkRv(rv), std::string(call) + " failed: " + ckRvName(rv), where);
 }
 
-void fail(CK_RV rv, const std::string& message, std::source_location where) {
+void fail(CK_RV rv, const std::string& message, CallSite where) {
   throw Error(rv, kindOfCkRv(rv), message, where);
 }
 

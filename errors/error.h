@@ -3,7 +3,6 @@
 // that raised it.
 #pragma once
 
-#include <source_location>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -11,6 +10,18 @@
 #include "cryptoki.h"
 
 namespace dojang {
+
+// Where an error was raised. std::source_location would do, but clang 14 with libstdc++ 12 (the
+// sanitizer and fuzzing build) lacks it; these builtins exist in both compilers.
+struct CallSite {
+  const char* file = "";
+  unsigned line = 0;
+  const char* function = "";
+  static constexpr CallSite current(const char* file = __builtin_FILE(), unsigned line = __builtin_LINE(),
+                                    const char* function = __builtin_FUNCTION()) noexcept {
+    return {file, line, function};
+  }
+};
 
 // What a caller can do about an error; finer than CK_RV for the daemon and the CLI.
 enum class ErrorKind {
@@ -28,16 +39,16 @@ enum class ErrorKind {
 class Error : public std::runtime_error {
  public:
   Error(CK_RV rv, ErrorKind kind, const std::string& message,
-        std::source_location where = std::source_location::current());
+        CallSite where = CallSite::current());
 
   [[nodiscard]] CK_RV rv() const noexcept { return m_rv; }
   [[nodiscard]] ErrorKind kind() const noexcept { return m_kind; }
-  [[nodiscard]] const std::source_location& where() const noexcept { return m_where; }
+  [[nodiscard]] const CallSite& where() const noexcept { return m_where; }
 
  private:
   CK_RV m_rv;
   ErrorKind m_kind;
-  std::source_location m_where;
+  CallSite m_where;
 };
 
 // Classifies a PKCS#11 return value.
@@ -47,12 +58,12 @@ class Error : public std::runtime_error {
 
 // Throws unless rv is CKR_OK. `call` names the foreign function for the message.
 void checkCkRv(CK_RV rv, std::string_view call,
-               std::source_location where = std::source_location::current());
+               CallSite where = CallSite::current());
 [[noreturn]] void throwCkRv(CK_RV rv, std::string_view call,
-                            std::source_location where = std::source_location::current());
+                            CallSite where = CallSite::current());
 
 // Convenience for our own checks: an error with the CK_RV a client should receive.
 [[noreturn]] void fail(CK_RV rv, const std::string& message,
-                       std::source_location where = std::source_location::current());
+                       CallSite where = CallSite::current());
 
 }  // namespace dojang

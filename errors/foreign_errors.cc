@@ -7,7 +7,7 @@
 
 namespace dojang {
 
-void checkPcsc(long rv, std::string_view call, std::source_location where) {
+void checkPcsc(long rv, std::string_view call, CallSite where) {
   if (rv == SCARD_S_SUCCESS) {
     return;
   }
@@ -35,7 +35,7 @@ void checkPcsc(long rv, std::string_view call, std::source_location where) {
   }
 }
 
-void throwOpenssl(std::string_view what, ErrorKind kind, std::source_location where) {
+void throwOpenssl(std::string_view what, ErrorKind kind, CallSite where) {
   std::string message(what);
   unsigned long code = 0;
   char text[256];
@@ -49,7 +49,7 @@ void throwOpenssl(std::string_view what, ErrorKind kind, std::source_location wh
   throw Error(CKR_FUNCTION_FAILED, kind, message, where);
 }
 
-void checkOpensslStatus(int status, std::string_view what, std::source_location where) {
+void checkOpensslStatus(int status, std::string_view what, CallSite where) {
   if (status != 1) {
     throwOpenssl(what, ErrorKind::Fatal, where);
   }

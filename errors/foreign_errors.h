@@ -2,7 +2,6 @@
 // dependency-light PKCS#11 module never pulls in OpenSSL or pcsc-lite.
 #pragma once
 
-#include <source_location>
 #include <string_view>
 
 #include "error.h"
@@ -11,16 +10,16 @@ namespace dojang {
 
 // PC/SC: throws unless rv is SCARD_S_SUCCESS; removal and timeouts get their own kinds.
 void checkPcsc(long rv, std::string_view call,
-               std::source_location where = std::source_location::current());
+               CallSite where = CallSite::current());
 
 // OpenSSL: drains the thread's error queue into the message and throws.
 [[noreturn]] void throwOpenssl(std::string_view what, ErrorKind kind = ErrorKind::Fatal,
-                               std::source_location where = std::source_location::current());
+                               CallSite where = CallSite::current());
 
 // Returns ptr, or throws with the OpenSSL error queue when it is null.
 template <class T>
 T* checkOpenssl(T* ptr, std::string_view what,
-                std::source_location where = std::source_location::current()) {
+                CallSite where = CallSite::current()) {
   if (ptr == nullptr) {
     throwOpenssl(what, ErrorKind::Fatal, where);
   }
@@ -28,6 +27,6 @@ T* checkOpenssl(T* ptr, std::string_view what,
 }
 // For OpenSSL calls that return 1 on success.
 void checkOpensslStatus(int status, std::string_view what,
-                        std::source_location where = std::source_location::current());
+                        CallSite where = CallSite::current());
 
 }  // namespace dojang
