@@ -53,7 +53,7 @@ class Encoder final {
   }
   template <WireStruct T>
   void write(const T& value) {
-    std::apply([this](const auto&... field) { (write(field), ...); }, value.fields());
+    std::apply([&](const auto&... field) { (write(field), ...); }, value.fields());
   }
 
  private:
@@ -122,7 +122,7 @@ class Decoder final {
   }
   template <WireStruct T>
   void read(T& value) {
-    std::apply([this](auto&... field) { (read(field), ...); }, value.fields());
+    std::apply([&](auto&... field) { (read(field), ...); }, value.fields());
   }
 
   [[nodiscard]] std::size_t remaining() const noexcept { return m_in.size() - m_pos; }
