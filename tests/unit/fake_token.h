@@ -44,6 +44,7 @@ struct FakeTokenState {
       {CKM_ECDSA, {256, 384, CKF_SIGN | CKF_VERIFY}},
       {CKM_ECDSA_SHA256, {256, 384, CKF_SIGN | CKF_VERIFY}},
       {CKM_SHA256_RSA_PKCS, {2048, 4096, CKF_SIGN | CKF_VERIFY}},
+      {CKM_SHA256_RSA_PKCS_PSS, {2048, 4096, CKF_SIGN | CKF_VERIFY}},
       {CKM_RSA_PKCS_OAEP, {2048, 4096, CKF_DECRYPT}},
       {CKM_SHA256, {0, 0, CKF_DIGEST}},
       {CKM_EC_KEY_PAIR_GEN, {256, 384, CKF_GENERATE_KEY_PAIR}},
@@ -120,7 +121,8 @@ class FakeSession final : public token::TokenSession {
   std::vector<token::ObjectId> findObjects(const token::AttributeList& templ) override {
     std::lock_guard lock(m_state->mutex);
     std::vector<token::ObjectId> found;
-    for (const auto& [id, attributes] : m_state->objects) {
+    for (const auto& entry : m_state->objects) {
+      const auto& attributes = entry.second;  // clang 14 cannot capture structured bindings
       if (!visibleLocked(attributes)) {
         continue;
       }
@@ -129,7 +131,7 @@ class FakeSession final : public token::TokenSession {
         return have != nullptr && have->value == want.value;
       });
       if (matches) {
-        found.push_back(id);
+        found.push_back(entry.first);
       }
     }
     return found;
