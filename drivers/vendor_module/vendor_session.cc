@@ -29,15 +29,16 @@ CK_ULONG pinLength(const SecureBytes* pin) { return pin == nullptr ? 0 : static_
 // first (PKCS#11 2.40 section 5.2), then the real call, growing on CKR_BUFFER_TOO_SMALL.
 template <class Call>
 token::Bytes sizedOutput(std::string_view name, Call&& callWith) {
-  CK_ULONG length = 0;
-  checkCkRv(callWith(nullptr, &length), name);
-  token::Bytes output;
+  // A first guess big enough for any RSA-8192 or EC signature saves the size-query call on the
+  // hot path; a token that wants more says CKR_BUFFER_TOO_SMALL and keeps the operation.
+  constexpr std::size_t kFirstGuess = 1024;
+  token::Bytes output(kFirstGuess);
   for (int attempt = 0; attempt < 4; ++attempt) {
-    output.resize(length == 0 ? 1 : length);
-    length = static_cast<CK_ULONG>(output.size());
+    CK_ULONG length = static_cast<CK_ULONG>(output.size());
     const CK_RV rv = callWith(output.data(), &length);
-    if (rv == CKR_BUFFER_TOO_SMALL && length > output.size()) {
-      continue;  // the operation stays active after CKR_BUFFER_TOO_SMALL
+    if (rv == CKR_BUFFER_TOO_SMALL) {
+      output.resize(std::max<std::size_t>(length, output.size() * 2));
+      continue;
     }
     checkCkRv(rv, name);
     output.resize(std::min<std::size_t>(length, output.size()));
