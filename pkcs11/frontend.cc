@@ -225,6 +225,16 @@ CK_RV Frontend::sessionCall(CK_SESSION_HANDLE session, const typename wire::Call
   return rv;
 }
 
+// Closing the last session with a token logs the client out of it (PKCS#11 5.6), so keys the
+// daemon approved for that slot must be checked again.
+void Frontend::forgetChecksIfLoggedOutLocked(CK_SLOT_ID slot) {
+  const bool sessionsLeft = std::any_of(m_sessions.begin(), m_sessions.end(),
+                                        [slot](const auto& item) { return item.second->slot == slot; });
+  if (!sessionsLeft) {
+    std::erase_if(m_checked, [slot](const CheckedUse& use) { return std::get<0>(use) == slot; });
+  }
+}
+
 std::shared_ptr<Frontend::SessionState> Frontend::sessionState(CK_SESSION_HANDLE session) {
   std::lock_guard lock(m_mutex);
   auto it = m_sessions.find(session);
@@ -406,7 +416,12 @@ CK_RV Frontend::closeSession(CK_SESSION_HANDLE session) {
   wire::Empty reply;
   const CK_RV rv = sessionCall<wire::CallId::CloseSession>(session, {session}, reply);
   std::lock_guard lock(m_mutex);
-  m_sessions.erase(session);
+  const auto closing = m_sessions.find(session);
+  if (closing != m_sessions.end()) {
+    const CK_SLOT_ID slot = closing->second->slot;
+    m_sessions.erase(closing);
+    forgetChecksIfLoggedOutLocked(slot);
+  }
   // A daemon that went away has closed the session already.
   return rv == CKR_DEVICE_ERROR ? CKR_OK : rv;
 }
@@ -417,6 +432,7 @@ CK_RV Frontend::closeAllSessions(CK_SLOT_ID slot) {
   if (rv == CKR_OK || rv == CKR_DEVICE_ERROR) {
     std::lock_guard lock(m_mutex);
     std::erase_if(m_sessions, [slot](const auto& item) { return item.second->slot == slot; });
+    forgetChecksIfLoggedOutLocked(slot);
   }
   return rv == CKR_DEVICE_ERROR ? CKR_OK : rv;
 }

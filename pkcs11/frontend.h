@@ -95,6 +95,7 @@ class Frontend final {
   // Finds a mechanism of the slot's token in the cached list, fetching the list once.
   CK_RV lookupMechanism(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, wire::MechanismInfo& out);
   void forgetEverything();
+  void forgetChecksIfLoggedOutLocked(CK_SLOT_ID slot);
   template <wire::CallId id>
   CK_RV call(const typename wire::Call<id>::Request& request, typename wire::Call<id>::Reply& reply);
   template <wire::CallId id>

@@ -145,7 +145,15 @@ std::vector<token::ObjectId> TokenState::find(token::TokenSession& via, const to
       continue;
     }
     auto& entry = m_objects[id];
-    fetchLocked(via, id, entry, wanted);
+    // Secret attributes are never asked for, so a template naming CKA_VALUE cannot pull a key's
+    // value out of a token willing to give it; such a template matches no key.
+    std::vector<CK_ATTRIBUTE_TYPE> askable;
+    for (auto type : wanted) {
+      if (!isSecretAttribute(facts->objectClass, type)) {
+        askable.push_back(type);
+      }
+    }
+    fetchLocked(via, id, entry, askable);
     const bool matches = std::all_of(templ.begin(), templ.end(), [&](const token::AttributeValue& want) {
       if (isSecretAttribute(facts->objectClass, want.type)) {
         return false;
@@ -273,7 +281,12 @@ void TokenState::login(ClientNumber client, CK_USER_TYPE user, const SecureBytes
     invalidateObjects();  // private objects exist now
   } else if (*m_tokenLogin != user) {
     fail(CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "the token is logged in as another user type");
-  } else if (pin != nullptr) {
+  } else if (pin == nullptr) {
+    // A protected-path (PIN pad) login cannot be checked while the token is already logged in
+    // for someone else; accepting it would hand that login over. Asking the user through
+    // pinentry is the daemon's job once PIN prompts land.
+    fail(CKR_PIN_INCORRECT, "the token is in use by another program: a PIN is needed to log in");
+  } else {
     if (m_verifierMismatches >= kMaxVerifierMismatches) {
       fail(CKR_PIN_LOCKED, "too many wrong PINs while the token is in use; log out everywhere first");
     }

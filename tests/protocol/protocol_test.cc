@@ -769,11 +769,10 @@ TEST_CASE("login isolation: a second client cannot use the first client's privat
   CHECK(f.module.sign(session, ecdsa, tokenKey.privateKey, kSha256Abc).size() == 64);
 }
 
-// Found by this test: TokenState::login does not check anything for a NULL PIN (pinGiven = false)
-// once the token is logged in, so a second client gets the first client's login for free.
-// Tagged !shouldfail until the daemon refuses or re-verifies such a login.
+// Regression: TokenState::login does not check anything for a NULL PIN (pinGiven = false) once the
+// token is logged in, so a second client gets the first client's login for free.
 TEST_CASE("a second client cannot log in with a NULL PIN while the first is logged in",
-          "[protocol][login][!shouldfail]") {
+          "[protocol][login]") {
   Fixture f;
   const auto session = f.module.openSession();
   REQUIRE(f.module.login(session) == CKR_OK);
@@ -824,11 +823,10 @@ TEST_CASE("closing the last session logs the client out", "[protocol][login]") {
   CHECK(f.module.sign(third, ecdsa, found[0], kSha256Abc).size() == 64);
 }
 
-// Found by this test: the module remembers keys the daemon accepted for C_SignInit and forgets
-// them on C_Login/C_Logout, but not when closing the last session logged the client out. So
-// C_SignInit with a private key that is no longer usable returns CKR_OK and the failure only
-// shows at C_Sign. Tagged !shouldfail until the module forgets its checks on that logout too.
-TEST_CASE("after the implicit logout C_SignInit refuses the private key", "[protocol][login][!shouldfail]") {
+// Regression: the module remembers keys the daemon accepted for C_SignInit and forgets them on
+// C_Login/C_Logout, but not when closing the last session logged the client out. So C_SignInit with
+// a private key that is no longer usable returns CKR_OK and the failure only shows at C_Sign.
+TEST_CASE("after the implicit logout C_SignInit refuses the private key", "[protocol][login]") {
   Fixture f;
   const auto first = f.module.openSession();
   REQUIRE(f.module.login(first) == CKR_OK);

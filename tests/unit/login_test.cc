@@ -170,11 +170,10 @@ TEST_CASE("after a PIN change the daemon checks the new PIN", "[login]") {
   CHECK(f.loginCalls() == 1);
 }
 
-// Found by this test: TokenState::login skips the verifier when pin == nullptr (a "protected
-// authentication path" login), so while one client is logged in with a PIN any other client
-// logs in by sending Login with pinGiven = false. Tagged !shouldfail until that is fixed; the
-// tag makes Catch report the case when it starts passing.
-TEST_CASE("a second client cannot skip the PIN with a NULL-PIN login", "[login][!shouldfail]") {
+// Regression: TokenState::login skips the verifier when pin == nullptr (a "protected authentication
+// path" login), so while one client is logged in with a PIN any other client logs in by sending
+// Login with pinGiven = false.
+TEST_CASE("a second client cannot skip the PIN with a NULL-PIN login", "[login]") {
   Fixture f;
   REQUIRE(f.login(kAlice, "1234") == CKR_OK);
   const CK_RV rv = Fixture::rvOf([&] { f.state.login(kBob, CKU_USER, nullptr); });
@@ -271,12 +270,12 @@ TEST_CASE("CKA_VALUE of a private key is sensitive without asking the token", "[
   }
 }
 
-// Found by this test: TokenState::find fetches every template attribute from the token before it
-// applies isSecretAttribute, so searching on CKA_VALUE makes the daemon read a private key's
-// CKA_VALUE from a token that hands it out, and keep it in its attribute cache (clients still get
-// CKR_ATTRIBUTE_SENSITIVE from read()). Tagged !shouldfail until find() skips secret types.
+// Regression: TokenState::find fetches every template attribute from the token before it applies
+// isSecretAttribute, so searching on CKA_VALUE makes the daemon read a private key's CKA_VALUE from
+// a token that hands it out, and keep it in its attribute cache (clients still get
+// CKR_ATTRIBUTE_SENSITIVE from read()).
 TEST_CASE("a search on CKA_VALUE does not read a private key's value from the token",
-          "[login][objects][!shouldfail]") {
+          "[login][objects]") {
   Fixture f;
   const auto key = f.fake->addPrivateKey(CKK_EC, "ec");
   REQUIRE(f.login(kAlice, "1234") == CKR_OK);
