@@ -19,8 +19,7 @@ if [ ! -f build-sanitize/build.ninja ]; then
     -Db_lundef=false -Dbuildtype=debugoptimized >/dev/null
 fi
 ninja -C build-sanitize
+echo "== unit and protocol suites under the sanitizers; the decoder fuzzer for 60 s"
+echo "   (longer fuzzing: DOJANG_FUZZ_BUILD=\$PWD/build-sanitize fuzz/run.sh SECONDS)"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  meson test -C build-sanitize --print-errorlogs --suite unit --suite protocol
-
-echo "== fuzzing the daemon's decoder (60 s; longer: fuzz/run.sh SECONDS)"
-./fuzz/run.sh 60 build-sanitize
+  meson test -C build-sanitize --print-errorlogs --num-processes 2 --suite unit --suite protocol --suite fuzz
