@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <sys/socket.h>
@@ -19,7 +20,7 @@ std::uint32_t readPrefix(const std::uint8_t* bytes) {
 }
 }  // namespace
 
-SocketTransport::SocketTransport(int fd) : m_fd(fd) {}
+SocketTransport::SocketTransport(int fd) : m_fd(fd), m_buffer(kReadChunk) {}
 
 SocketTransport::~SocketTransport() {
   wipe(m_buffer);
@@ -48,45 +49,53 @@ void SocketTransport::send(Bytes& frame) {
   }
 }
 
-// Reads whatever the socket has, so that a small frame usually costs one recv.
-void SocketTransport::fill() {
-  if (m_start > 0 && m_start == m_buffer.size()) {
-    m_buffer.clear();
-    m_start = 0;
-  }
-  const std::size_t old = m_buffer.size();
-  m_buffer.resize(old + kReadChunk);
+std::size_t SocketTransport::readSome(std::uint8_t* into, std::size_t capacity) {
   ssize_t n = 0;
   do {
-    n = ::recv(m_fd, m_buffer.data() + old, kReadChunk, 0);
+    n = ::recv(m_fd, into, capacity, 0);
   } while (n < 0 && errno == EINTR);
   if (n <= 0) {
-    m_buffer.resize(old);
-    throw TransportClosed(n == 0 ? "peer closed the connection"
-                                 : std::string("recv: ") + std::strerror(errno));
+    throw TransportClosed(n == 0 ? "peer closed the connection" : std::string("recv: ") + std::strerror(errno));
   }
-  m_buffer.resize(old + static_cast<std::size_t>(n));
+  return static_cast<std::size_t>(n);
+}
+
+// Reads whatever the socket has into the read-ahead buffer, so that a small frame usually costs
+// one recv.
+void SocketTransport::fill() {
+  if (m_end == m_buffer.size()) {
+    // Only a partial header can be left here (payloads are copied out as they arrive).
+    const std::size_t left = m_end - m_begin;
+    std::memmove(m_buffer.data(), m_buffer.data() + m_begin, left);
+    explicit_bzero(m_buffer.data() + left, m_end - left);
+    m_begin = 0;
+    m_end = left;
+  }
+  m_end += readSome(m_buffer.data() + m_end, m_buffer.size() - m_end);
 }
 
 void SocketTransport::receive(Bytes& payload) {
-  while (m_buffer.size() - m_start < kFrameHeaderBytes) {
+  while (m_end - m_begin < kFrameHeaderBytes) {
     fill();
   }
-  const std::uint32_t length = readPrefix(m_buffer.data() + m_start);
+  const std::uint32_t length = readPrefix(m_buffer.data() + m_begin);
   if (length > kMaxFrameBytes) {
     throw MalformedFrame("incoming frame over the size limit");
   }
-  while (m_buffer.size() - m_start < kFrameHeaderBytes + length) {
-    fill();
+  m_begin += kFrameHeaderBytes;
+  payload.resize(length);
+  const std::size_t buffered = std::min<std::size_t>(length, m_end - m_begin);
+  std::memcpy(payload.data(), m_buffer.data() + m_begin, buffered);
+  m_begin += buffered;
+  // A frame larger than what was read ahead goes straight into the payload.
+  for (std::size_t have = buffered; have < length;) {
+    have += readSome(payload.data() + have, length - have);
   }
-  const auto first = m_buffer.begin() + static_cast<std::ptrdiff_t>(m_start + kFrameHeaderBytes);
-  payload.assign(first, first + length);
-  m_start += kFrameHeaderBytes + length;
-  if (m_start == m_buffer.size()) {
-    // Keeps the buffer's capacity but not the old bytes, which may include a PIN.
-    wipe(m_buffer);
-    m_buffer.clear();
-    m_start = 0;
+  if (m_begin == m_end) {
+    // Only the bytes used are wiped: they may have held a PIN.
+    explicit_bzero(m_buffer.data(), m_end);
+    m_begin = 0;
+    m_end = 0;
   }
 }
 

@@ -45,10 +45,12 @@ class SocketTransport final : public Transport {
 
  private:
   void fill();
+  std::size_t readSome(std::uint8_t* into, std::size_t capacity);
 
   int m_fd;
-  Bytes m_buffer;         // bytes read ahead of the current frame
-  std::size_t m_start = 0;  // first unconsumed byte of m_buffer
+  Bytes m_buffer;           // fixed-size read-ahead buffer
+  std::size_t m_begin = 0;  // first unconsumed byte of m_buffer
+  std::size_t m_end = 0;    // one past the last byte read into m_buffer
 };
 
 // Connects to a Unix socket path. Throws TransportClosed with errno's text on failure.
