@@ -25,18 +25,21 @@
 #include "codec.h"
 #include "cryptoki.h"
 #include "dojangd_process.h"
+#include "error.h"
 #include "run_command.h"
 #include "softhsm_token.h"
 #include "temp_dir.h"
 
 namespace {
 
+using dojang::ckRvName;
 using dojang::test::DojangdProcess;
 using dojang::test::dojangdConfigFor;
 using dojang::test::DojangModule;
 using dojang::test::dojangModulePath;
 using dojang::test::readFile;
 using dojang::test::runCommand;
+using dojang::test::slotWithLabel;
 using dojang::test::SoftHsmToken;
 using dojang::test::TempDir;
 using dojang::test::writeFile;
@@ -45,12 +48,6 @@ namespace wire = dojang::wire;
 constexpr const char* kTokenLabel = "dojang-robustness";
 constexpr const char* kPin = "1234";
 constexpr std::array<CK_BYTE, 10> kP256Params = {0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07};
-
-std::string rvText(CK_RV rv) {
-  char text[32];
-  std::snprintf(text, sizeof text, "0x%lx", rv);
-  return text;
-}
 
 bool processAlive(pid_t pid) {
   if (::kill(pid, 0) != 0) {
@@ -73,26 +70,6 @@ bool eventually(Condition&& condition, std::chrono::seconds patience = std::chro
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return true;
-}
-
-CK_SLOT_ID slotWithLabel(CK_FUNCTION_LIST& p11, const std::string& label) {
-  CK_ULONG count = 0;
-  REQUIRE(p11.C_GetSlotList(CK_TRUE, nullptr, &count) == CKR_OK);
-  std::vector<CK_SLOT_ID> slots(count);
-  REQUIRE(p11.C_GetSlotList(CK_TRUE, slots.data(), &count) == CKR_OK);
-  for (CK_ULONG i = 0; i < count; ++i) {
-    CK_TOKEN_INFO info{};
-    if (p11.C_GetTokenInfo(slots[i], &info) != CKR_OK) {
-      continue;
-    }
-    std::string found(reinterpret_cast<const char*>(info.label), sizeof info.label);
-    found.erase(found.find_last_not_of(' ') + 1);
-    if (found == label) {
-      return slots[i];
-    }
-  }
-  FAIL("no token labelled " << label);
-  return 0;
 }
 
 CK_RV login(CK_FUNCTION_LIST& p11, CK_SESSION_HANDLE session) {
@@ -308,9 +285,9 @@ TEST_CASE("a client survives dojangd being killed and restarted under its login"
   INFO("dojangd log:\n" << fixture.daemon.log());
   // The old sessions belonged to the dead daemon.
   CK_SESSION_INFO info{};
-  CHECK(rvText(p11.C_GetSessionInfo(session, &info)) == rvText(CKR_SESSION_HANDLE_INVALID));
-  CHECK(rvText(signOnce(p11, session, key)) == rvText(CKR_SESSION_HANDLE_INVALID));
-  CHECK(rvText(p11.C_GetSessionInfo(readOnly, &info)) == rvText(CKR_SESSION_HANDLE_INVALID));
+  CHECK(ckRvName(p11.C_GetSessionInfo(session, &info)) == ckRvName(CKR_SESSION_HANDLE_INVALID));
+  CHECK(ckRvName(signOnce(p11, session, key)) == ckRvName(CKR_SESSION_HANDLE_INVALID));
+  CHECK(ckRvName(p11.C_GetSessionInfo(readOnly, &info)) == ckRvName(CKR_SESSION_HANDLE_INVALID));
 
   // Same process, no C_Finalize/C_Initialize: a new session and login, and it signs again.
   CK_ULONG count = 0;
@@ -319,9 +296,9 @@ TEST_CASE("a client survives dojangd being killed and restarted under its login"
   CHECK(slotAgain == slot);
   CK_SESSION_HANDLE fresh = CK_INVALID_HANDLE;
   REQUIRE(p11.C_OpenSession(slotAgain, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &fresh) == CKR_OK);
-  REQUIRE(rvText(login(p11, fresh)) == rvText(CKR_OK));
+  REQUIRE(ckRvName(login(p11, fresh)) == ckRvName(CKR_OK));
   const CK_OBJECT_HANDLE keyAgain = findPrivateKey(p11, fresh);
-  CHECK(rvText(signOnce(p11, fresh, keyAgain)) == rvText(CKR_OK));
+  CHECK(ckRvName(signOnce(p11, fresh, keyAgain)) == ckRvName(CKR_OK));
 
   REQUIRE(fixture.module.finalize() == CKR_OK);
   CHECK(fixture.daemon.stop() == 0);
@@ -440,7 +417,7 @@ TEST_CASE("dojangd survives random, truncated and oversized frames", "[integrati
       REQUIRE(rv.has_value());
       CHECK(*rv != CKR_OK);
       if (bad.expected) {
-        CHECK(rvText(*rv) == rvText(*bad.expected));
+        CHECK(ckRvName(*rv) == ckRvName(*bad.expected));
       }
     }
     // The same connection still serves good requests.
@@ -582,8 +559,8 @@ TEST_CASE("C_Finalize in another thread ends a blocking C_WaitForSlotEvent", "[i
 
   SECTION("CKF_DONT_BLOCK with nothing happening is CKR_NO_EVENT") {
     CK_SLOT_ID slot = 0;
-    CHECK(rvText(p11.C_WaitForSlotEvent(CKF_DONT_BLOCK, &slot, nullptr)) == rvText(CKR_NO_EVENT));
-    CHECK(rvText(p11.C_WaitForSlotEvent(CKF_DONT_BLOCK, &slot, nullptr)) == rvText(CKR_NO_EVENT));
+    CHECK(ckRvName(p11.C_WaitForSlotEvent(CKF_DONT_BLOCK, &slot, nullptr)) == ckRvName(CKR_NO_EVENT));
+    CHECK(ckRvName(p11.C_WaitForSlotEvent(CKF_DONT_BLOCK, &slot, nullptr)) == ckRvName(CKR_NO_EVENT));
     REQUIRE(fixture.module.finalize() == CKR_OK);
   }
   SECTION("a blocked waiter gets CKR_CRYPTOKI_NOT_INITIALIZED") {
@@ -604,7 +581,7 @@ TEST_CASE("C_Finalize in another thread ends a blocking C_WaitForSlotEvent", "[i
     }
     waiter.join();
     CHECK(woke);
-    CHECK(rvText(future.get()) == rvText(CKR_CRYPTOKI_NOT_INITIALIZED));
+    CHECK(ckRvName(future.get()) == ckRvName(CKR_CRYPTOKI_NOT_INITIALIZED));
   }
   if (fixture.daemon.running()) {
     CHECK(fixture.daemon.stop() == 0);
@@ -628,7 +605,7 @@ TEST_CASE("the module starts dojangd when nobody serves the socket", "[integrati
   {
     DojangModule module;
     const CK_RV rv = module.initialize();
-    INFO("C_Initialize " << rvText(rv) << "\nlog:\n"
+    INFO("C_Initialize " << ckRvName(rv) << "\nlog:\n"
                          << (std::filesystem::exists(socket.string() + ".log") ? readFile(socket.string() + ".log")
                                                                                : std::string("(none)")));
     REQUIRE(rv == CKR_OK);

@@ -313,4 +313,27 @@ CK_RV DojangModule::finalize() {
   return rv;
 }
 
+CK_SLOT_ID slotWithLabel(CK_FUNCTION_LIST& p11, const std::string& label) {
+  CK_ULONG count = 0;
+  if (p11.C_GetSlotList(CK_TRUE, nullptr, &count) != CKR_OK) {
+    throw std::runtime_error("C_GetSlotList failed");
+  }
+  std::vector<CK_SLOT_ID> slots(count);
+  if (p11.C_GetSlotList(CK_TRUE, slots.data(), &count) != CKR_OK) {
+    throw std::runtime_error("C_GetSlotList failed");
+  }
+  for (CK_ULONG i = 0; i < count; ++i) {
+    CK_TOKEN_INFO info{};
+    if (p11.C_GetTokenInfo(slots[i], &info) != CKR_OK) {
+      continue;
+    }
+    std::string found(reinterpret_cast<const char*>(info.label), sizeof info.label);
+    found.erase(found.find_last_not_of(' ') + 1);
+    if (found == label) {
+      return slots[i];
+    }
+  }
+  throw std::runtime_error("no token labelled " + label);
+}
+
 }  // namespace dojang::test

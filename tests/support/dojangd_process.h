@@ -25,6 +25,9 @@ std::string dojangModulePath();
 // The TOML that makes dojangd load SoftHSM with the token's SOFTHSM2_CONF.
 std::string dojangdConfigFor(const SoftHsmToken& token);
 
+// The slot whose token carries this label; throws std::runtime_error when none does.
+CK_SLOT_ID slotWithLabel(CK_FUNCTION_LIST& p11, const std::string& label);
+
 class DojangdProcess final {
  public:
   static constexpr std::chrono::seconds kStartPatience{10};
