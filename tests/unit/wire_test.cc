@@ -55,7 +55,7 @@ class Filler {
   }
   template <wire::WireStruct T>
   void fill(T& value) {
-    std::apply([this](auto&... field) { (fill(field), ...); }, value.fields());
+    std::apply([&](auto&... field) { (fill(field), ...); }, value.fields());
   }
 
  private:
