@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -50,10 +51,21 @@ void SocketTransport::send(Bytes& frame) {
 }
 
 std::size_t SocketTransport::readSome(std::uint8_t* into, std::size_t capacity) {
-  ssize_t n = 0;
-  do {
+  ssize_t n = -1;
+  bool settled = false;
+  if (m_spin.count() > 0) {
+    // A busy peer's next frame usually follows within microseconds; polling for it briefly
+    // saves the wake-up of a blocked thread, the largest part of a round trip's cost.
+    const auto deadline = std::chrono::steady_clock::now() + m_spin;
+    do {
+      n = ::recv(m_fd, into, capacity, MSG_DONTWAIT);
+      settled = n >= 0 || (errno != EAGAIN && errno != EINTR);
+    } while (!settled && std::chrono::steady_clock::now() < deadline);
+  }
+  while (!settled) {
     n = ::recv(m_fd, into, capacity, 0);
-  } while (n < 0 && errno == EINTR);
+    settled = n >= 0 || errno != EINTR;
+  }
   if (n <= 0) {
     throw TransportClosed(n == 0 ? "peer closed the connection" : std::string("recv: ") + std::strerror(errno));
   }

@@ -2,6 +2,7 @@
 // in-memory pair lets protocol tests run client and server in one process.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
@@ -42,12 +43,15 @@ class SocketTransport final : public Transport {
   void receive(Bytes& payload) override;
   void shutdown() noexcept override;
   [[nodiscard]] int fd() const noexcept { return m_fd; }
+  // Poll this long for the next bytes before blocking (the daemon's side of a busy connection).
+  void setSpinBeforeBlocking(std::chrono::microseconds spin) noexcept { m_spin = spin; }
 
  private:
   void fill();
   std::size_t readSome(std::uint8_t* into, std::size_t capacity);
 
   int m_fd;
+  std::chrono::microseconds m_spin{0};
   Bytes m_buffer;           // fixed-size read-ahead buffer
   std::size_t m_begin = 0;  // first unconsumed byte of m_buffer
   std::size_t m_end = 0;    // one past the last byte read into m_buffer

@@ -22,6 +22,9 @@ namespace dojang::daemon {
 
 namespace {
 
+// See SocketTransport::setSpinBeforeBlocking: bounded, so an idle client costs nothing after it.
+constexpr std::chrono::microseconds kSpinBeforeBlocking{40};
+
 std::string errnoText(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 // The socket's directory must be ours alone: other users must not even see the socket.
@@ -144,6 +147,7 @@ void Server::run() {
     logDebug("connection from " + who);
     std::lock_guard lock(m_mutex);
     auto transport = std::make_unique<wire::SocketTransport>(fd);
+    transport->setSpinBeforeBlocking(kSpinBeforeBlocking);
     m_live.emplace(fd, transport.get());
     std::thread([this, owned = std::move(transport)]() mutable {
       const int connectionFd = owned->fd();
