@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <thread>
@@ -23,7 +24,14 @@ namespace dojang::daemon {
 namespace {
 
 // See SocketTransport::setSpinBeforeBlocking: bounded, so an idle client costs nothing after it.
-constexpr std::chrono::microseconds kSpinBeforeBlocking{40};
+// DOJANGD_SPIN_US overrides it (0 turns it off) for measurements on other machines.
+std::chrono::microseconds spinBeforeBlocking() {
+  static const std::chrono::microseconds spin = [] {
+    const char* env = std::getenv("DOJANGD_SPIN_US");
+    return std::chrono::microseconds(env != nullptr ? std::strtol(env, nullptr, 10) : 40);
+  }();
+  return spin;
+}
 
 std::string errnoText(const std::string& what) { return what + ": " + std::strerror(errno); }
 
@@ -147,7 +155,7 @@ void Server::run() {
     logDebug("connection from " + who);
     std::lock_guard lock(m_mutex);
     auto transport = std::make_unique<wire::SocketTransport>(fd);
-    transport->setSpinBeforeBlocking(kSpinBeforeBlocking);
+    transport->setSpinBeforeBlocking(spinBeforeBlocking());
     m_live.emplace(fd, transport.get());
     std::thread([this, owned = std::move(transport)]() mutable {
       const int connectionFd = owned->fd();
