@@ -59,12 +59,19 @@ void SlotTable::rescanDriver(token::Driver& driver) {
       state = std::make_shared<TokenState>(slot, driver.openToken(description.key));
       logInfo("slot " + std::to_string(slot) + ": token \"" + state->description().label + "\" present");
     } catch (const Error& error) {
-      logWarning("slot " + std::to_string(slot) + ": cannot open token: " + error.what());
+      // Rescans retry every poll; say it once per distinct failure, not every second.
+      std::lock_guard again(m_mutex);
+      auto& failed = m_slots[slot - 1];
+      if (failed.openError != error.what()) {
+        failed.openError = error.what();
+        logWarning("slot " + std::to_string(slot) + ": cannot open token: " + error.what());
+      }
       continue;
     }
     lock.lock();
     auto again = std::find_if(m_slots.begin(), m_slots.end(), [slot](const SlotRecord& r) { return r.id == slot; });
     if (again->token == nullptr) {
+      again->openError.clear();
       again->token = std::move(state);
       pushEventLocked(slot);
     }

@@ -52,6 +52,7 @@ class SlotTable final {
     token::Driver* driver = nullptr;
     token::SlotDescription description;
     std::shared_ptr<TokenState> token;
+    std::string openError;  // the last reason the token could not be opened, logged once
   };
   void rescanDriver(token::Driver& driver);
   void pushEventLocked(std::uint64_t slot);
