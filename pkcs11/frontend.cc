@@ -102,6 +102,21 @@ CK_FLAGS usageFlag(Frontend::Kind kind) {
   return 0;
 }
 
+// A list result with the two-call convention: a NULL array asks for the count, a short one gets
+// CKR_BUFFER_TOO_SMALL with the count needed.
+template <class Item, class Convert, class Out>
+CK_RV copyOut(const std::vector<Item>& items, Convert convert, Out* out, CK_ULONG_PTR count) {
+  if (out != nullptr) {
+    if (*count < items.size()) {
+      *count = items.size();
+      return CKR_BUFFER_TOO_SMALL;
+    }
+    std::transform(items.begin(), items.end(), out, convert);
+  }
+  *count = items.size();
+  return CKR_OK;
+}
+
 // Copies a result out with the two-call convention: a NULL buffer asks for the size, a small
 // buffer gets CKR_BUFFER_TOO_SMALL; both keep the result for the next call.
 CK_RV deliver(const wire::Bytes& result, CK_BYTE_PTR out, CK_ULONG_PTR outLength, bool& done) {
@@ -255,12 +270,10 @@ CK_RV Frontend::lookupMechanism(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, wire::M
         return CKR_MECHANISM_INVALID;
       }
     }
-    wire::GetMechanismListReply reply;
-    if (CK_RV rv = call<wire::CallId::GetMechanismList>({slot}, reply); rv != CKR_OK) {
+    CK_ULONG count = 0;
+    if (CK_RV rv = getMechanismList(slot, nullptr, &count); rv != CKR_OK) {  // fills the cache
       return rv;
     }
-    std::lock_guard lock(m_mutex);
-    m_mechanisms[slot] = std::move(reply.mechanisms);
   }
   return CKR_MECHANISM_INVALID;
 }
@@ -275,17 +288,7 @@ CK_RV Frontend::getSlotList(CK_BBOOL tokenPresent, CK_SLOT_ID_PTR slots, CK_ULON
   if (CK_RV rv = call<wire::CallId::GetSlotList>({tokenPresent != CK_FALSE}, reply); rv != CKR_OK) {
     return rv;
   }
-  if (slots == nullptr) {
-    *count = reply.slots.size();
-    return CKR_OK;
-  }
-  if (*count < reply.slots.size()) {
-    *count = reply.slots.size();
-    return CKR_BUFFER_TOO_SMALL;
-  }
-  std::copy(reply.slots.begin(), reply.slots.end(), slots);
-  *count = reply.slots.size();
-  return CKR_OK;
+  return copyOut(reply.slots, [](std::uint64_t slot) { return CK_SLOT_ID{slot}; }, slots, count);
 }
 
 CK_RV Frontend::getSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info) {
@@ -346,20 +349,11 @@ CK_RV Frontend::getMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK
   if (CK_RV rv = call<wire::CallId::GetMechanismList>({slot}, reply); rv != CKR_OK) {
     return rv;
   }
-  const std::size_t size = reply.mechanisms.size();
-  if (list != nullptr) {
-    if (*count < size) {
-      *count = size;
-      return CKR_BUFFER_TOO_SMALL;
-    }
-    for (std::size_t i = 0; i < size; ++i) {
-      list[i] = reply.mechanisms[i].type;
-    }
-  }
-  *count = size;
+  const CK_RV rv = copyOut(reply.mechanisms, [](const wire::MechanismInfo& m) { return CK_MECHANISM_TYPE{m.type}; },
+                           list, count);
   std::lock_guard lock(m_mutex);
   m_mechanisms[slot] = std::move(reply.mechanisms);
-  return CKR_OK;
+  return rv;
 }
 
 CK_RV Frontend::getMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info) {
