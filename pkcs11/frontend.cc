@@ -223,10 +223,15 @@ CK_RV Frontend::call(const typename wire::Call<id>::Request& request, typename w
   }
 }
 
-// A session-bound call fails locally for handles the current daemon never gave out.
+// A session-bound call fails locally for handles the current daemon never gave out, before the
+// round trip (a handle from before a daemon restart may name someone else's session) and after
+// it (the daemon may have restarted during the call).
 template <wire::CallId id>
 CK_RV Frontend::sessionCall(CK_SESSION_HANDLE session, const typename wire::Call<id>::Request& request,
                             typename wire::Call<id>::Reply& reply) {
+  if (!sessionState(session)) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
   const CK_RV rv = call<id>(request, reply);
   if (rv == CKR_DEVICE_ERROR || rv == CKR_SESSION_HANDLE_INVALID) {
     std::lock_guard lock(m_mutex);
@@ -404,9 +409,6 @@ CK_RV Frontend::openSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE_P
 }
 
 CK_RV Frontend::closeSession(CK_SESSION_HANDLE session) {
-  if (!sessionState(session)) {
-    return CKR_SESSION_HANDLE_INVALID;
-  }
   wire::Empty reply;
   const CK_RV rv = sessionCall<wire::CallId::CloseSession>(session, {session}, reply);
   std::lock_guard lock(m_mutex);
@@ -435,9 +437,6 @@ CK_RV Frontend::getSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR in
   if (info == nullptr) {
     return CKR_ARGUMENTS_BAD;
   }
-  if (!sessionState(session)) {
-    return CKR_SESSION_HANDLE_INVALID;
-  }
   wire::GetSessionInfoReply reply;
   if (CK_RV rv = sessionCall<wire::CallId::GetSessionInfo>(session, {session}, reply); rv != CKR_OK) {
     return rv;
@@ -450,9 +449,6 @@ CK_RV Frontend::getSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR in
 }
 
 CK_RV Frontend::login(CK_SESSION_HANDLE session, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG pinLength) {
-  if (!sessionState(session)) {
-    return CKR_SESSION_HANDLE_INVALID;
-  }
   if (pin != nullptr && pinLength > wire::kMaxPinBytes) {
     return CKR_PIN_LEN_RANGE;
   }
@@ -476,9 +472,6 @@ CK_RV Frontend::login(CK_SESSION_HANDLE session, CK_USER_TYPE user, CK_UTF8CHAR_
 }
 
 CK_RV Frontend::logout(CK_SESSION_HANDLE session) {
-  if (!sessionState(session)) {
-    return CKR_SESSION_HANDLE_INVALID;
-  }
   wire::Empty reply;
   const CK_RV rv = sessionCall<wire::CallId::Logout>(session, {session}, reply);
   std::lock_guard lock(m_mutex);
@@ -487,9 +480,6 @@ CK_RV Frontend::logout(CK_SESSION_HANDLE session) {
 }
 
 CK_RV Frontend::initPin(CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR pin, CK_ULONG pinLength) {
-  if (!sessionState(session)) {
-    return CKR_SESSION_HANDLE_INVALID;
-  }
   if ((pin == nullptr && pinLength != 0) || pinLength > wire::kMaxPinBytes) {
     return CKR_ARGUMENTS_BAD;
   }
@@ -506,9 +496,6 @@ CK_RV Frontend::initPin(CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR pin, CK_ULONG
 
 CK_RV Frontend::setPin(CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR oldPin, CK_ULONG oldLength, CK_UTF8CHAR_PTR newPin,
                        CK_ULONG newLength) {
-  if (!sessionState(session)) {
-    return CKR_SESSION_HANDLE_INVALID;
-  }
   if ((oldPin == nullptr && oldLength != 0) || (newPin == nullptr && newLength != 0) ||
       oldLength > wire::kMaxPinBytes || newLength > wire::kMaxPinBytes) {
     return CKR_ARGUMENTS_BAD;
@@ -594,9 +581,6 @@ CK_RV Frontend::getAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE ob
   if (templ == nullptr && count > 0) {
     return CKR_ARGUMENTS_BAD;
   }
-  if (!sessionState(session)) {
-    return CKR_SESSION_HANDLE_INVALID;
-  }
   if (count > wire::kMaxListCount) {
     return CKR_ARGUMENTS_BAD;
   }
@@ -637,9 +621,6 @@ CK_RV Frontend::getAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE ob
 
 CK_RV Frontend::setAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,
                                   CK_ULONG count) {
-  if (!sessionState(session)) {
-    return CKR_SESSION_HANDLE_INVALID;
-  }
   wire::SetAttributeValueRequest request;
   request.session = session;
   request.object = object;
@@ -655,9 +636,6 @@ CK_RV Frontend::createObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, 
   if (object == nullptr) {
     return CKR_ARGUMENTS_BAD;
   }
-  if (!sessionState(session)) {
-    return CKR_SESSION_HANDLE_INVALID;
-  }
   wire::CreateObjectRequest request;
   request.session = session;
   CK_RV rv = toWireTemplate(templ, count, request.templ);
@@ -671,9 +649,6 @@ CK_RV Frontend::createObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, 
 }
 
 CK_RV Frontend::destroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object) {
-  if (!sessionState(session)) {
-    return CKR_SESSION_HANDLE_INVALID;
-  }
   wire::Empty reply;
   const CK_RV rv = sessionCall<wire::CallId::DestroyObject>(session, {session, object}, reply);
   std::lock_guard lock(m_mutex);
@@ -687,9 +662,6 @@ CK_RV Frontend::generateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech
                                 CK_OBJECT_HANDLE_PTR publicKey, CK_OBJECT_HANDLE_PTR privateKey) {
   if (mechanism == nullptr || publicKey == nullptr || privateKey == nullptr) {
     return CKR_ARGUMENTS_BAD;
-  }
-  if (!sessionState(session)) {
-    return CKR_SESSION_HANDLE_INVALID;
   }
   wire::GenerateKeyPairRequest request;
   request.session = session;
@@ -867,9 +839,6 @@ CK_RV Frontend::operationFinish(Kind kind, CK_SESSION_HANDLE session, CK_BYTE_PT
 CK_RV Frontend::generateRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG length) {
   if (out == nullptr && length > 0) {
     return CKR_ARGUMENTS_BAD;
-  }
-  if (!sessionState(session)) {
-    return CKR_SESSION_HANDLE_INVALID;
   }
   if (length > wire::kMaxRandomBytes) {
     return CKR_ARGUMENTS_BAD;
