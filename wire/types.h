@@ -117,12 +117,14 @@ struct BackendStatus {
 
 struct SlotStatus {
   std::uint64_t slot = 0;
-  std::string backend;
+  std::string backend;  // the backend's configured name
   bool tokenPresent = false;
   std::string tokenLabel;
   std::uint32_t loggedInClients = 0;
   std::uint32_t cachedObjects = 0;
-  DOJANG_WIRE_FIELDS(slot, backend, tokenPresent, tokenLabel, loggedInClients, cachedObjects)
+  std::string state;    // "present", "empty", "not initialised" or "unusable"
+  std::string problem;  // why a token in the slot cannot be used ("" when it can)
+  DOJANG_WIRE_FIELDS(slot, backend, tokenPresent, tokenLabel, loggedInClients, cachedObjects, state, problem)
 };
 
 }  // namespace dojang::wire

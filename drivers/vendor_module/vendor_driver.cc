@@ -22,8 +22,8 @@ CK_SLOT_ID parseSlotKey(const std::string& slotKey) {
   return slot;
 }
 
-VendorDriver::VendorDriver(const std::string& modulePath)
-    : m_module(std::make_shared<const VendorModule>(modulePath)) {}
+VendorDriver::VendorDriver(const std::string& modulePath, std::string configuredName)
+    : m_module(std::make_shared<const VendorModule>(modulePath)), m_configuredName(std::move(configuredName)) {}
 
 VendorDriver::VendorDriver(std::shared_ptr<const VendorModule> module) : m_module(std::move(module)) {
   if (!m_module) {
@@ -32,6 +32,9 @@ VendorDriver::VendorDriver(std::shared_ptr<const VendorModule> module) : m_modul
 }
 
 std::string VendorDriver::name() const {
+  if (!m_configuredName.empty()) {
+    return m_configuredName;
+  }
   const ModuleInfo& info = m_module->info();
   return info.manufacturer + ": " + info.description;
 }

@@ -17,11 +17,12 @@ namespace dojang::vendor {
 
 class VendorDriver final : public token::Driver {
  public:
-  // Loads the module (see VendorModule for what is refused).
-  explicit VendorDriver(const std::string& modulePath);
+  // Loads the module (see VendorModule for what is refused). configuredName is the backend's
+  // name in dojangd.toml; without one the module's own description names the driver.
+  explicit VendorDriver(const std::string& modulePath, std::string configuredName = {});
   explicit VendorDriver(std::shared_ptr<const VendorModule> module);
 
-  // "<manufacturer>: <library description>" from C_GetInfo.
+  // The configured name, or "<manufacturer>: <library description>" from C_GetInfo.
   [[nodiscard]] std::string name() const override;
   // The module path as configured.
   [[nodiscard]] std::string location() const override;
@@ -42,6 +43,7 @@ class VendorDriver final : public token::Driver {
   std::vector<std::pair<CK_SLOT_ID, CK_FLAGS>> presence();
 
   std::shared_ptr<const VendorModule> m_module;
+  std::string m_configuredName;
   std::mutex m_waitMutex;
   std::condition_variable m_waitCondition;
   std::atomic<bool> m_cancelled{false};

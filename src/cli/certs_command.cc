@@ -35,7 +35,7 @@ const char* keyPresenceText(KeyPresence presence) {
     case KeyPresence::Present:
       return "yes";
     case KeyPresence::PublicKeyFound:
-      return "probably (public key found)";
+      return "hidden until login (public key found)";
     case KeyPresence::Unknown:
       return "unknown (login to check)";
     case KeyPresence::Absent:
@@ -148,12 +148,16 @@ CommandResult runCerts(const CertsOptions& options) {
     std::string warnings;
     Table table({"TOKEN", "LABEL", "ID", "TYPE", "KEY", "NOT AFTER", "DAYS", "RENEWAL",
                  "PRIVATE KEY", "SUBJECT", "ISSUER", "SERIAL"});
+    std::vector<std::string> labelsSeen;
+    bool tokenMatched = false;
     for (const CK_SLOT_ID slot : library.slots(true)) {
       const CK_TOKEN_INFO info = library.tokenInfo(slot);
       const std::string tokenLabel = paddedText(info.label);
+      labelsSeen.push_back(tokenLabel);
       if (options.token && *options.token != tokenLabel) {
         continue;
       }
+      tokenMatched = true;
       if ((info.flags & CKF_TOKEN_INITIALIZED) == 0) {
         continue;
       }
@@ -165,6 +169,17 @@ CommandResult runCerts(const CertsOptions& options) {
         warnings += "warning: token \"" + tokenLabel + "\" (slot " + std::to_string(slot) +
                     "): " + error.what() + "\n";
       }
+    }
+    if (options.token && !tokenMatched) {
+      // A misspelt label must not read as "this token holds no certificates".
+      std::string known;
+      for (const auto& label : labelsSeen) {
+        known += (known.empty() ? "" : ", ") + ("\"" + label + "\"");
+      }
+      throw CommandError(kExitFailure,
+                         "no token labelled \"" + *options.token + "\" (tokens present: " +
+                             (known.empty() ? "none" : known) + ")",
+                         {{"token", *options.token}, {"tokensPresent", labelsSeen}});
     }
     CommandResult result;
     result.json = {{"module", library.path()}, {"certificates", certificates}};

@@ -50,17 +50,24 @@ CommandResult runStatus(const StatusOptions& options) {
     backendTable.addRow({backend.name, backend.path, backend.state});
   }
   nlohmann::json slots = nlohmann::json::array();
-  Table slotTable({"SLOT", "BACKEND", "TOKEN", "LABEL", "LOGGED IN", "CACHED OBJECTS"});
+  Table slotTable({"SLOT", "BACKEND", "TOKEN", "LABEL", "CLIENTS LOGGED IN", "CACHED OBJECTS"});
+  std::string slotNotes;
   for (const auto& slot : status.slots) {
     slots.push_back({{"slot", slot.slot},
                      {"backend", slot.backend},
                      {"tokenPresent", slot.tokenPresent},
+                     {"state", slot.state},
+                     {"problem", slot.problem.empty() ? nlohmann::json(nullptr) : nlohmann::json(slot.problem)},
                      {"tokenLabel", slot.tokenLabel},
                      {"loggedInClients", slot.loggedInClients},
                      {"cachedObjects", slot.cachedObjects}});
-    slotTable.addRow({std::to_string(slot.slot), slot.backend, slot.tokenPresent ? "present" : "absent",
-                      slot.tokenPresent ? slot.tokenLabel : "-", std::to_string(slot.loggedInClients),
-                      std::to_string(slot.cachedObjects)});
+    slotTable.addRow({std::to_string(slot.slot), slot.backend, slot.state,
+                      slot.tokenPresent ? slot.tokenLabel : "-",
+                      slot.tokenPresent ? std::to_string(slot.loggedInClients) : "-",
+                      slot.tokenPresent ? std::to_string(slot.cachedObjects) : "-"});
+    if (!slot.problem.empty()) {
+      slotNotes += "slot " + std::to_string(slot.slot) + ": " + slot.problem + "\n";
+    }
   }
 
   CommandResult result;
@@ -86,7 +93,7 @@ CommandResult runStatus(const StatusOptions& options) {
   result.text = summary.render() + "\n";
   result.text += backendTable.empty() ? "No backends loaded.\n" : backendTable.render();
   result.text += "\n";
-  result.text += slotTable.empty() ? "No slots.\n" : slotTable.render();
+  result.text += slotTable.empty() ? "No slots.\n" : slotTable.render() + slotNotes;
   return result;
 }
 

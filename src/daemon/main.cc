@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
     std::vector<wire::BackendStatus> backends;
     for (const auto& backend : config.backends) {
       try {
-        drivers.push_back(std::make_unique<vendor::VendorDriver>(backend.modulePath));
+        drivers.push_back(std::make_unique<vendor::VendorDriver>(backend.modulePath, backend.name));
         backends.push_back({backend.name, backend.modulePath, "loaded"});
         daemon::logInfo("backend " + backend.name + ": " + backend.modulePath);
       } catch (const Error& error) {

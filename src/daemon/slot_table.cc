@@ -62,6 +62,7 @@ void SlotTable::rescanDriver(token::Driver& driver) {
       // Rescans retry every poll; say it once per distinct failure, not every second.
       std::lock_guard again(m_mutex);
       auto& failed = m_slots[slot - 1];
+      failed.openErrorRv = error.rv();
       if (failed.openError != error.what()) {
         failed.openError = error.what();
         logWarning("slot " + std::to_string(slot) + ": cannot open token: " + error.what());
@@ -72,6 +73,7 @@ void SlotTable::rescanDriver(token::Driver& driver) {
     auto again = std::find_if(m_slots.begin(), m_slots.end(), [slot](const SlotRecord& r) { return r.id == slot; });
     if (again->token == nullptr) {
       again->openError.clear();
+      again->openErrorRv = CKR_OK;
       again->token = std::move(state);
       pushEventLocked(slot);
     }
@@ -179,6 +181,20 @@ std::shared_ptr<TokenState> SlotTable::tokenIn(std::uint64_t slot) {
   return m_slots[slot - 1].token;
 }
 
+namespace {
+// What a person needs to know about a slot: a token that is in but cannot be opened is not
+// "absent", and an uninitialised one (SoftHSM's spare slot, a blank card) says so.
+std::string slotStateText(const auto& record) {
+  if (record.token != nullptr) {
+    return "present";
+  }
+  if ((record.description.flags & CKF_TOKEN_PRESENT) == 0) {
+    return "empty";
+  }
+  return record.openErrorRv == CKR_TOKEN_NOT_RECOGNIZED ? "not initialised" : "unusable";
+}
+}  // namespace
+
 std::vector<wire::SlotStatus> SlotTable::status() {
   std::vector<std::pair<wire::SlotStatus, std::shared_ptr<TokenState>>> rows;
   {
@@ -188,6 +204,13 @@ std::vector<wire::SlotStatus> SlotTable::status() {
       row.slot = record.id;
       row.backend = record.driver->name();
       row.tokenPresent = record.token != nullptr;
+      row.state = slotStateText(record);
+      if (record.token == nullptr && (record.description.flags & CKF_TOKEN_PRESENT) != 0) {
+        row.problem = record.openErrorRv == CKR_TOKEN_NOT_RECOGNIZED
+                          ? "the token is not initialised (" + record.openError +
+                                "); initialise it with its vendor's tool, e.g. softhsm2-util --init-token"
+                          : record.openError;
+      }
       rows.emplace_back(row, record.token);
     }
   }

@@ -53,6 +53,7 @@ class SlotTable final {
     token::SlotDescription description;
     std::shared_ptr<TokenState> token;
     std::string openError;  // the last reason the token could not be opened, logged once
+    CK_RV openErrorRv = CKR_OK;
   };
   void rescanDriver(token::Driver& driver);
   void pushEventLocked(std::uint64_t slot);

@@ -183,6 +183,34 @@ TEST_CASE("dojang certs recognises Korean certificate types and days left", "[cl
   CHECK(table.out.find("SignKorea 범용 개인") != std::string::npos);
   CHECK(table.out.find("renew now") != std::string::npos);
   CHECK(table.out.find("unknown (login to check)") != std::string::npos);
+  // A public key with the certificate's CKA_ID says where the private key is, not "probably".
+  CHECK(table.out.find("hidden until login (public key found)") != std::string::npos);
+  CHECK(table.out.find("probably") == std::string::npos);
+}
+
+TEST_CASE("dojang certs --token with a label no token has is an error naming the tokens", "[cli]") {
+  Fixture fixture;
+  auto args = fixture.module();
+  args.insert(args.begin(), {"certs", "--token", "nosuch"});
+  const auto human = runDojang(args);
+  CHECK(human.exitCode == 1);
+  CHECK(human.out.empty());
+  CHECK(human.err.find("no token labelled \"nosuch\"") != std::string::npos);
+  CHECK(human.err.find(kTokenLabel) != std::string::npos);
+  CHECK(std::count(human.err.begin(), human.err.end(), '\n') == 1);
+
+  auto machine = fixture.module();
+  machine.insert(machine.begin(), {"certs", "--json", "--token", "nosuch"});
+  const auto failed = runDojang(machine);
+  CHECK(failed.exitCode == 1);
+  const json error = json::parse(failed.err);
+  CHECK(error.at("token") == "nosuch");
+  const auto& present = error.at("tokensPresent");
+  CHECK(std::find(present.begin(), present.end(), kTokenLabel) != present.end());
+
+  auto right = fixture.module();
+  right.insert(right.begin(), {"certs", "--json", "--token", kTokenLabel});
+  CHECK(parse(runDojang(right)).at("certificates").size() == 2);
 }
 
 TEST_CASE("dojang certs --expiring keeps only certificates near expiry", "[cli]") {
@@ -295,8 +323,9 @@ class FakeDaemon final {
           reply.connections = 3;
           reply.sessions = 5;
           reply.backends.push_back({"softhsm", "/usr/lib/softhsm/libsofthsm2.so", "loaded"});
-          reply.slots.push_back({11, "softhsm", true, "은행 토큰", 1, 6});
-          reply.slots.push_back({12, "softhsm", false, "", 0, 0});
+          reply.slots.push_back({11, "softhsm", true, "은행 토큰", 1, 6, "present", ""});
+          reply.slots.push_back({12, "softhsm", false, "", 0, 0, "not initialised",
+                                 "the token is not initialised (C_OpenSession: CKR_TOKEN_NOT_RECOGNIZED)"});
           encodeReply(0, &reply, frame);
           std::lock_guard lock(m_mutex);
           m_calls.emplace_back("DaemonStatus");
@@ -349,6 +378,10 @@ TEST_CASE("dojang status shows what the daemon reports", "[cli]") {
   CHECK(document.at("slots")[0].at("loggedInClients") == 1);
   CHECK(document.at("slots")[0].at("cachedObjects") == 6);
   CHECK(document.at("slots")[1].at("tokenPresent") == false);
+  CHECK(document.at("slots")[1].at("state") == "not initialised");
+  CHECK(document.at("slots")[1].at("problem").get<std::string>().find("CKR_TOKEN_NOT_RECOGNIZED") !=
+        std::string::npos);
+  CHECK(document.at("slots")[0].at("problem").is_null());
 
   FakeDaemon daemon(socket + "2");
   const auto human = runDojang({"status"}, {{"DOJANG_SOCKET", socket + "2"}});
@@ -357,6 +390,12 @@ TEST_CASE("dojang status shows what the daemon reports", "[cli]") {
   CHECK(human.out.find("3h 25m") != std::string::npos);
   CHECK(human.out.find("은행 토큰") != std::string::npos);
   CHECK(human.out.find("/usr/lib/softhsm/libsofthsm2.so") != std::string::npos);
+  // The slot that cannot be used says why, instead of reading as "absent".
+  CHECK(human.out.find("not initialised") != std::string::npos);
+  CHECK(human.out.find("slot 12: the token is not initialised") != std::string::npos);
+  CHECK(human.out.find("absent") == std::string::npos);
+  // A count of clients, not a yes/no.
+  CHECK(human.out.find("CLIENTS LOGGED IN") != std::string::npos);
 }
 
 TEST_CASE("usage errors exit 2 and other failures exit 1, one line on stderr", "[cli]") {

@@ -73,6 +73,17 @@ TEST_CASE("dojang tokens, certs and status work through a real dojangd", "[daemo
     }
   }
   CHECK(cached);
+
+  // SoftHSM always offers a spare, uninitialised token: it is "not initialised", with the
+  // reason, and every slot names its backend as the configuration does.
+  bool spareExplained = false;
+  for (const auto& slot : report["slots"]) {
+    CHECK(slot["backend"] == report["backends"][0]["name"]);
+    if (slot["state"] == "not initialised") {
+      spareExplained = slot["problem"].get<std::string>().find("CKR_TOKEN_NOT_RECOGNIZED") != std::string::npos;
+    }
+  }
+  CHECK(spareExplained);
 }
 
 TEST_CASE("dojangd refuses to load its own front end as a backend and keeps serving", "[daemon][config]") {
