@@ -6,10 +6,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <thread>
+
+#include "frontend_testing.h"
 
 extern char** environ;
 
@@ -19,6 +24,40 @@ namespace {
 
 constexpr std::size_t kMaxIdleConnections = 8;
 constexpr auto kAutostartPatience = std::chrono::seconds(5);
+constexpr std::chrono::milliseconds kDefaultReplyTimeout{30000};
+constexpr std::chrono::milliseconds kShortestReplyTimeout{1000};
+static_assert(kShortestReplyTimeout >= 2 * wire::kKeepaliveInterval);
+
+// A host program may initialise the module many times; it hears about a mismatch once.
+std::atomic<bool> g_mismatchReported{false};
+
+// What the daemon said to one Hello.
+struct HelloAnswer {
+  bool accepted = false;
+  std::optional<wire::HelloReply> reply;  // also carried by a refusal from protocol 2 on
+};
+
+std::string range() {
+  return std::to_string(wire::kMinProtocolVersion) + ".." + std::to_string(wire::kProtocolVersion);
+}
+
+// One line on stderr, the only place a library inside a browser can say why it cannot work.
+void reportMismatch(const HelloAnswer& answer) {
+  if (g_mismatchReported.exchange(true)) {
+    return;
+  }
+  std::string line = "dojang-pkcs11: ";
+  if (answer.reply) {
+    const auto daemonVersion = answer.reply->protocolVersion;
+    line += "dojangd (pid " + std::to_string(answer.reply->daemonPid) + ") speaks protocol " +
+            std::to_string(daemonVersion) + ", this module speaks " + range() + "; restart " +
+            (daemonVersion < wire::kMinProtocolVersion ? "dojangd (it is older)"
+                                                       : "this program (its dojang-pkcs11.so is older)");
+  } else {
+    line += "dojangd refused protocols " + range() + " of this module; restart the older of dojangd and this program";
+  }
+  std::fprintf(stderr, "%s\n", line.c_str());
+}
 
 bool fileIsExecutable(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
 
@@ -61,10 +100,28 @@ bool startDaemon(const std::string& socketPath) {
 
 }  // namespace
 
-Connector socketConnector(std::string socketPath) {
-  return [socketPath]() -> std::unique_ptr<wire::Transport> {
+std::chrono::milliseconds replyTimeoutFromEnvironment() {
+  const char* env = std::getenv("DOJANG_TIMEOUT_MS");
+  if (env == nullptr || *env == 0) {
+    return kDefaultReplyTimeout;
+  }
+  char* end = nullptr;
+  const long long value = std::strtoll(env, &end, 10);
+  if (*end != 0 || value < 0) {
+    return kDefaultReplyTimeout;
+  }
+  return value == 0 ? std::chrono::milliseconds(0)
+                    : std::max(std::chrono::milliseconds(value), kShortestReplyTimeout);
+}
+
+void resetMismatchReportForTesting() { g_mismatchReported = false; }
+
+Connector socketConnector(std::string socketPath, std::chrono::milliseconds timeout) {
+  return [socketPath, timeout]() -> std::unique_ptr<wire::Transport> {
     try {
-      return wire::connectUnixSocket(socketPath);
+      return wire::connectUnixSocket(socketPath, timeout);
+    } catch (const wire::TransportTimedOut& stuck) {
+      throw DaemonUnreachable(stuck.what());  // someone listens but does not accept: no autostart
     } catch (const wire::TransportClosed& first) {
       if (std::getenv("DOJANG_NO_AUTOSTART") != nullptr) {
         throw DaemonUnreachable(first.what());
@@ -75,7 +132,9 @@ Connector socketConnector(std::string socketPath) {
       const auto deadline = std::chrono::steady_clock::now() + kAutostartPatience;
       for (;;) {
         try {
-          return wire::connectUnixSocket(socketPath);
+          return wire::connectUnixSocket(socketPath, timeout);
+        } catch (const wire::TransportTimedOut& stuck) {
+          throw DaemonUnreachable(stuck.what());
         } catch (const wire::TransportClosed& again) {
           if (std::chrono::steady_clock::now() > deadline) {
             throw DaemonUnreachable(again.what());
@@ -87,31 +146,95 @@ Connector socketConnector(std::string socketPath) {
   };
 }
 
-ConnectionPool::ConnectionPool(Connector connector, wire::HelloRequest hello)
-    : m_connector(std::move(connector)), m_hello(std::move(hello)) {}
+ConnectionPool::ConnectionPool(Connector connector, wire::HelloRequest hello, std::chrono::milliseconds timeout)
+    : m_connector(std::move(connector)), m_hello(std::move(hello)), m_timeout(timeout) {}
 
 ConnectionPool::~ConnectionPool() { shutdownAll(); }
 
-std::unique_ptr<ConnectionPool::Connection> ConnectionPool::connect() {
-  auto connection = std::make_unique<Connection>();
-  connection->transport = m_connector();
-  wire::encodeRequest<wire::CallId::Hello>(m_hello, connection->frame);
-  wire::HelloReply reply;
+void ConnectionPool::armTimeout(Connection& connection, bool callMayWait) {
+  const bool keptAlive = connection.protocol >= wire::kKeepaliveSinceProtocol;
+  const auto wanted = callMayWait && !keptAlive ? std::chrono::milliseconds(0) : m_timeout;
+  if (wanted != connection.timeout) {
+    connection.transport->setTimeout(wanted);
+    connection.timeout = wanted;
+  }
+}
+
+void ConnectionPool::receiveReply(Connection& connection) {
+  for (;;) {
+    connection.transport->receive(connection.payload);
+    // A keepalive is a reply frame with nothing but the reserved CK_RV.
+    if (connection.payload.size() != sizeof(std::uint64_t)) {
+      return;
+    }
+    std::uint64_t rv = 0;
+    wire::Decoder(connection.payload).read(rv);
+    if (rv != wire::kReplyStillWorking) {
+      return;
+    }
+  }
+}
+
+namespace {
+HelloAnswer sayHello(wire::Transport& transport, const wire::HelloRequest& hello, wire::Bytes& frame,
+                     wire::Bytes& payload) {
+  wire::encodeRequest<wire::CallId::Hello>(hello, frame);
+  HelloAnswer answer;
   try {
-    connection->transport->send(connection->frame);
-    connection->transport->receive(connection->payload);
-    wire::Decoder decoder(connection->payload);
+    transport.send(frame);
+    transport.receive(payload);
+    wire::Decoder decoder(payload);
     std::uint64_t rv = 0;
     decoder.read(rv);
-    if (rv != CKR_OK) {
-      throw DaemonUnreachable("dojangd refused the connection");
+    answer.accepted = rv == CKR_OK;
+    if (!answer.accepted && decoder.remaining() == 0) {
+      return answer;  // a protocol 1 daemon's refusal says nothing more
     }
+    wire::HelloReply reply;
     decoder.read(reply);
+    answer.reply = reply;
+  } catch (const wire::TransportTimedOut& error) {
+    throw DaemonUnreachable(std::string("dojangd did not answer Hello: ") + error.what());
   } catch (const wire::TransportClosed& error) {
     throw DaemonUnreachable(std::string("dojangd closed the connection: ") + error.what());
   } catch (const wire::MalformedFrame& error) {
     throw DaemonUnreachable(std::string("dojangd answered nonsense: ") + error.what());
   }
+  return answer;
+}
+}  // namespace
+
+std::unique_ptr<ConnectionPool::Connection> ConnectionPool::connect() {
+  // The newest protocol first; a daemon that refuses it or answers outside our range gets one
+  // more try with the oldest we speak (a protocol 1 daemon refuses anything but 1).
+  wire::HelloRequest hello = m_hello;
+  hello.protocolVersion = wire::kProtocolVersion;
+  for (;;) {
+    auto connection = std::make_unique<Connection>();
+    connection->transport = m_connector();
+    try {
+      connection->transport->setTimeout(m_timeout);
+    } catch (const wire::TransportClosed& error) {
+      throw DaemonUnreachable(error.what());
+    }
+    connection->timeout = m_timeout;
+    const HelloAnswer answer = sayHello(*connection->transport, hello, connection->frame, connection->payload);
+    if (answer.accepted && answer.reply && wire::speaksProtocol(answer.reply->protocolVersion) &&
+        answer.reply->protocolVersion <= hello.protocolVersion) {
+      connection->protocol = answer.reply->protocolVersion;
+      return welcome(std::move(connection), *answer.reply);
+    }
+    if (hello.protocolVersion != wire::kMinProtocolVersion) {
+      hello.protocolVersion = wire::kMinProtocolVersion;
+      continue;
+    }
+    reportMismatch(answer);
+    throw DaemonUnreachable("dojangd and this module speak no common protocol version");
+  }
+}
+
+std::unique_ptr<ConnectionPool::Connection> ConnectionPool::welcome(std::unique_ptr<Connection> connection,
+                                                                   const wire::HelloReply& reply) {
   bool restarted = false;
   {
     std::lock_guard lock(m_mutex);
@@ -120,6 +243,7 @@ std::unique_ptr<ConnectionPool::Connection> ConnectionPool::connect() {
       m_idle.clear();  // those went to the old daemon
     }
     m_daemonInstance = reply.daemonInstance;
+    m_protocol = connection->protocol;
   }
   if (restarted && m_onRestart) {
     m_onRestart();

@@ -2,6 +2,8 @@
 // socket, reconnection after a daemon restart, and gpg-agent-style autostart.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -25,15 +27,21 @@ class DaemonUnreachable final : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// How long the module waits for any sign of life from dojangd: $DOJANG_TIMEOUT_MS, 30 s by
+// default, 0 for never; at least 1 s, so that keepalives (wire::kKeepaliveInterval) arrive in time.
+std::chrono::milliseconds replyTimeoutFromEnvironment();
+
 class ConnectionPool final {
  public:
-  ConnectionPool(Connector connector, wire::HelloRequest hello);
+  ConnectionPool(Connector connector, wire::HelloRequest hello, std::chrono::milliseconds timeout);
   ConnectionPool(const ConnectionPool&) = delete;
   ConnectionPool& operator=(const ConnectionPool&) = delete;
   ~ConnectionPool();
 
   // One round trip. On a broken connection it reconnects once; `onNewDaemon` runs when the
-  // daemon on the other end is not the one seen before. Returns the reply's CK_RV.
+  // daemon on the other end is not the one seen before. Returns the reply's CK_RV;
+  // CKR_DEVICE_ERROR when dojangd does not answer in time (never retried: it may still be working
+  // on the request), CKR_FUNCTION_NOT_SUPPORTED for a call the daemon's protocol lacks.
   template <wire::CallId id>
   CK_RV call(const typename wire::Call<id>::Request& request, typename wire::Call<id>::Reply& reply,
              bool retryOnNewConnection);
@@ -46,16 +54,27 @@ class ConnectionPool final {
  private:
   struct Connection {
     std::unique_ptr<wire::Transport> transport;
+    std::uint32_t protocol = 0;              // agreed in Hello
+    std::chrono::milliseconds timeout{0};   // what the transport has now
     wire::Bytes frame;
     wire::Bytes payload;
   };
+  // Gives the transport the timeout for this call: none for a call that may wait forever on a
+  // daemon that cannot send keepalives.
+  void armTimeout(Connection& connection, bool callMayWait);
+  // Receives the reply, skipping keepalives.
+  static void receiveReply(Connection& connection);
   std::unique_ptr<Connection> acquire();
   void release(std::unique_ptr<Connection> connection);
   void discard(std::unique_ptr<Connection> connection) noexcept;
   std::unique_ptr<Connection> connect();
+  // Registers the daemon behind a new connection; notices a restart.
+  std::unique_ptr<Connection> welcome(std::unique_ptr<Connection> connection, const wire::HelloReply& reply);
 
   Connector m_connector;
   wire::HelloRequest m_hello;
+  const std::chrono::milliseconds m_timeout;
+  std::atomic<std::uint32_t> m_protocol{0};  // the current daemon's, once known
   std::function<void()> m_onRestart;
   std::mutex m_mutex;
   std::vector<std::unique_ptr<Connection>> m_idle;
@@ -65,26 +84,42 @@ class ConnectionPool final {
 };
 
 // Connects to the daemon's socket, starting dojangd first when nobody listens there (unless
-// DOJANG_NO_AUTOSTART is set).
-Connector socketConnector(std::string socketPath);
+// DOJANG_NO_AUTOSTART is set). Connecting gives up after `timeout` (zero: never).
+Connector socketConnector(std::string socketPath, std::chrono::milliseconds timeout);
 
 template <wire::CallId id>
 CK_RV ConnectionPool::call(const typename wire::Call<id>::Request& request,
                            typename wire::Call<id>::Reply& reply, bool retryOnNewConnection) {
+  constexpr std::uint32_t needed = wire::protocolOfCall(static_cast<std::uint16_t>(id));
   for (int attempt = 0;; ++attempt) {
+    if (const auto known = m_protocol.load(); known != 0 && known < needed) {
+      return CKR_FUNCTION_NOT_SUPPORTED;  // no round trip: that daemon does not have the call
+    }
     std::unique_ptr<Connection> connection = acquire();  // throws DaemonUnreachable
+    if (connection->protocol < needed) {
+      release(std::move(connection));
+      return CKR_FUNCTION_NOT_SUPPORTED;
+    }
     wire::encodeRequest<id>(request, connection->frame);
     try {
+      armTimeout(*connection, id == wire::CallId::WaitForSlotEvent);
       connection->transport->send(connection->frame);
       wire::wipe(connection->frame);
-      connection->transport->receive(connection->payload);
+      receiveReply(*connection);
+    } catch (const wire::TransportTimedOut&) {
+      // A late reply must never be read as the answer to a later request.
+      wire::wipe(connection->frame);
+      discard(std::move(connection));
+      return CKR_DEVICE_ERROR;
     } catch (const wire::TransportClosed&) {
+      wire::wipe(connection->frame);
       discard(std::move(connection));  // broken: never goes back to the pool
       if (attempt == 0 && retryOnNewConnection) {
         continue;
       }
       return CKR_DEVICE_ERROR;
     } catch (const wire::MalformedFrame&) {
+      wire::wipe(connection->frame);
       discard(std::move(connection));
       return CKR_DEVICE_ERROR;
     }

@@ -79,9 +79,10 @@ CK_RV initialize(CK_VOID_PTR initArgs) noexcept {
         // down from here; leave the inherited state alone and start afresh.
         new std::shared_ptr<Frontend>(std::move(g_frontend));  // deliberately leaked
       }
+      const auto timeout = dojang::frontend::replyTimeoutFromEnvironment();
       auto connector = g_testConnector ? g_testConnector
-                                       : dojang::frontend::socketConnector(dojang::wire::defaultSocketPath());
-      fresh = std::make_shared<Frontend>(std::move(connector));
+                                       : dojang::frontend::socketConnector(dojang::wire::defaultSocketPath(), timeout);
+      fresh = std::make_shared<Frontend>(std::move(connector), timeout);
     }
     if (const CK_RV rv = fresh->connect(); rv != CKR_OK) {
       return rv;
@@ -253,16 +254,22 @@ CK_RV verifyFinal(CK_SESSION_HANDLE session, CK_BYTE_PTR signature, CK_ULONG sig
 CK_RV generateRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG length) noexcept {
   return withFrontend([&](Frontend& f) { return f.generateRandom(session, out, length); });
 }
-CK_RV seedRandom(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG) noexcept {
-  return withFrontend([](Frontend&) { return CKR_RANDOM_SEED_NOT_SUPPORTED; });
+CK_RV seedRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR, CK_ULONG) noexcept {
+  return withFrontend([&](Frontend& f) { return f.refuseOnSession(session, CKR_RANDOM_SEED_NOT_SUPPORTED); });
 }
-CK_RV getFunctionStatus(CK_SESSION_HANDLE) noexcept { return CKR_FUNCTION_NOT_PARALLEL; }
-CK_RV cancelFunction(CK_SESSION_HANDLE) noexcept { return CKR_FUNCTION_NOT_PARALLEL; }
+// Legacy parallel functions (PKCS#11 2.40 section 5.16).
+CK_RV getFunctionStatus(CK_SESSION_HANDLE session) noexcept {
+  return withFrontend([&](Frontend& f) { return f.refuseOnSession(session, CKR_FUNCTION_NOT_PARALLEL); });
+}
+CK_RV cancelFunction(CK_SESSION_HANDLE session) noexcept {
+  return withFrontend([&](Frontend& f) { return f.refuseOnSession(session, CKR_FUNCTION_NOT_PARALLEL); });
+}
 
-// Everything dojang does not offer, one stub per signature shape.
+// Everything dojang does not offer, one stub per signature shape. Like every function but
+// C_Initialize and C_GetFunctionList, it needs an initialised library first.
 template <class... Args>
 CK_RV notSupported(Args...) noexcept {
-  return CKR_FUNCTION_NOT_SUPPORTED;
+  return withFrontend([](Frontend&) { return CKR_FUNCTION_NOT_SUPPORTED; });
 }
 
 CK_FUNCTION_LIST g_functionList = {

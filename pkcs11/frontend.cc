@@ -185,18 +185,21 @@ void Frontend::Operation::end() noexcept {
   active = false;
   updated = false;
   haveResult = false;
+  resultIsSinglePart = false;
   wire::wipe(data);
   data.clear();
   wire::wipe(result);
   result.clear();
 }
 
-Frontend::Frontend(Connector connector) : m_pool(std::move(connector), makeHello()) {
+Frontend::Frontend(Connector connector, std::chrono::milliseconds timeout)
+    : m_pool(std::move(connector), makeHello(), timeout) {
   m_pool.setRestartHandler([this] { forgetEverything(); });
 }
 
 void Frontend::forgetEverything() {
   // A new daemon: every session, login and checked key of the old one is gone.
+  objectsChanged();
   std::lock_guard lock(m_mutex);
   m_sessions.clear();
   m_mechanisms.clear();
@@ -255,10 +258,23 @@ void Frontend::forgetChecksIfLoggedOutLocked(CK_SLOT_ID slot) {
   }
 }
 
-std::shared_ptr<Frontend::SessionState> Frontend::sessionState(CK_SESSION_HANDLE session) {
+std::shared_ptr<Frontend::SessionState> Frontend::findSession(CK_SESSION_HANDLE session) {
   std::lock_guard lock(m_mutex);
   auto it = m_sessions.find(session);
   return it == m_sessions.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<Frontend::SessionState> Frontend::sessionState(CK_SESSION_HANDLE session) {
+  auto state = findSession(session);
+  if (state) {
+    std::lock_guard keptLock(state->keptMutex);
+    state->kept.valid = false;
+  }
+  return state;
+}
+
+CK_RV Frontend::refuseOnSession(CK_SESSION_HANDLE session, CK_RV rv) {
+  return sessionState(session) ? rv : CKR_SESSION_HANDLE_INVALID;
 }
 
 CK_RV Frontend::lookupMechanism(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, wire::MechanismInfo& out) {
@@ -411,6 +427,7 @@ CK_RV Frontend::openSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE_P
 CK_RV Frontend::closeSession(CK_SESSION_HANDLE session) {
   wire::Empty reply;
   const CK_RV rv = sessionCall<wire::CallId::CloseSession>(session, {session}, reply);
+  objectsChanged();  // the last session may have logged the client out
   std::lock_guard lock(m_mutex);
   const auto closing = m_sessions.find(session);
   if (closing != m_sessions.end()) {
@@ -425,6 +442,7 @@ CK_RV Frontend::closeSession(CK_SESSION_HANDLE session) {
 CK_RV Frontend::closeAllSessions(CK_SLOT_ID slot) {
   wire::Empty reply;
   const CK_RV rv = call<wire::CallId::CloseAllSessions>({slot}, reply);
+  objectsChanged();
   if (rv == CKR_OK || rv == CKR_DEVICE_ERROR) {
     std::lock_guard lock(m_mutex);
     std::erase_if(m_sessions, [slot](const auto& item) { return item.second->slot == slot; });
@@ -464,6 +482,7 @@ CK_RV Frontend::login(CK_SESSION_HANDLE session, CK_USER_TYPE user, CK_UTF8CHAR_
                        ? sessionCall<wire::CallId::LoginContextSpecific>(session, request, reply)
                        : sessionCall<wire::CallId::Login>(session, request, reply);
   wire::wipe(request.pin);
+  objectsChanged();  // private objects appear
   if (rv == CKR_OK) {
     std::lock_guard lock(m_mutex);
     m_checked.clear();
@@ -474,6 +493,7 @@ CK_RV Frontend::login(CK_SESSION_HANDLE session, CK_USER_TYPE user, CK_UTF8CHAR_
 CK_RV Frontend::logout(CK_SESSION_HANDLE session) {
   wire::Empty reply;
   const CK_RV rv = sessionCall<wire::CallId::Logout>(session, {session}, reply);
+  objectsChanged();
   std::lock_guard lock(m_mutex);
   m_checked.clear();  // keys checked while logged in must be checked again
   return rv;
@@ -491,6 +511,7 @@ CK_RV Frontend::initPin(CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR pin, CK_ULONG
   wire::Empty reply;
   const CK_RV rv = sessionCall<wire::CallId::InitPin>(session, request, reply);
   wire::wipe(request.pin);
+  objectsChanged();
   return rv;
 }
 
@@ -510,6 +531,7 @@ CK_RV Frontend::setPin(CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR oldPin, CK_ULO
   }
   wire::Empty reply;
   const CK_RV rv = sessionCall<wire::CallId::SetPin>(session, request, reply);
+  objectsChanged();
   wire::wipe(request.oldPin);
   wire::wipe(request.newPin);
   return rv;
@@ -584,19 +606,39 @@ CK_RV Frontend::getAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE ob
   if (count > wire::kMaxListCount) {
     return CKR_ARGUMENTS_BAD;
   }
+  auto state = findSession(session);
+  if (!state) {
+    return CKR_SESSION_HANDLE_INVALID;
+  }
   wire::GetAttributeValueRequest request;
   request.session = session;
   request.object = object;
   request.types.reserve(count);
+  bool sizeQuery = false;
   for (CK_ULONG i = 0; i < count; ++i) {
     request.types.push_back(templ[i].type);
+    sizeQuery = sizeQuery || templ[i].pValue == nullptr;
   }
+  // Taken before the round trip: a write that overlaps it makes the kept reply stale.
+  const std::uint64_t generation = m_generation;
   wire::GetAttributeValueReply reply;
-  if (CK_RV rv = sessionCall<wire::CallId::GetAttributeValue>(session, request, reply); rv != CKR_OK) {
-    return rv;
+  bool served = false;
+  {
+    std::lock_guard keptLock(state->keptMutex);
+    auto& kept = state->kept;
+    if (kept.valid && kept.generation == generation && kept.object == object && kept.types == request.types) {
+      reply.attributes = std::move(kept.attributes);
+      served = true;
+    }
+    kept.valid = false;
   }
-  if (reply.attributes.size() != count) {
-    return CKR_DEVICE_ERROR;
+  if (!served) {
+    if (CK_RV rv = sessionCall<wire::CallId::GetAttributeValue>(session, request, reply); rv != CKR_OK) {
+      return rv;
+    }
+    if (reply.attributes.size() != count) {
+      return CKR_DEVICE_ERROR;
+    }
   }
   // PKCS#11 2.40 section 5.7: every attribute is processed; the call reports one of the failures.
   CK_RV result = CKR_OK;
@@ -616,6 +658,10 @@ CK_RV Frontend::getAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE ob
       attribute.ulValueLen = read.value.size();
     }
   }
+  if (sizeQuery || result == CKR_BUFFER_TOO_SMALL) {
+    std::lock_guard keptLock(state->keptMutex);
+    state->kept = {true, object, std::move(request.types), std::move(reply.attributes), generation};
+  }
   return result;
 }
 
@@ -628,7 +674,9 @@ CK_RV Frontend::setAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE ob
     return rv;
   }
   wire::Empty reply;
-  return sessionCall<wire::CallId::SetAttributeValue>(session, request, reply);
+  const CK_RV rv = sessionCall<wire::CallId::SetAttributeValue>(session, request, reply);
+  objectsChanged();
+  return rv;
 }
 
 CK_RV Frontend::createObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
@@ -642,6 +690,7 @@ CK_RV Frontend::createObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, 
   if (rv == CKR_OK) {
     wire::ObjectReply reply;
     rv = sessionCall<wire::CallId::CreateObject>(session, request, reply);
+    objectsChanged();
     *object = reply.object;
   }
   wipeTemplate(request.templ);  // an imported key's bytes leave no copy here
@@ -651,6 +700,7 @@ CK_RV Frontend::createObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, 
 CK_RV Frontend::destroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object) {
   wire::Empty reply;
   const CK_RV rv = sessionCall<wire::CallId::DestroyObject>(session, {session, object}, reply);
+  objectsChanged();
   std::lock_guard lock(m_mutex);
   std::erase_if(m_checked, [object](const auto& entry) { return std::get<1>(entry) == object; });
   return rv;
@@ -675,7 +725,9 @@ CK_RV Frontend::generateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech
     return rv;
   }
   wire::GenerateKeyPairReply reply;
-  if (CK_RV rv = sessionCall<wire::CallId::GenerateKeyPair>(session, request, reply); rv != CKR_OK) {
+  const CK_RV rv = sessionCall<wire::CallId::GenerateKeyPair>(session, request, reply);
+  objectsChanged();
+  if (rv != CKR_OK) {
     return rv;
   }
   *publicKey = reply.publicKey;
@@ -760,6 +812,11 @@ CK_RV Frontend::operationUpdate(Kind kind, CK_SESSION_HANDLE session, CK_BYTE_PT
   if (!operation.active) {
     return CKR_OPERATION_NOT_INITIALIZED;
   }
+  if (operation.haveResult) {
+    // A size query has put the operation into its last step: no more input.
+    operation.end();
+    return CKR_OPERATION_ACTIVE;
+  }
   if (operation.data.size() + length > wire::kMaxDataBytes) {
     operation.end();
     return CKR_DATA_LEN_RANGE;
@@ -784,6 +841,12 @@ CK_RV Frontend::operationFinish(Kind kind, CK_SESSION_HANDLE session, CK_BYTE_PT
   if (outLength == nullptr || (data == nullptr && length > 0) || (verifying && out == nullptr)) {
     operation.end();
     return CKR_ARGUMENTS_BAD;
+  }
+  if (operation.haveResult && operation.resultIsSinglePart != singlePart) {
+    // C_DigestFinal after a C_Digest size query (or the reverse): the operation is in the
+    // other mode. Like any failed call, this ends it.
+    operation.end();
+    return CKR_OPERATION_ACTIVE;
   }
   if (singlePart) {
     if (operation.updated) {
@@ -827,6 +890,7 @@ CK_RV Frontend::operationFinish(Kind kind, CK_SESSION_HANDLE session, CK_BYTE_PT
     }
     operation.result = std::move(reply.data);
     operation.haveResult = true;
+    operation.resultIsSinglePart = singlePart;
   }
   bool done = false;
   const CK_RV rv = deliver(operation.result, out, outLength, done);

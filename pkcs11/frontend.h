@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -18,7 +19,7 @@ namespace dojang::frontend {
 
 class Frontend final {
  public:
-  explicit Frontend(Connector connector);
+  explicit Frontend(Connector connector, std::chrono::milliseconds timeout = replyTimeoutFromEnvironment());
   Frontend(const Frontend&) = delete;
   Frontend& operator=(const Frontend&) = delete;
 
@@ -69,6 +70,8 @@ class Frontend final {
   CK_RV operationFinish(Kind kind, CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG length, bool singlePart,
                         CK_BYTE_PTR out, CK_ULONG_PTR outLength);
   CK_RV generateRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG length);
+  // For the functions dojang does not offer on a session: CKR_SESSION_HANDLE_INVALID or `rv`.
+  CK_RV refuseOnSession(CK_SESSION_HANDLE session, CK_RV rv);
 
  private:
   struct Operation {
@@ -78,8 +81,19 @@ class Frontend final {
     std::uint64_t key = 0;
     wire::Bytes data;
     bool haveResult = false;
+    bool resultIsSinglePart = false;  // which call made the result: only that call may fetch it
     wire::Bytes result;  // kept between a size query and the call that fetches it
     void end() noexcept;
+  };
+  // The reply to a C_GetAttributeValue size query, kept for the read that follows it, so that
+  // the two-call convention costs one round trip. Any other call on the session drops it, and
+  // so does any write, login or logout in the process (a newer generation).
+  struct KeptAttributes {
+    bool valid = false;
+    std::uint64_t object = 0;
+    std::vector<std::uint64_t> types;
+    std::vector<wire::AttributeResult> attributes;
+    std::uint64_t generation = 0;
   };
   struct SessionState {
     CK_SLOT_ID slot = 0;
@@ -89,9 +103,15 @@ class Frontend final {
     std::vector<std::uint64_t> found;
     std::size_t nextFound = 0;
     std::mutex mutex;
+    std::mutex keptMutex;  // guards kept alone; nothing else is locked while holding it
+    KeptAttributes kept;
   };
 
+  // Every call on a session looks its state up here, which drops the session's kept attributes.
   std::shared_ptr<SessionState> sessionState(CK_SESSION_HANDLE session);
+  std::shared_ptr<SessionState> findSession(CK_SESSION_HANDLE session);
+  // After a write, login or logout: no kept attribute reply is served any more.
+  void objectsChanged() noexcept { ++m_generation; }
   // Finds a mechanism of the slot's token in the cached list, fetching the list once.
   CK_RV lookupMechanism(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, wire::MechanismInfo& out);
   void forgetEverything();
@@ -104,6 +124,7 @@ class Frontend final {
 
   ConnectionPool m_pool;
   std::atomic<bool> m_finalized{false};
+  std::atomic<std::uint64_t> m_generation{0};
 
   std::mutex m_mutex;  // guards the maps below; never held across a round trip
   std::unordered_map<CK_SESSION_HANDLE, std::shared_ptr<SessionState>> m_sessions;

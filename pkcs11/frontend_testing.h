@@ -9,5 +9,7 @@ namespace dojang::frontend {
 // Makes the next C_Initialize connect through `connector` instead of the daemon's socket.
 void setConnectorForTesting(Connector connector);
 CK_FUNCTION_LIST* functionListForTesting();
+// Lets the next protocol mismatch be reported again (it is reported once per process).
+void resetMismatchReportForTesting();
 
 }  // namespace dojang::frontend

@@ -5,13 +5,38 @@
 // Fields are encoded in declaration order by codec.h. Limits are in limits.h.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 
 #include "types.h"
 
 namespace dojang::wire {
 
-inline constexpr std::uint32_t kProtocolVersion = 1;
+// Both ends speak every version in [kMinProtocolVersion, kProtocolVersion]. The client's Hello
+// names the newest it speaks; the daemon answers with the newest both speak, or refuses a
+// client outside its range (the refusal still carries its HelloReply, so the client can say
+// which daemon refused it). Version 2 adds GetObjectSize, CopyObject and keepalives.
+inline constexpr std::uint32_t kMinProtocolVersion = 1;
+inline constexpr std::uint32_t kProtocolVersion = 2;
+
+constexpr bool speaksProtocol(std::uint32_t version) noexcept {
+  return version >= kMinProtocolVersion && version <= kProtocolVersion;
+}
+// The version a connection uses once a client of version `client` has said Hello.
+constexpr std::uint32_t negotiatedProtocol(std::uint32_t client) noexcept {
+  return std::min(client, kProtocolVersion);
+}
+// The protocol version that introduced a call id; a client never sends a call to a daemon that
+// does not have it. Ids 25 and 26 are GetObjectSize and CopyObject.
+constexpr std::uint32_t protocolOfCall(std::uint16_t id) noexcept { return id == 25 || id == 26 ? 2 : 1; }
+
+// Keepalives (protocol 2): while a call legitimately waits (a blocking WaitForSlotEvent, a PIN
+// prompt), the daemon sends reply frames carrying only this dojang-private CK_RV, at least every
+// kKeepaliveInterval. The module's reply timeout restarts at each; it is never the answer.
+inline constexpr std::uint64_t kReplyStillWorking = 0x80000000ull + 0x646a0001ull;
+inline constexpr std::uint32_t kKeepaliveSinceProtocol = 2;
+inline constexpr std::chrono::milliseconds kKeepaliveInterval{500};
 
 // Requests and replies, named <Call>Request / <Call>Reply. Handles and slot IDs are u64.
 struct HelloRequest {

@@ -28,6 +28,40 @@ inline constexpr std::size_t kFrameHeaderBytes = 4;
 template <class T>
 concept WireStruct = requires(T& value) { value.fields(); };
 
+// The exact number of bytes Encoder writes for a value, so that a frame is allocated once: a
+// frame that grew by reallocation would leave unwiped copies of a PIN or imported key behind.
+class Sizer final {
+ public:
+  static constexpr std::size_t size(bool) { return 1; }
+  static constexpr std::size_t size(std::uint8_t) { return 1; }
+  static constexpr std::size_t size(std::uint16_t) { return 2; }
+  static constexpr std::size_t size(std::uint32_t) { return 4; }
+  static constexpr std::size_t size(std::uint64_t) { return 8; }
+  template <class E>
+    requires std::is_enum_v<E>
+  static constexpr std::size_t size(E) {
+    return sizeof(std::underlying_type_t<E>);
+  }
+  static std::size_t size(const std::string& value) { return 4 + value.size(); }
+  static std::size_t size(const Bytes& value) { return 4 + value.size(); }
+  template <class T>
+  static std::size_t size(const std::vector<T>& values) {
+    std::size_t total = 4;
+    for (const auto& value : values) {
+      total += size(value);
+    }
+    return total;
+  }
+  template <WireStruct T>
+  static std::size_t size(const T& value) {
+    return std::apply([](const auto&... field) { return (std::size_t{0} + ... + size(field)); }, value.fields());
+  }
+};
+
+// Empties `frame` and gives it room for `size` bytes. A buffer too small is wiped before it is
+// freed, since it may have held a PIN or key material.
+void prepareFrame(Bytes& frame, std::size_t size);
+
 class Encoder final {
  public:
   explicit Encoder(Bytes& out) : m_out(out) {}
@@ -166,6 +200,7 @@ class Decoder final {
 // A request frame ready for Transport::send (header space reserved, call id, fields).
 template <CallId id>
 void encodeRequest(const typename Call<id>::Request& request, Bytes& frame) {
+  prepareFrame(frame, kFrameHeaderBytes + Sizer::size(std::uint16_t{}) + Sizer::size(request));
   frame.assign(kFrameHeaderBytes, 0);
   Encoder encoder(frame);
   encoder.write(static_cast<std::uint16_t>(id));
@@ -175,15 +210,18 @@ void encodeRequest(const typename Call<id>::Request& request, Bytes& frame) {
 // A reply frame: rv, then the fields only on success.
 template <class Reply>
 void encodeReply(std::uint64_t rv, const Reply* reply, Bytes& frame) {
+  const bool withFields = rv == 0 && reply != nullptr;
+  prepareFrame(frame, kFrameHeaderBytes + Sizer::size(rv) + (withFields ? Sizer::size(*reply) : 0));
   frame.assign(kFrameHeaderBytes, 0);
   Encoder encoder(frame);
   encoder.write(rv);
-  if (rv == 0 && reply != nullptr) {
+  if (withFields) {
     encoder.write(*reply);
   }
 }
 
-// Overwrites a buffer that may have held a PIN or key material before it is reused or freed.
+// Overwrites a buffer that may have held a PIN or key material before it is reused or freed:
+// its whole capacity, not only its current size. The size is kept.
 void wipe(Bytes& buffer) noexcept;
 void wipe(std::string& buffer) noexcept;
 

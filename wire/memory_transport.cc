@@ -37,13 +37,20 @@ class MemoryTransport final : public Transport {
 
   void receive(Bytes& payload) override {
     std::unique_lock lock(m_inbound->mutex);
-    m_inbound->ready.wait(lock, [&] { return !m_inbound->frames.empty() || m_inbound->closed; });
+    const auto arrived = [&] { return !m_inbound->frames.empty() || m_inbound->closed; };
+    if (m_timeout.count() == 0) {
+      m_inbound->ready.wait(lock, arrived);
+    } else if (!m_inbound->ready.wait_for(lock, m_timeout, arrived)) {
+      throw TransportTimedOut("nothing arrived within the timeout");
+    }
     if (m_inbound->frames.empty()) {
       throw TransportClosed("peer closed the connection");
     }
     payload = std::move(m_inbound->frames.front());
     m_inbound->frames.pop_front();
   }
+
+  void setTimeout(std::chrono::milliseconds timeout) override { m_timeout = timeout; }
 
   void shutdown() noexcept override {
     for (const auto& channel : {m_inbound, m_outbound}) {
@@ -56,6 +63,7 @@ class MemoryTransport final : public Transport {
  private:
   std::shared_ptr<Channel> m_inbound;
   std::shared_ptr<Channel> m_outbound;
+  std::chrono::milliseconds m_timeout{0};
 };
 
 }  // namespace

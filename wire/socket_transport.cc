@@ -2,7 +2,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -44,6 +47,9 @@ void SocketTransport::send(Bytes& frame) {
       if (errno == EINTR) {
         continue;
       }
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        throw TransportTimedOut("send: the peer took nothing within the timeout");
+      }
       throw TransportClosed(std::string("send: ") + std::strerror(errno));
     }
     sent += static_cast<std::size_t>(n);
@@ -66,10 +72,22 @@ std::size_t SocketTransport::readSome(std::uint8_t* into, std::size_t capacity) 
     n = ::recv(m_fd, into, capacity, 0);
     settled = n >= 0 || errno != EINTR;
   }
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    throw TransportTimedOut("recv: nothing arrived within the timeout");  // SO_RCVTIMEO
+  }
   if (n <= 0) {
     throw TransportClosed(n == 0 ? "peer closed the connection" : std::string("recv: ") + std::strerror(errno));
   }
   return static_cast<std::size_t>(n);
+}
+
+void SocketTransport::setTimeout(std::chrono::milliseconds timeout) {
+  const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
+  timeval limit{static_cast<time_t>(micros / 1000000), static_cast<suseconds_t>(micros % 1000000)};
+  if (::setsockopt(m_fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) != 0 ||
+      ::setsockopt(m_fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit) != 0) {
+    throw TransportClosed(std::string("setsockopt: ") + std::strerror(errno));
+  }
 }
 
 // Reads whatever the socket has into the read-ahead buffer, so that a small frame usually costs
@@ -113,7 +131,7 @@ void SocketTransport::receive(Bytes& payload) {
 
 void SocketTransport::shutdown() noexcept { ::shutdown(m_fd, SHUT_RDWR); }
 
-std::unique_ptr<SocketTransport> connectUnixSocket(const std::string& path) {
+std::unique_ptr<SocketTransport> connectUnixSocket(const std::string& path, std::chrono::milliseconds timeout) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   if (path.size() >= sizeof address.sun_path) {
@@ -125,9 +143,44 @@ std::unique_ptr<SocketTransport> connectUnixSocket(const std::string& path) {
     throw TransportClosed(std::string("socket: ") + std::strerror(errno));
   }
   auto transport = std::make_unique<SocketTransport>(fd);
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
-    throw TransportClosed("connect " + path + ": " + std::strerror(errno));
+  const auto connectOnce = [&] { return ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address); };
+  if (timeout.count() == 0) {
+    if (connectOnce() != 0) {
+      throw TransportClosed("connect " + path + ": " + std::strerror(errno));
+    }
+    return transport;
   }
+  // A Unix socket whose listener stopped accepting answers a non-blocking connect with EAGAIN
+  // once its backlog is full: try again until the deadline.
+  const int flags = ::fcntl(fd, F_GETFL);
+  ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (connectOnce() == 0 || errno == EISCONN) {
+      break;
+    }
+    if (errno == EINPROGRESS) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      pollfd writable{fd, POLLOUT, 0};
+      int error = 0;
+      socklen_t length = sizeof error;
+      if (::poll(&writable, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0))) <= 0) {
+        throw TransportTimedOut("connect " + path + ": timed out");
+      }
+      if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0 || error != 0) {
+        throw TransportClosed("connect " + path + ": " + std::strerror(error != 0 ? error : errno));
+      }
+      break;
+    }
+    if (errno != EAGAIN && errno != EINTR) {
+      throw TransportClosed("connect " + path + ": " + std::strerror(errno));
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw TransportTimedOut("connect " + path + ": the listener's backlog stayed full");
+    }
+    ::usleep(10000);
+  }
+  ::fcntl(fd, F_SETFL, flags);
   return transport;
 }
 

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -13,6 +14,13 @@ namespace dojang::wire {
 
 // The peer went away or the stream broke; distinct from a malformed frame.
 class TransportClosed final : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// No reply came within the receive timeout. Unlike TransportClosed, the request may still be
+// running on the other end: the connection must be dropped and the call must not be retried.
+class TransportTimedOut final : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
@@ -31,6 +39,9 @@ class Transport {
   virtual void receive(Bytes& payload) = 0;
   // Wakes any thread blocked in receive(); safe to call from another thread.
   virtual void shutdown() noexcept = 0;
+  // From now on receive() throws TransportTimedOut when no bytes arrive for this long, and
+  // send() when the peer takes none for this long; zero waits forever (the default).
+  virtual void setTimeout(std::chrono::milliseconds timeout) { (void)timeout; }
 };
 
 // A connected stream socket; owns (and closes) the descriptor.
@@ -42,6 +53,7 @@ class SocketTransport final : public Transport {
   void send(Bytes& frame) override;
   void receive(Bytes& payload) override;
   void shutdown() noexcept override;
+  void setTimeout(std::chrono::milliseconds timeout) override;
   [[nodiscard]] int fd() const noexcept { return m_fd; }
   // Poll this long for the next bytes before blocking (the daemon's side of a busy connection).
   void setSpinBeforeBlocking(std::chrono::microseconds spin) noexcept { m_spin = spin; }
@@ -57,8 +69,11 @@ class SocketTransport final : public Transport {
   std::size_t m_end = 0;    // one past the last byte read into m_buffer
 };
 
-// Connects to a Unix socket path. Throws TransportClosed with errno's text on failure.
-std::unique_ptr<SocketTransport> connectUnixSocket(const std::string& path);
+// Connects to a Unix socket path. Throws TransportClosed with errno's text on failure, and
+// TransportTimedOut when the listener does not take the connection within `timeout` (zero: wait
+// as long as connect(2) does; a stopped daemon's full backlog would block forever).
+std::unique_ptr<SocketTransport> connectUnixSocket(const std::string& path,
+                                                   std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
 
 // Two transports wired to each other in memory.
 std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> makeMemoryTransportPair();

@@ -201,11 +201,23 @@ void Server::serveConnection(Service& service, wire::Transport& transport, const
       client = service.attach(hello);
     } catch (const Error& error) {
       logWarning(std::string("hello refused: ") + error.what());
-      wire::encodeReply<wire::Empty>(error.rv(), nullptr, frame);
+      service.refuseHello(error.rv(), hello, frame);
       transport.send(frame);
       return;
     }
-    CallContext context{client, peerGone};
+    CallContext context{client, peerGone, {}};
+    if (wire::negotiatedProtocol(hello.protocolVersion) >= wire::kKeepaliveSinceProtocol) {
+      context.keepAlive = [&transport] {
+        wire::Bytes keepalive;
+        wire::encodeReply<wire::Empty>(wire::kReplyStillWorking, nullptr, keepalive);
+        try {
+          transport.send(keepalive);
+          return true;
+        } catch (const wire::TransportClosed&) {
+          return false;
+        }
+      };
+    }
     wire::HelloReply reply;
     service.Hello(context, hello, reply);
     wire::encodeReply(CKR_OK, &reply, frame);

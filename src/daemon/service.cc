@@ -17,8 +17,9 @@ namespace dojang::daemon {
 namespace {
 
 constexpr const char* kVersion = "0.1.0";
-// How often a blocked C_WaitForSlotEvent looks whether its client is still there.
-constexpr std::chrono::milliseconds kWaitSlice{200};
+// How often a blocked C_WaitForSlotEvent looks whether its client is still there, and sends it
+// a keepalive.
+constexpr std::chrono::milliseconds kWaitSlice = wire::kKeepaliveInterval;
 
 token::AttributeList toAttributes(const std::vector<wire::Attribute>& in) {
   token::AttributeList out;
@@ -121,9 +122,11 @@ Service::Service(SlotTable& slots, std::vector<wire::BackendStatus> backends)
 // ---- clients ----
 
 std::shared_ptr<Client> Service::attach(const wire::HelloRequest& hello) {
-  if (hello.protocolVersion != wire::kProtocolVersion) {
-    fail(CKR_FUNCTION_FAILED, "protocol version " + std::to_string(hello.protocolVersion) +
-                                  " is not " + std::to_string(wire::kProtocolVersion));
+  if (!wire::speaksProtocol(hello.protocolVersion)) {
+    fail(CKR_FUNCTION_FAILED, "a client (pid " + std::to_string(hello.pid) + ") speaks protocol " +
+                                  std::to_string(hello.protocolVersion) + ", this dojangd speaks " +
+                                  std::to_string(wire::kMinProtocolVersion) + ".." +
+                                  std::to_string(wire::kProtocolVersion) + "; restart the older one");
   }
   if (hello.clientId.size() != 16) {
     fail(CKR_ARGUMENTS_BAD, "client id must be 16 bytes");
@@ -186,9 +189,20 @@ void Service::requireLogin(Client& client, ClientSession& session) {
 
 // ---- calls ----
 
-void Service::Hello(CallContext&, const wire::HelloRequest&, wire::HelloReply& out) {
+void Service::Hello(CallContext&, const wire::HelloRequest& in, wire::HelloReply& out) {
+  out.protocolVersion = wire::negotiatedProtocol(in.protocolVersion);
   out.daemonInstance = m_instance;
   out.daemonPid = static_cast<std::uint32_t>(::getpid());
+}
+
+void Service::refuseHello(CK_RV rv, const wire::HelloRequest& hello, wire::Bytes& frame) {
+  CallContext nobody;
+  wire::HelloReply about;
+  Hello(nobody, hello, about);
+  about.protocolVersion = wire::kProtocolVersion;
+  wire::encodeReply<wire::Empty>(rv, nullptr, frame);
+  frame.reserve(frame.size() + wire::Sizer::size(about));
+  wire::Encoder(frame).write(about);
 }
 
 void Service::GetSlotList(CallContext&, const wire::GetSlotListRequest& in, wire::GetSlotListReply& out) {
@@ -240,6 +254,9 @@ void Service::WaitForSlotEvent(CallContext& context, const wire::WaitForSlotEven
                                wire::WaitForSlotEventReply& out) {
   std::uint64_t cursor = context.client->eventCursor.load();
   for (;;) {
+    if (!in.dontBlock && context.keepAlive && !context.keepAlive()) {
+      fail(CKR_CRYPTOKI_NOT_INITIALIZED, "wait cancelled: the client went away");
+    }
     auto slot = m_slots.nextEvent(cursor, in.dontBlock ? std::chrono::milliseconds(0) : kWaitSlice);
     if (slot) {
       context.client->eventCursor = cursor;

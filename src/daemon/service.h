@@ -19,6 +19,9 @@ namespace dojang::daemon {
 struct CallContext {
   std::shared_ptr<Client> client;
   std::function<bool()> peerGone;  // true once the connection's other end has hung up
+  // Tells the client the call is still working (protocol 2 on; empty before). A call that may
+  // wait calls it at least every wire::kKeepaliveInterval. False once the client has gone.
+  std::function<bool()> keepAlive;
 };
 
 class Service final {
@@ -27,8 +30,12 @@ class Service final {
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
-  // Connections of one client process share a Client, found by the id in its Hello.
+  // Connections of one client process share a Client, found by the id in its Hello. Throws
+  // CKR_FUNCTION_FAILED for a protocol version outside [kMinProtocolVersion, kProtocolVersion].
   std::shared_ptr<Client> attach(const wire::HelloRequest& hello);
+  // The reply frame refusing a Hello: the error, then this daemon's HelloReply, so that the
+  // client can name the daemon and its version (a protocol 1 module reads only the error).
+  void refuseHello(CK_RV rv, const wire::HelloRequest& hello, wire::Bytes& frame);
   // Called when a connection closes; the last one closes the client's sessions and logins.
   void detach(const std::shared_ptr<Client>& client);
   void setStopping() noexcept { m_stopping = true; }

@@ -349,11 +349,31 @@ TEST_CASE("dojangd survives random, truncated and oversized frames", "[integrati
     REQUIRE(raw.send(request(2, {0})));
     CHECK(raw.closedByPeer());
   }
-  SECTION("a Hello with another protocol version is refused") {
-    RawConnection raw(socket);
-    const auto rv = raw.call(helloFrame(99));
-    // Either an error reply or a closed connection; never a welcome.
-    CHECK(rv != std::optional<std::uint64_t>(CKR_OK));
+  SECTION("a Hello with a protocol version outside 1..2 is refused, 1 and 2 are welcome") {
+    for (const std::uint32_t version : {0u, 3u, 99u}) {
+      INFO("protocol " << version);
+      RawConnection raw(socket);
+      CHECK(raw.call(helloFrame(version)) == std::optional<std::uint64_t>(CKR_FUNCTION_FAILED));
+      CHECK(raw.closedByPeer());
+    }
+    CHECK(eventually([&] {
+      return daemon.log().find("speaks protocol 99, this dojangd speaks 1..2; restart the older one") !=
+             std::string::npos;
+    }));
+    for (const std::uint32_t version : {1u, 2u}) {
+      INFO("protocol " << version);
+      RawConnection raw(socket);
+      REQUIRE(raw.send(helloFrame(version)));
+      const auto reply = raw.receive();
+      REQUIRE(reply.has_value());
+      wire::Decoder decoder(*reply);
+      std::uint64_t rv = 0;
+      decoder.read(rv);
+      CHECK(rv == CKR_OK);
+      wire::HelloReply hello;
+      decoder.read(hello);
+      CHECK(hello.protocolVersion == version);
+    }
   }
   SECTION("well-formed frames with bad requests get error replies after Hello") {
     RawConnection raw(socket);
@@ -583,6 +603,113 @@ TEST_CASE("C_Finalize in another thread ends a blocking C_WaitForSlotEvent", "[i
     CHECK(woke);
     CHECK(ckRvName(future.get()) == ckRvName(CKR_CRYPTOKI_NOT_INITIALIZED));
   }
+  if (fixture.daemon.running()) {
+    CHECK(fixture.daemon.stop() == 0);
+  }
+}
+
+// DOJANG_TIMEOUT_MS for one test; read by C_Initialize.
+class ReplyTimeout final {
+ public:
+  explicit ReplyTimeout(const char* milliseconds) { ::setenv("DOJANG_TIMEOUT_MS", milliseconds, 1); }
+  ~ReplyTimeout() { ::unsetenv("DOJANG_TIMEOUT_MS"); }
+  ReplyTimeout(const ReplyTimeout&) = delete;
+  ReplyTimeout& operator=(const ReplyTimeout&) = delete;
+};
+
+// SIGSTOP now, SIGCONT at the latest when the owner dies.
+class StoppedProcess final {
+ public:
+  explicit StoppedProcess(pid_t pid) : m_pid(pid) {
+    REQUIRE(::kill(m_pid, SIGSTOP) == 0);
+    // The signal takes effect asynchronously: wait until every thread has stopped.
+    REQUIRE(eventually([pid] {
+      for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+        std::ifstream stat(task.path() / "stat");
+        std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+        const auto close = text.rfind(')');
+        if (close == std::string::npos || close + 2 >= text.size() || text[close + 2] != 'T') {
+          return false;
+        }
+      }
+      return true;
+    }));
+  }
+  ~StoppedProcess() { resume(); }
+  StoppedProcess(const StoppedProcess&) = delete;
+  StoppedProcess& operator=(const StoppedProcess&) = delete;
+  void resume() {
+    if (m_pid > 0) {
+      ::kill(m_pid, SIGCONT);
+      m_pid = -1;
+    }
+  }
+
+ private:
+  pid_t m_pid;
+};
+
+TEST_CASE("a stopped dojangd: calls give up with CKR_DEVICE_ERROR, and work again once it resumes",
+          "[integration][robustness][timeouts]") {
+  ReplyTimeout timeout("1500");
+  Fixture fixture;
+  auto& p11 = fixture.p11();
+  REQUIRE(fixture.module.initialize() == CKR_OK);
+  const CK_SLOT_ID slot = slotWithLabel(p11, kTokenLabel);
+  CK_SESSION_HANDLE session = CK_INVALID_HANDLE;
+  REQUIRE(p11.C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &session) == CKR_OK);
+  {
+    StoppedProcess stopped(fixture.daemon.pid());
+    CK_SESSION_INFO info{};
+    auto start = std::chrono::steady_clock::now();
+    CHECK(ckRvName(p11.C_GetSessionInfo(session, &info)) == ckRvName(CKR_DEVICE_ERROR));
+    auto waited = std::chrono::steady_clock::now() - start;
+    CHECK(waited >= std::chrono::milliseconds(1400));
+    CHECK(waited < std::chrono::seconds(10));
+    // The next call needs a new connection: connecting and Hello give up too.
+    start = std::chrono::steady_clock::now();
+    CK_ULONG count = 0;
+    CHECK(ckRvName(p11.C_GetSlotList(CK_TRUE, nullptr, &count)) == ckRvName(CKR_DEVICE_ERROR));
+    waited = std::chrono::steady_clock::now() - start;
+    CHECK(waited < std::chrono::seconds(10));
+    stopped.resume();
+  }
+  INFO("dojangd log:\n" << fixture.daemon.log());
+  // The connections given up on are gone; if they were this client's last, so are its sessions
+  // (the daemon cannot tell that from a client that went away). New ones work.
+  CK_ULONG count = 0;
+  CHECK(ckRvName(p11.C_GetSlotList(CK_TRUE, nullptr, &count)) == ckRvName(CKR_OK));
+  CHECK(count >= 1);
+  CK_SESSION_HANDLE fresh = CK_INVALID_HANDLE;
+  REQUIRE(ckRvName(p11.C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &fresh)) == ckRvName(CKR_OK));
+  CK_SESSION_INFO info{};
+  CHECK(ckRvName(p11.C_GetSessionInfo(fresh, &info)) == ckRvName(CKR_OK));
+  CHECK(info.slotID == slot);
+  REQUIRE(fixture.module.finalize() == CKR_OK);
+  CHECK(fixture.daemon.stop() == 0);
+}
+
+TEST_CASE("keepalives: a blocking C_WaitForSlotEvent outlives the reply timeout", "[integration][robustness][timeouts]") {
+  ReplyTimeout timeout("1000");
+  Fixture fixture;
+  auto& p11 = fixture.p11();
+  REQUIRE(fixture.module.initialize() == CKR_OK);
+  std::promise<CK_RV> result;
+  auto future = result.get_future();
+  std::thread waiter([&] {
+    CK_SLOT_ID slot = 0;
+    result.set_value(p11.C_WaitForSlotEvent(0, &slot, nullptr));
+  });
+  const bool stillWaiting = future.wait_for(std::chrono::seconds(3)) == std::future_status::timeout;
+  CHECK(stillWaiting);
+  CHECK(fixture.module.finalize() == CKR_OK);
+  const bool woke = future.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+  if (!woke) {
+    fixture.daemon.kill9();
+  }
+  waiter.join();
+  CHECK(woke);
+  CHECK(ckRvName(future.get()) == ckRvName(CKR_CRYPTOKI_NOT_INITIALIZED));
   if (fixture.daemon.running()) {
     CHECK(fixture.daemon.stop() == 0);
   }

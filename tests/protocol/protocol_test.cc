@@ -7,12 +7,14 @@
 #include <atomic>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "codec.h"
@@ -352,6 +354,53 @@ class WireClient final {
   wire::Bytes m_payload;
 };
 
+// Every function dojang does not offer, called with harmless arguments.
+std::vector<std::pair<std::string, std::function<CK_RV()>>> unsupportedFunctions(CK_FUNCTION_LIST* p11,
+                                                                                  CK_SESSION_HANDLE s) {
+  static CK_BYTE buffer[64];
+  static CK_ULONG length = sizeof buffer;
+  static CK_MECHANISM mechanism{CKM_AES_CBC, nullptr, 0};
+  static CK_OBJECT_HANDLE handle = 0;
+  return {
+      {"C_InitToken", [=] { return p11->C_InitToken(1, buffer, 4, buffer); }},
+      {"C_GetOperationState", [=] { return p11->C_GetOperationState(s, buffer, &length); }},
+      {"C_SetOperationState", [=] { return p11->C_SetOperationState(s, buffer, 4, 0, 0); }},
+      {"C_EncryptInit", [=] { return p11->C_EncryptInit(s, &mechanism, 1); }},
+      {"C_Encrypt", [=] { return p11->C_Encrypt(s, buffer, 4, buffer, &length); }},
+      {"C_EncryptUpdate", [=] { return p11->C_EncryptUpdate(s, buffer, 4, buffer, &length); }},
+      {"C_EncryptFinal", [=] { return p11->C_EncryptFinal(s, buffer, &length); }},
+      {"C_DecryptUpdate", [=] { return p11->C_DecryptUpdate(s, buffer, 4, buffer, &length); }},
+      {"C_DecryptFinal", [=] { return p11->C_DecryptFinal(s, buffer, &length); }},
+      {"C_DigestKey", [=] { return p11->C_DigestKey(s, 1); }},
+      {"C_SignRecoverInit", [=] { return p11->C_SignRecoverInit(s, &mechanism, 1); }},
+      {"C_SignRecover", [=] { return p11->C_SignRecover(s, buffer, 4, buffer, &length); }},
+      {"C_VerifyRecoverInit", [=] { return p11->C_VerifyRecoverInit(s, &mechanism, 1); }},
+      {"C_VerifyRecover", [=] { return p11->C_VerifyRecover(s, buffer, 4, buffer, &length); }},
+      {"C_DigestEncryptUpdate", [=] { return p11->C_DigestEncryptUpdate(s, buffer, 4, buffer, &length); }},
+      {"C_DecryptDigestUpdate", [=] { return p11->C_DecryptDigestUpdate(s, buffer, 4, buffer, &length); }},
+      {"C_SignEncryptUpdate", [=] { return p11->C_SignEncryptUpdate(s, buffer, 4, buffer, &length); }},
+      {"C_DecryptVerifyUpdate", [=] { return p11->C_DecryptVerifyUpdate(s, buffer, 4, buffer, &length); }},
+      {"C_GenerateKey", [=] { return p11->C_GenerateKey(s, &mechanism, nullptr, 0, &handle); }},
+      {"C_WrapKey", [=] { return p11->C_WrapKey(s, &mechanism, 1, 2, buffer, &length); }},
+      {"C_UnwrapKey", [=] { return p11->C_UnwrapKey(s, &mechanism, 1, buffer, 4, nullptr, 0, &handle); }},
+      {"C_DeriveKey", [=] { return p11->C_DeriveKey(s, &mechanism, 1, nullptr, 0, &handle); }},
+  };
+}
+
+// Functions that need an initialised library but exist (or come with protocol 2).
+std::vector<std::pair<std::string, std::function<CK_RV()>>> otherFunctions(CK_FUNCTION_LIST* p11, CK_SESSION_HANDLE s) {
+  static CK_BYTE buffer[16];
+  static CK_ULONG length = 0;
+  static CK_OBJECT_HANDLE handle = 0;
+  return {
+      {"C_SeedRandom", [=] { return p11->C_SeedRandom(s, buffer, 4); }},
+      {"C_GetFunctionStatus", [=] { return p11->C_GetFunctionStatus(s); }},
+      {"C_CancelFunction", [=] { return p11->C_CancelFunction(s); }},
+      {"C_GetObjectSize", [=] { return p11->C_GetObjectSize(s, 1, &length); }},
+      {"C_CopyObject", [=] { return p11->C_CopyObject(s, 1, nullptr, 0, &handle); }},
+  };
+}
+
 std::string trimmed(const CK_UTF8CHAR* field, std::size_t width) {
   std::string text(reinterpret_cast<const char*>(field), width);
   text.erase(text.find_last_not_of(' ') + 1);
@@ -361,6 +410,40 @@ std::string trimmed(const CK_UTF8CHAR* field, std::size_t width) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
+
+TEST_CASE("before C_Initialize and after C_Finalize every function says CKR_CRYPTOKI_NOT_INITIALIZED",
+          "[protocol][stubs]") {
+  auto* p11 = dojang::frontend::functionListForTesting();
+  auto checkAll = [p11](const char* when) {
+    for (const auto& [name, call] : unsupportedFunctions(p11, 1)) {
+      INFO(when << ": " << name);
+      CHECK(call() == CKR_CRYPTOKI_NOT_INITIALIZED);
+    }
+    for (const auto& [name, call] : otherFunctions(p11, 1)) {
+      INFO(when << ": " << name);
+      CHECK(call() == CKR_CRYPTOKI_NOT_INITIALIZED);
+    }
+  };
+  checkAll("before C_Initialize");
+  {
+    Fixture f;
+    const auto session = f.module.openSession();
+    for (const auto& [name, call] : unsupportedFunctions(f.p11, session)) {
+      INFO("initialised: " << name);
+      CHECK(call() == CKR_FUNCTION_NOT_SUPPORTED);
+    }
+    const CK_SESSION_HANDLE unknown = session + 1000;
+    CK_BYTE seed[4] = {1, 2, 3, 4};
+    CHECK(f.p11->C_SeedRandom(unknown, seed, 4) == CKR_SESSION_HANDLE_INVALID);
+    CHECK(f.p11->C_SeedRandom(session, seed, 4) == CKR_RANDOM_SEED_NOT_SUPPORTED);
+    CHECK(f.p11->C_GetFunctionStatus(unknown) == CKR_SESSION_HANDLE_INVALID);
+    CHECK(f.p11->C_GetFunctionStatus(session) == CKR_FUNCTION_NOT_PARALLEL);
+    CHECK(f.p11->C_CancelFunction(unknown) == CKR_SESSION_HANDLE_INVALID);
+    CHECK(f.p11->C_CancelFunction(session) == CKR_FUNCTION_NOT_PARALLEL);
+    REQUIRE(f.p11->C_Finalize(nullptr) == CKR_OK);
+    checkAll("after C_Finalize");
+  }
+}
 
 TEST_CASE("C_Initialize, slots, token info and mechanisms", "[protocol]") {
   Fixture f;
@@ -537,7 +620,8 @@ TEST_CASE("RSA-2048: PKCS#1 v1.5 and PSS with SHA-256, single- and multi-part", 
     REQUIRE(f.p11->C_SignUpdate(session, data.data(), 4) == CKR_OK);
     Bytes out(256);
     CK_ULONG length = 256;
-    CHECK(f.p11->C_Sign(session, data.data(), static_cast<CK_ULONG>(data.size()), out.data(), &length) != CKR_OK);
+    CHECK(f.p11->C_Sign(session, data.data(), static_cast<CK_ULONG>(data.size()), out.data(), &length) ==
+          CKR_OPERATION_ACTIVE);
   }
   SECTION("PSS") {
     CK_RSA_PKCS_PSS_PARAMS params{CKM_SHA256, CKG_MGF1_SHA256, 32};
@@ -609,6 +693,51 @@ TEST_CASE("C_Digest, single- and multi-part", "[protocol]") {
 
   CK_MECHANISM md5{CKM_MD5, nullptr, 0};
   CHECK(f.p11->C_DigestInit(session, &md5) == CKR_MECHANISM_INVALID);
+}
+
+// PKCS#11 5.2: a size query keeps the operation active in the mode that asked; the other mode's
+// calls are CKR_OPERATION_ACTIVE (and, failing, end the operation).
+TEST_CASE("after a single-part size query, the multi-part calls are CKR_OPERATION_ACTIVE", "[protocol]") {
+  Fixture f;
+  const auto session = f.module.openSession();
+  CK_MECHANISM sha256{CKM_SHA256, nullptr, 0};
+  Bytes abc = bytesOf("abc");
+  Bytes out(64);
+  CK_ULONG length = 0;
+
+  REQUIRE(f.p11->C_DigestInit(session, &sha256) == CKR_OK);
+  REQUIRE(f.p11->C_Digest(session, abc.data(), 3, nullptr, &length) == CKR_OK);
+  length = static_cast<CK_ULONG>(out.size());
+  CHECK(f.p11->C_DigestFinal(session, out.data(), &length) == CKR_OPERATION_ACTIVE);
+  CHECK(f.p11->C_DigestFinal(session, out.data(), &length) == CKR_OPERATION_NOT_INITIALIZED);
+
+  REQUIRE(f.p11->C_DigestInit(session, &sha256) == CKR_OK);
+  REQUIRE(f.p11->C_Digest(session, abc.data(), 3, nullptr, &length) == CKR_OK);
+  CHECK(f.p11->C_DigestUpdate(session, abc.data(), 3) == CKR_OPERATION_ACTIVE);
+
+  REQUIRE(f.p11->C_DigestInit(session, &sha256) == CKR_OK);
+  REQUIRE(f.p11->C_DigestUpdate(session, abc.data(), 3) == CKR_OK);
+  REQUIRE(f.p11->C_DigestFinal(session, nullptr, &length) == CKR_OK);
+  CHECK(f.p11->C_Digest(session, abc.data(), 3, out.data(), &length) == CKR_OPERATION_ACTIVE);
+
+  // The single-part call that asked still gets its result.
+  REQUIRE(f.p11->C_DigestInit(session, &sha256) == CKR_OK);
+  REQUIRE(f.p11->C_Digest(session, abc.data(), 3, nullptr, &length) == CKR_OK);
+  REQUIRE(f.p11->C_Digest(session, abc.data(), 3, out.data(), &length) == CKR_OK);
+  out.resize(length);
+  CHECK(out == kSha256Abc);
+
+  REQUIRE(f.module.login(session) == CKR_OK);
+  const auto keys = f.module.generateEc(session);
+  CK_MECHANISM ecdsa{CKM_ECDSA, nullptr, 0};
+  Bytes hash = kSha256Abc;
+  REQUIRE(f.p11->C_SignInit(session, &ecdsa, keys.privateKey) == CKR_OK);
+  REQUIRE(f.p11->C_Sign(session, hash.data(), 32, nullptr, &length) == CKR_OK);
+  CHECK(f.p11->C_SignUpdate(session, hash.data(), 32) == CKR_OPERATION_ACTIVE);
+  REQUIRE(f.p11->C_SignInit(session, &ecdsa, keys.privateKey) == CKR_OK);
+  REQUIRE(f.p11->C_Sign(session, hash.data(), 32, nullptr, &length) == CKR_OK);
+  Bytes signature(length);
+  CHECK(f.p11->C_SignFinal(session, signature.data(), &length) == CKR_OPERATION_ACTIVE);
 }
 
 TEST_CASE("C_FindObjects hands out results in batches", "[protocol][objects]") {
@@ -703,7 +832,7 @@ TEST_CASE("C_GetAttributeValue: two calls, and sensitive attributes", "[protocol
 
     CK_BBOOL no = CK_FALSE;
     CK_ATTRIBUTE loosen{CKA_SENSITIVE, &no, sizeof no};
-    CHECK(f.p11->C_SetAttributeValue(session, keys.privateKey, &loosen, 1) != CKR_OK);
+    CHECK(f.p11->C_SetAttributeValue(session, keys.privateKey, &loosen, 1) == CKR_ATTRIBUTE_READ_ONLY);
   }
   SECTION("an RSA key's private parts") {
     const auto rsa = f.module.generateRsa(session);
@@ -780,8 +909,8 @@ TEST_CASE("a second client cannot log in with a NULL PIN while the first is logg
 
   WireClient second(f.daemon, 0x33);
   const auto theirs = second.openSession(f.module.slot);
-  CHECK(second.login(theirs, "", false) != CKR_OK);
-  CHECK(second.sign(theirs, tokenKey.privateKey) != CKR_OK);
+  CHECK(second.login(theirs, "", false) == CKR_PIN_INCORRECT);
+  CHECK(second.sign(theirs, tokenKey.privateKey) == CKR_KEY_HANDLE_INVALID);
 }
 
 TEST_CASE("closing the last session logs the client out", "[protocol][login]") {
@@ -805,13 +934,8 @@ TEST_CASE("closing the last session logs the client out", "[protocol][login]") {
   privateKeys.ulong(CKA_CLASS, CKO_PRIVATE_KEY);
   CHECK(f.module.find(third, privateKeys).empty());
 
-  // The key is still on the token but this client may not use it now: no signature comes out.
-  Bytes hash = kSha256Abc;
-  if (f.p11->C_SignInit(third, &ecdsa, keys.privateKey) == CKR_OK) {
-    Bytes signature(64);
-    CK_ULONG length = 64;
-    CHECK(f.p11->C_Sign(third, hash.data(), 32, signature.data(), &length) != CKR_OK);
-  }
+  // The key is still on the token but this client may not use it now: it does not even see it.
+  CHECK(f.p11->C_SignInit(third, &ecdsa, keys.privateKey) == CKR_KEY_HANDLE_INVALID);
 
   // Logged in again, the key is found again. (SoftHSM renumbers private objects after a logout,
   // as PKCS#11 allows, so the old handle is not reused here.)
@@ -851,10 +975,10 @@ TEST_CASE("round trips: a signature costs one frame in steady state", "[protocol
   };
 
   CK_SESSION_HANDLE session = CK_INVALID_HANDLE;
-  measure("C_OpenSession", [&] { session = f.module.openSession(); });
-  measure("C_Login", [&] { REQUIRE(f.module.login(session) == CKR_OK); });
+  CHECK(measure("C_OpenSession", [&] { session = f.module.openSession(); }) == 1);
+  CHECK(measure("C_Login", [&] { REQUIRE(f.module.login(session) == CKR_OK); }) == 1);
   KeyPair keys;
-  measure("C_GenerateKeyPair (EC P-256)", [&] { keys = f.module.generateEc(session); });
+  CHECK(measure("C_GenerateKeyPair (EC P-256)", [&] { keys = f.module.generateEc(session); }) == 1);
 
   CK_MECHANISM ecdsa{CKM_ECDSA, nullptr, 0};
   Bytes hash = kSha256Abc;
@@ -864,7 +988,8 @@ TEST_CASE("round trips: a signature costs one frame in steady state", "[protocol
     CK_ULONG length = static_cast<CK_ULONG>(signature.size());
     REQUIRE(f.p11->C_Sign(session, hash.data(), 32, signature.data(), &length) == CKR_OK);
   };
-  measure("first C_SignInit+C_Sign", signOnce);
+  // The mechanism list (once per slot), the key check (once per key and mechanism), the signature.
+  CHECK(measure("first C_SignInit+C_Sign", signOnce) == 3);
   for (int i = 0; i < 20; ++i) {
     INFO("signature " << i + 2);
     CHECK(measure("steady C_SignInit+C_Sign", signOnce) == 1);
@@ -877,26 +1002,98 @@ TEST_CASE("round trips: a signature costs one frame in steady state", "[protocol
   };
   CHECK(measure("steady C_SignInit+C_Sign(NULL)+C_Sign", signTwoCalls) == 1);
 
-  measure("first C_VerifyInit+C_Verify", [&] { CHECK(f.module.verify(session, ecdsa, keys.publicKey, hash, signature) == CKR_OK); });
-  measure("steady C_VerifyInit+C_Verify", [&] { CHECK(f.module.verify(session, ecdsa, keys.publicKey, hash, signature) == CKR_OK); });
+  CHECK(measure("first C_VerifyInit+C_Verify", [&] {
+          CHECK(f.module.verify(session, ecdsa, keys.publicKey, hash, signature) == CKR_OK);
+        }) == 2);
+  CHECK(measure("steady C_VerifyInit+C_Verify", [&] {
+          CHECK(f.module.verify(session, ecdsa, keys.publicKey, hash, signature) == CKR_OK);
+        }) == 1);
   CK_MECHANISM sha256{CKM_SHA256, nullptr, 0};
-  measure("C_DigestInit+C_Digest", [&] {
-    REQUIRE(f.p11->C_DigestInit(session, &sha256) == CKR_OK);
-    Bytes digest(32);
-    CK_ULONG length = 32;
-    REQUIRE(f.p11->C_Digest(session, hash.data(), 32, digest.data(), &length) == CKR_OK);
-  });
-  measure("C_GetAttributeValue (size, then value)", [&] {
-    CK_ATTRIBUTE point{CKA_EC_POINT, nullptr, 0};
-    REQUIRE(f.p11->C_GetAttributeValue(session, keys.publicKey, &point, 1) == CKR_OK);
-    Bytes value(point.ulValueLen);
-    point.pValue = value.data();
-    REQUIRE(f.p11->C_GetAttributeValue(session, keys.publicKey, &point, 1) == CKR_OK);
-  });
-  measure("C_FindObjectsInit+C_FindObjects+C_FindObjectsFinal", [&] {
-    Template privateKeys;
-    privateKeys.ulong(CKA_CLASS, CKO_PRIVATE_KEY);
-    CHECK(f.module.find(session, privateKeys).size() == 1);
-  });
-  measure("C_CloseSession", [&] { REQUIRE(f.p11->C_CloseSession(session) == CKR_OK); });
+  CHECK(measure("C_DigestInit+C_Digest", [&] {
+          REQUIRE(f.p11->C_DigestInit(session, &sha256) == CKR_OK);
+          Bytes digest(32);
+          CK_ULONG length = 32;
+          REQUIRE(f.p11->C_Digest(session, hash.data(), 32, digest.data(), &length) == CKR_OK);
+        }) == 1);
+  CK_ATTRIBUTE point{CKA_EC_POINT, nullptr, 0};
+  Bytes value;
+  // wire/types.h: the module applies the caller's buffer sizes itself, so a size query and the
+  // read that follows cost one round trip.
+  CHECK(measure("C_GetAttributeValue (size, then value)", [&] {
+          point = {CKA_EC_POINT, nullptr, 0};
+          REQUIRE(f.p11->C_GetAttributeValue(session, keys.publicKey, &point, 1) == CKR_OK);
+          value.assign(point.ulValueLen, 0);
+          point.pValue = value.data();
+          REQUIRE(f.p11->C_GetAttributeValue(session, keys.publicKey, &point, 1) == CKR_OK);
+        }) == 1);
+  CHECK(value.size() == 67);
+  CHECK(value[0] == 0x04);
+  // Only the read right after the size query is served from it.
+  CHECK(measure("C_GetAttributeValue (value again)", [&] {
+          REQUIRE(f.p11->C_GetAttributeValue(session, keys.publicKey, &point, 1) == CKR_OK);
+        }) == 1);
+  CHECK(measure("C_FindObjectsInit+C_FindObjects+C_FindObjectsFinal", [&] {
+          Template privateKeys;
+          privateKeys.ulong(CKA_CLASS, CKO_PRIVATE_KEY);
+          CHECK(f.module.find(session, privateKeys).size() == 1);
+        }) == 1);
+  CHECK(measure("C_CloseSession", [&] { REQUIRE(f.p11->C_CloseSession(session) == CKR_OK); }) == 1);
+}
+
+TEST_CASE("a kept size-query reply is dropped by other calls and by writes", "[protocol][round-trips]") {
+  Fixture f;
+  const auto session = f.module.openSession();
+  const auto other = f.module.openSession();
+  REQUIRE(f.module.login(session) == CKR_OK);
+  Template data;
+  data.ulong(CKA_CLASS, CKO_DATA).flag(CKA_TOKEN, false).flag(CKA_PRIVATE, false).text(CKA_LABEL, "before");
+  CK_OBJECT_HANDLE object = CK_INVALID_HANDLE;
+  REQUIRE(f.p11->C_CreateObject(session, data.data(), data.size(), &object) == CKR_OK);
+  auto readLabel = [&](CK_SESSION_HANDLE on) {
+    CK_ATTRIBUTE label{CKA_LABEL, nullptr, 0};
+    REQUIRE(f.p11->C_GetAttributeValue(on, object, &label, 1) == CKR_OK);
+    return label.ulValueLen;
+  };
+  auto labelWithBuffer = [&](CK_SESSION_HANDLE on) {
+    Bytes buffer(64);
+    CK_ATTRIBUTE label{CKA_LABEL, buffer.data(), 64};
+    REQUIRE(f.p11->C_GetAttributeValue(on, object, &label, 1) == CKR_OK);
+    return std::string(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(label.ulValueLen));
+  };
+  auto sent = [&](const std::function<void()>& action) {
+    const auto before = f.frames.count();
+    action();
+    return f.frames.count() - before;
+  };
+
+  SECTION("a write anywhere in the process") {
+    CHECK(readLabel(session) == 6);
+    Template relabel;
+    relabel.text(CKA_LABEL, "after, longer");
+    REQUIRE(f.p11->C_SetAttributeValue(other, object, relabel.data(), relabel.size()) == CKR_OK);
+    CHECK(sent([&] { CHECK(labelWithBuffer(session) == "after, longer"); }) == 1);
+  }
+  SECTION("another call on the same session") {
+    CHECK(readLabel(session) == 6);
+    CK_SESSION_INFO info{};
+    REQUIRE(f.p11->C_GetSessionInfo(session, &info) == CKR_OK);
+    CHECK(sent([&] { CHECK(labelWithBuffer(session) == "before"); }) == 1);
+  }
+  SECTION("a logout") {
+    CHECK(readLabel(session) == 6);
+    REQUIRE(f.p11->C_Logout(other) == CKR_OK);
+    CHECK(sent([&] { CHECK(labelWithBuffer(session) == "before"); }) == 1);
+  }
+  SECTION("another object or attribute list is not served from it") {
+    CHECK(readLabel(session) == 6);
+    Bytes buffer(64);
+    CK_ATTRIBUTE two[] = {{CKA_LABEL, buffer.data(), 64}, {CKA_CLASS, nullptr, 0}};
+    CHECK(sent([&] { REQUIRE(f.p11->C_GetAttributeValue(session, object, two, 2) == CKR_OK); }) == 1);
+  }
+  SECTION("calls on another session keep it") {
+    CHECK(readLabel(session) == 6);
+    CK_SESSION_INFO info{};
+    REQUIRE(f.p11->C_GetSessionInfo(other, &info) == CKR_OK);
+    CHECK(sent([&] { CHECK(labelWithBuffer(session) == "before"); }) == 0);
+  }
 }

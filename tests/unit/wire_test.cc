@@ -1,14 +1,18 @@
 // The wire protocol alone: every message of DOJANG_WIRE_CALLS round-trips, the decoder refuses
 // everything wire_limits.h forbids, and both transports frame, split and close correctly.
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "calls.h"
 #include "cryptoki.h"
@@ -116,6 +120,7 @@ void checkMessage(const char* what, std::uint64_t seed) {
   T original{};
   Filler(seed).fill(original);
   const auto bytes = encode(original);
+  CHECK(wire::Sizer::size(original) == bytes.size());  // frames are sized before they are written
   const T copy = decode<T>(bytes);
   CHECK(sameValue(original, copy));
   CHECK(encode(copy) == bytes);
@@ -551,4 +556,123 @@ TEST_CASE("the memory transport reports closing like a socket", "[wire][memory]"
     a->shutdown();
     CHECK_THROWS_AS(blocked.get(), wire::TransportClosed);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Versions, frame sizing, wiping, timeouts
+
+TEST_CASE("protocol versions: the range, the answer both speak, and the calls of version 2", "[wire][versions]") {
+  CHECK(wire::kMinProtocolVersion == 1);
+  CHECK(wire::kProtocolVersion == 2);
+  CHECK_FALSE(wire::speaksProtocol(0));
+  CHECK(wire::speaksProtocol(1));
+  CHECK(wire::speaksProtocol(2));
+  CHECK_FALSE(wire::speaksProtocol(3));
+  CHECK(wire::negotiatedProtocol(1) == 1);
+  CHECK(wire::negotiatedProtocol(2) == 2);
+  CHECK(wire::protocolOfCall(static_cast<std::uint16_t>(wire::CallId::Sign)) == 1);
+  CHECK(wire::protocolOfCall(25) == 2);  // GetObjectSize
+  CHECK(wire::protocolOfCall(26) == 2);  // CopyObject
+  // Hello must stay what a protocol 1 daemon decodes (it refuses trailing bytes).
+  wire::HelloRequest hello;
+  hello.clientId.assign(16, 1);
+  hello.program = "p";
+  CHECK(wire::Sizer::size(hello) == 4 + (4 + 16) + 4 + (4 + 1));
+}
+
+TEST_CASE("frames are allocated once, at their final size", "[wire][codec]") {
+  wire::CreateObjectRequest request;
+  request.session = 1;
+  for (int i = 0; i < 8; ++i) {
+    request.templ.push_back({static_cast<std::uint64_t>(i), wire::Bytes(1000 + static_cast<std::size_t>(i), 0x42)});
+  }
+  wire::Bytes frame;
+  wire::encodeRequest<wire::CallId::CreateObject>(request, frame);
+  CHECK(frame.capacity() == frame.size());
+  const auto* buffer = frame.data();
+  wire::encodeRequest<wire::CallId::CreateObject>(request, frame);
+  CHECK(frame.data() == buffer);  // reused, not grown
+  wire::DataReply reply{wire::Bytes(5000, 0x17)};
+  wire::encodeReply(0, &reply, frame);
+  CHECK(frame.size() == wire::kFrameHeaderBytes + 8 + 4 + 5000);
+}
+
+TEST_CASE("wipe clears a buffer's whole capacity and keeps its size", "[wire][codec]") {
+  wire::Bytes bytes(64, 0x55);
+  bytes.resize(8);
+  wire::wipe(bytes);
+  CHECK(bytes.size() == 8);
+  const auto* raw = bytes.data();
+  CHECK(std::all_of(raw, raw + 64, [](std::uint8_t b) { return b == 0; }));
+  std::string text(100, 'k');
+  text.resize(3);
+  wire::wipe(text);
+  CHECK(text.size() == 3);
+  CHECK(std::all_of(text.data(), text.data() + text.capacity(), [](char c) { return c == 0; }));
+}
+
+TEST_CASE("SocketTransport gives up after its timeout", "[wire][socket][timeouts]") {
+  SocketPair pair;
+  wire::SocketTransport transport(pair.theirs);
+  transport.setTimeout(std::chrono::milliseconds(200));
+  wire::Bytes got;
+  SECTION("nothing at all") {
+    const auto start = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS(transport.receive(got), wire::TransportTimedOut);
+    CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(150));
+  }
+  SECTION("half a frame") {
+    pair.write({5, 0, 0, 0, 1});
+    CHECK_THROWS_AS(transport.receive(got), wire::TransportTimedOut);
+  }
+  SECTION("a frame in time") {
+    pair.write(framed({9}));
+    transport.receive(got);
+    CHECK(got == wire::Bytes{9});
+  }
+  SECTION("a peer that reads nothing") {
+    auto frame = outgoing(wire::Bytes(wire::kMaxDataBytes, 1));
+    CHECK_THROWS_AS(transport.send(frame), wire::TransportTimedOut);
+  }
+}
+
+TEST_CASE("the memory transport gives up after its timeout", "[wire][memory][timeouts]") {
+  auto [a, b] = wire::makeMemoryTransportPair();
+  b->setTimeout(std::chrono::milliseconds(100));
+  wire::Bytes got;
+  CHECK_THROWS_AS(b->receive(got), wire::TransportTimedOut);
+  auto frame = outgoing({4});
+  a->send(frame);
+  b->receive(got);
+  CHECK(got == wire::Bytes{4});
+}
+
+TEST_CASE("connecting to a listener that accepts nothing times out", "[wire][socket][timeouts]") {
+  char pattern[] = "/tmp/dojang-wire-test-XXXXXX";
+  REQUIRE(::mkdtemp(pattern) != nullptr);
+  const std::string path = std::string(pattern) + "/sock";
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  REQUIRE(::bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+  REQUIRE(::listen(listener, 0) == 0);
+  // Fill the backlog, as clients of a stopped daemon would.
+  std::vector<std::unique_ptr<wire::SocketTransport>> queued;
+  bool full = false;
+  for (int i = 0; i < 16 && !full; ++i) {
+    try {
+      queued.push_back(wire::connectUnixSocket(path, std::chrono::milliseconds(100)));
+    } catch (const wire::TransportTimedOut&) {
+      full = true;
+    }
+  }
+  CHECK(full);
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(wire::connectUnixSocket(path, std::chrono::milliseconds(300)), wire::TransportTimedOut);
+  CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(250));
+  queued.clear();
+  ::close(listener);
+  ::unlink(path.c_str());
+  ::rmdir(pattern);
 }
