@@ -4,11 +4,13 @@
 #include <openssl/cmp_util.h>
 #include <openssl/err.h>
 
+#include <atomic>
 #include <ctime>
 #include <iostream>
 
 #include "foreign_errors.h"
 #include "message_view.h"
+#include "rejections.h"
 #include "subject_name.h"
 
 namespace dojang::ca {
@@ -22,22 +24,8 @@ constexpr int64_t kReasonUnspecified = 0;
 constexpr int64_t kReasonSuperseded = 4;
 constexpr int64_t kReasonCessationOfOperation = 5;
 
-// A rejection decided by our policy: PKIFailureInfo bit plus the statusString people read.
-struct Rejection final {
-  int failInfoBit = OSSL_CMP_PKIFAILUREINFO_badRequest;
-  std::string text;
-};
-
-OSSL_CMP_PKISI* statusOf(const Rejection& rejection) {
-  return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << rejection.failInfoBit,
-                                 rejection.text.c_str());
-}
-
-OSSL_CMP_PKISI* accepted(const std::string& text) {
-  return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, text.c_str());
-}
-
-void logLine(const std::string& line) { std::cerr << "dojang-ca: " << line << std::endl; }
+// One write per line, so lines of concurrent requests do not interleave.
+void logLine(const std::string& line) { std::cerr << ("dojang-ca: " + line + "\n") << std::flush; }
 
 int logFromOpenssl(const char* /*func*/, const char* /*file*/, int /*line*/, OSSL_CMP_severity level,
                    const char* message) {
@@ -95,32 +83,6 @@ std::string serialFromInteger(const ASN1_INTEGER* serial) {
   return std::string(hex.get());
 }
 
-std::optional<Rejection> checkFee(const RequestHeader& header, const Profile& profile) {
-  const GeneralInfoEntry* acknowledgement = header.findGeneralInfo(kFeeAcknowledgementOid);
-  const std::string howTo = std::string(" (send generalInfo ") + kFeeAcknowledgementOid + ":int:" +
-                            std::to_string(profile.feeKrw) + ")";
-  if (!profile.isPaid()) {
-    if (acknowledgement != nullptr && acknowledgement->integer.value_or(-1) != 0) {
-      return Rejection{OSSL_CMP_PKIFAILUREINFO_badRequest,
-                       "profile " + profile.id + " is free; do not acknowledge a fee"};
-    }
-    return std::nullopt;
-  }
-  const std::string required = "fee of " + formatKrw(profile.feeKrw) + " must be acknowledged";
-  if (acknowledgement == nullptr) {
-    return Rejection{OSSL_CMP_PKIFAILUREINFO_badRequest, required + howTo};
-  }
-  if (!acknowledgement->integer) {
-    return Rejection{OSSL_CMP_PKIFAILUREINFO_badDataFormat,
-                     required + "; the acknowledgement must be an INTEGER amount in KRW" + howTo};
-  }
-  if (*acknowledgement->integer != profile.feeKrw) {
-    return Rejection{OSSL_CMP_PKIFAILUREINFO_badRequest,
-                     required + "; the request acknowledged " + formatKrw(*acknowledgement->integer) + howTo};
-  }
-  return std::nullopt;
-}
-
 std::string validityText(int64_t notBefore, int64_t notAfter) {
   return "valid from " + formatTime(notBefore) + " to " + formatTime(notAfter);
 }
@@ -130,12 +92,14 @@ std::string validityText(int64_t notBefore, int64_t notAfter) {
 // State of one CMP transaction, from its first request to its certConf (or rejection).
 struct CmpTransaction final {
   CmpService* service = nullptr;
+  std::mutex serving;  // an OSSL_CMP_SRV_CTX is not thread-safe: one message of it at a time
   CmpSrvCtxPtr server;
   std::optional<EnrolmentCode> code;        // MAC-authenticated issuance with this code
   std::optional<Rejection> decidedRejection; // reached before OpenSSL could run our callbacks
   X509Ptr issued;                           // waiting for certConf
-  int64_t lastActivity = 0;
-  bool finished = false;
+  // Also read by pruneTransactions, under the map's lock rather than `serving`.
+  std::atomic<int64_t> lastActivity{0};
+  std::atomic<bool> finished{false};
 };
 
 namespace {
@@ -197,21 +161,24 @@ X509StackPtr CmpService::caCertificateStack() const {
   return stack;
 }
 
-CmpService::CmpService(const CertificateAuthority& authority, CaStore& store, ProfileCatalog profiles,
-                       ServicePolicy policy)
-    : m_authority(authority), m_store(store), m_profiles(std::move(profiles)), m_policy(std::move(policy)) {
+X509StorePtr CmpService::trustedStore() const {
   // Trust for signed requests (kur, p10cr renewal, rr): only this CA. Time is not checked here:
   // the signature still proves possession of the old key, and the policy then rejects expired
   // certificates with a message that tells the holder to ask for a reissue.
-  m_trustedStore.reset(checkOpenssl(X509_STORE_new(), "X509_STORE_new"));
-  checkOpensslStatus(X509_STORE_add_cert(m_trustedStore.get(), m_authority.caCertificate()), "X509_STORE_add_cert");
-  checkOpensslStatus(X509_STORE_set_flags(m_trustedStore.get(), X509_V_FLAG_NO_CHECK_TIME), "X509_STORE_set_flags");
+  X509StorePtr store(checkOpenssl(X509_STORE_new(), "X509_STORE_new"));
+  checkOpensslStatus(X509_STORE_add_cert(store.get(), m_authority.caCertificate()), "X509_STORE_add_cert");
+  checkOpensslStatus(X509_STORE_set_flags(store.get(), X509_V_FLAG_NO_CHECK_TIME), "X509_STORE_set_flags");
+  return store;
 }
+
+CmpService::CmpService(const CertificateAuthority& authority, CaStore& store, ProfileCatalog profiles,
+                       ServicePolicy policy)
+    : m_authority(authority), m_store(store), m_profiles(std::move(profiles)), m_policy(std::move(policy)) {}
 
 CmpService::~CmpService() = default;
 
-std::unique_ptr<CmpTransaction> CmpService::startTransaction(const OSSL_CMP_MSG& request, int64_t now) {
-  auto transaction = std::make_unique<CmpTransaction>();
+std::shared_ptr<CmpTransaction> CmpService::startTransaction(const OSSL_CMP_MSG& request, int64_t now) {
+  auto transaction = std::make_shared<CmpTransaction>();
   transaction->service = this;
   transaction->lastActivity = now;
   transaction->server.reset(checkOpenssl(OSSL_CMP_SRV_CTX_new(nullptr, nullptr), "OSSL_CMP_SRV_CTX_new"));
@@ -226,8 +193,9 @@ std::unique_ptr<CmpTransaction> CmpService::startTransaction(const OSSL_CMP_MSG&
   // The CA certificate travels in extraCerts so clients can build the chain of our CMP cert.
   X509StackPtr untrusted = caCertificateStack();
   checkOpensslStatus(OSSL_CMP_CTX_set1_untrusted(context, untrusted.get()), "OSSL_CMP_CTX_set1_untrusted");
-  checkOpensslStatus(X509_STORE_up_ref(m_trustedStore.get()), "X509_STORE_up_ref");
-  checkOpensslStatus(OSSL_CMP_CTX_set0_trustedStore(context, m_trustedStore.get()), "OSSL_CMP_CTX_set0_trustedStore");
+  X509StorePtr trusted = trustedStore();
+  checkOpensslStatus(OSSL_CMP_CTX_set0_trustedStore(context, trusted.get()), "OSSL_CMP_CTX_set0_trustedStore");
+  static_cast<void>(trusted.release());  // the context owns it now
   checkOpensslStatus(OSSL_CMP_SRV_CTX_set_grant_implicit_confirm(server, 1), "set_grant_implicit_confirm");
 
   const int bodyType = OSSL_CMP_MSG_get_bodytype(&request);
@@ -242,15 +210,18 @@ std::unique_ptr<CmpTransaction> CmpService::startTransaction(const OSSL_CMP_MSG&
   const bool issuanceBody = bodyType == body::kIr || bodyType == body::kP10cr;
   if (issuanceBody && header.macProtected) {
     const std::string reference = header.senderKid.value_or("");
-    std::optional<EnrolmentCode> code = m_store.findCode(reference);
+    std::optional<EnrolmentCode> code;
+    {
+      std::lock_guard<std::mutex> state(m_stateMutex);
+      code = m_store.findCode(reference);
+    }
     if (!code || !macMatches(request, code->secret)) {
       decide(OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
              "authentication failed: reference number '" + reference +
                  "' is unknown or the authorization code is wrong");
     } else if (code->usedAt) {
-      decide(OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-             "reference number " + reference + " was already used on " + formatTime(*code->usedAt) +
-                 "; a reference code works once: ask the CA for a new one");
+      const Rejection used = usedCodeRejection(reference, *code->usedAt);
+      decide(used.failInfoBit, used.text);
     } else if (now >= code->expiresAt) {
       decide(OSSL_CMP_PKIFAILUREINFO_notAuthorized,
              "reference number " + reference + " expired on " + formatTime(code->expiresAt) +
@@ -306,7 +277,6 @@ std::vector<unsigned char> CmpService::handle(const std::vector<unsigned char>& 
                 request ? "trailing bytes after the CMP message" : "the body is not a DER-encoded CMP message");
   }
 
-  std::lock_guard<std::mutex> lock(m_mutex);
   const int64_t now = std::time(nullptr);
   const int bodyType = OSSL_CMP_MSG_get_bodytype(request.get());
   const OSSL_CMP_PKIHEADER* header = OSSL_CMP_MSG_get0_header(request.get());
@@ -314,37 +284,41 @@ std::vector<unsigned char> CmpService::handle(const std::vector<unsigned char>& 
   const bool continuation = bodyType == body::kCertConf || bodyType == body::kPollReq ||
                             bodyType == body::kError;
 
-  CmpTransaction* transaction = nullptr;
-  std::unique_ptr<CmpTransaction> unlisted;  // for messages without a transactionID
-  auto found = m_transactions.find(transactionId);
-  if (continuation && found != m_transactions.end()) {
-    transaction = found->second.get();
-  } else {
-    std::unique_ptr<CmpTransaction> started = startTransaction(*request, now);
-    if (transactionId.empty()) {
-      unlisted = std::move(started);
-      transaction = unlisted.get();
-    } else {
-      transaction = started.get();
-      m_transactions[transactionId] = std::move(started);
+  std::shared_ptr<CmpTransaction> transaction;
+  if (continuation) {
+    std::lock_guard<std::mutex> lock(m_transactionsMutex);
+    auto found = m_transactions.find(transactionId);
+    if (found != m_transactions.end()) {
+      transaction = found->second;
     }
   }
-  transaction->lastActivity = now;
+  if (!transaction) {
+    transaction = startTransaction(*request, now);
+    if (!transactionId.empty()) {  // messages without a transactionID are not kept
+      std::lock_guard<std::mutex> lock(m_transactionsMutex);
+      m_transactions[transactionId] = transaction;
+    }
+  }
 
-  CmpMsgPtr response(OSSL_CMP_SRV_process_request(transaction->server.get(), request.get()));
-  ERR_clear_error();
-  if (!response) {
-    transaction->finished = true;
+  CmpMsgPtr response;
+  {
+    std::lock_guard<std::mutex> serving(transaction->serving);
+    transaction->lastActivity = now;
+    response.reset(OSSL_CMP_SRV_process_request(transaction->server.get(), request.get()));
+    ERR_clear_error();
+    const int responseType = response ? OSSL_CMP_MSG_get_bodytype(response.get()) : body::kError;
+    if (responseType == body::kError || responseType == body::kRp || responseType == body::kPkiConf ||
+        responseType == body::kGenp || transaction->decidedRejection) {
+      transaction->finished = true;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(m_transactionsMutex);
     pruneTransactions(now);
+  }
+  if (!response) {
     throw Error(CKR_FUNCTION_FAILED, ErrorKind::Fatal, "OpenSSL produced no CMP response for " + bodyName(bodyType));
   }
-  const int responseType = OSSL_CMP_MSG_get_bodytype(response.get());
-  if (responseType == body::kError || responseType == body::kRp ||
-      responseType == body::kPkiConf || responseType == body::kGenp ||
-      transaction->decidedRejection) {
-    transaction->finished = true;
-  }
-  pruneTransactions(now);
 
   unsigned char* der = nullptr;
   int length = i2d_OSSL_CMP_MSG(response.get(), &der);
@@ -395,6 +369,8 @@ OSSL_CMP_PKISI* CmpService::decideCertRequest(CmpTransaction& transaction, const
   std::optional<CertificateRecord> previous;  // renewed or reissued certificate
   bool charge = false;
 
+  // The decision reads the store; the lock is let go while the certificate is signed.
+  std::unique_lock<std::mutex> state(m_stateMutex);
   if (transaction.code) {
     // Issuance or reissue with a reference code (ir, or p10cr protected by MAC).
     const EnrolmentCode& code = *transaction.code;
@@ -448,9 +424,7 @@ OSSL_CMP_PKISI* CmpService::decideCertRequest(CmpTransaction& transaction, const
       }
     }
     if (previous->revokedAt) {
-      return reject({OSSL_CMP_PKIFAILUREINFO_certRevoked,
-                     "certificate " + previous->serial + " was revoked on " + formatTime(*previous->revokedAt) +
-                         "; it cannot be renewed: a reissue (new issuance with a reference code) is needed"});
+      return reject(*renewalBlocked(m_store, *previous));  // reports the revocation
     }
     if (now >= previous->notAfter) {
       return reject({OSSL_CMP_PKIFAILUREINFO_notAuthorized,
@@ -465,10 +439,8 @@ OSSL_CMP_PKISI* CmpService::decideCertRequest(CmpTransaction& transaction, const
                          formatTime(windowOpens) + " (" + std::to_string(m_policy.renewalWindowDays) +
                          " days before it expires on " + formatTime(previous->notAfter) + ")"});
     }
-    if (auto successor = m_store.findSuccessor(previous->serial)) {
-      return reject({OSSL_CMP_PKIFAILUREINFO_duplicateCertReq,
-                     "certificate " + previous->serial + " was already renewed on " +
-                         formatTime(successor->issuedAt) + " (new serial " + successor->serial + ")"});
+    if (auto blocked = renewalBlocked(m_store, *previous)) {
+      return reject(*blocked);
     }
     X509Ptr previousCert = certificateFromDer(previous->der);
     if (EVP_PKEY_eq(X509_get0_pubkey(previousCert.get()), publicKey.get()) == 1) {
@@ -489,6 +461,8 @@ OSSL_CMP_PKISI* CmpService::decideCertRequest(CmpTransaction& transaction, const
     charge = profile->isPaid();
   }
 
+  state.unlock();
+
   IssueOrder order;
   order.subject = subject.get();
   order.publicKey = publicKey.get();
@@ -503,6 +477,19 @@ OSSL_CMP_PKISI* CmpService::decideCertRequest(CmpTransaction& transaction, const
     issued.record.replaces = previous->serial;
   }
 
+  // A concurrent request may have used the code or renewed the certificate meanwhile; then this
+  // certificate is dropped unrecorded and undelivered.
+  state.lock();
+  if (transaction.code) {
+    const std::optional<EnrolmentCode> current = m_store.findCode(transaction.code->reference);
+    if (current && current->usedAt) {
+      return reject(usedCodeRejection(current->reference, *current->usedAt));
+    }
+  } else if (const std::optional<CertificateRecord> current = m_store.findBySerial(previous->serial)) {
+    if (auto blocked = renewalBlocked(m_store, *current)) {
+      return reject(*blocked);
+    }
+  }
   // Everything for this certificate lands together or not at all.
   Transaction write = m_store.begin();
   m_store.insertCertificate(issued.record);
@@ -516,6 +503,7 @@ OSSL_CMP_PKISI* CmpService::decideCertRequest(CmpTransaction& transaction, const
     m_store.addLedgerEntry({0, now, issued.record.serial, profile->id, profile->feeKrw, origin});
   }
   write.commit();
+  state.unlock();
 
   std::string summary = origin + " of " + profile->brand + " " + profile->type + " certificate " +
                         issued.record.serial + " for " + issued.record.subject + ", " +
@@ -553,6 +541,8 @@ OSSL_CMP_PKISI* CmpService::decideRevocation(CmpTransaction& transaction, const 
     return reject({OSSL_CMP_PKIFAILUREINFO_badCertId, "that certificate was not issued by this CA"});
   }
   const std::string targetSerial = serialFromInteger(serial);
+  // From the lookup to the revocation, so that two rr of one certificate give one revocation.
+  std::lock_guard<std::mutex> state(m_stateMutex);
   std::optional<CertificateRecord> target = m_store.findBySerial(targetSerial);
   if (!target) {
     return reject({OSSL_CMP_PKIFAILUREINFO_badCertId, "certificate " + targetSerial + " is unknown to this CA"});
@@ -586,16 +576,26 @@ void CmpService::confirmCertificate(CmpTransaction& transaction, const ASN1_OCTE
   const char* printed = OSSL_CMP_snprint_PKIStatusInfo(status, text, sizeof text);
   if (printed != nullptr && std::string(printed).rfind("PKIStatus: accepted", 0) != 0) {
     const std::string serial = serialHex(*transaction.issued);
-    Transaction write = m_store.begin();
-    m_store.revoke(serial, std::time(nullptr), kReasonCessationOfOperation);
-    write.commit();
+    {
+      std::lock_guard<std::mutex> state(m_stateMutex);
+      Transaction write = m_store.begin();
+      m_store.revoke(serial, std::time(nullptr), kReasonCessationOfOperation);
+      write.commit();
+    }
     logLine("client rejected certificate " + serial + " (" + printed + "); revoked it");
   }
 }
 
 std::vector<unsigned char> CmpService::crlDer() {
-  std::lock_guard<std::mutex> lock(m_mutex);
-  X509CrlPtr crl = m_authority.makeCrl(m_store.revoked(), m_store.nextCrlNumber(), std::time(nullptr));
+  std::vector<RevokedEntry> revoked;
+  int64_t crlNumber = 0;
+  {
+    // One snapshot: a higher CRL number never lists fewer revocations.
+    std::lock_guard<std::mutex> state(m_stateMutex);
+    revoked = m_store.revoked();
+    crlNumber = m_store.nextCrlNumber();
+  }
+  X509CrlPtr crl = m_authority.makeCrl(revoked, crlNumber, std::time(nullptr));
   unsigned char* der = nullptr;
   int length = i2d_X509_CRL(crl.get(), &der);
   if (length <= 0) {

@@ -3,6 +3,10 @@
 // reference-code issuance (ir, p10cr), renewal in the window (kur, p10cr), reissue, revocation
 // (rr) and fee acknowledgement. One OSSL_CMP_SRV_CTX per CMP transaction, so each carries its own
 // MAC secret or trust configuration, and concurrent clients do not mix their transactions.
+// Requests run in parallel: decoding, MAC and signature checks, certificate and response signing
+// need no lock; only the store (one SQLite connection) is used under m_stateMutex, and a policy
+// decision is re-checked there before its writes, so concurrent requests cannot both use one
+// reference code or renew one certificate twice.
 #pragma once
 
 #include <cstdint>
@@ -63,18 +67,22 @@ class CmpService final {
                           const OSSL_CMP_PKISI* status);
 
  private:
-  std::unique_ptr<CmpTransaction> startTransaction(const OSSL_CMP_MSG& request, int64_t now);
+  std::shared_ptr<CmpTransaction> startTransaction(const OSSL_CMP_MSG& request, int64_t now);
+  // Callers hold m_transactionsMutex.
   void pruneTransactions(int64_t now);
   // A new stack holding a reference to the CA certificate.
   [[nodiscard]] X509StackPtr caCertificateStack() const;
+  // Trust for signed requests, one store per transaction so no X509_STORE is shared by threads.
+  [[nodiscard]] X509StorePtr trustedStore() const;
 
   const CertificateAuthority& m_authority;
   CaStore& m_store;
   ProfileCatalog m_profiles;
   ServicePolicy m_policy;
-  X509StorePtr m_trustedStore;
-  std::mutex m_mutex;  // one request at a time: SQLite writes and OpenSSL contexts stay simple
-  std::map<std::string, std::unique_ptr<CmpTransaction>> m_transactions;  // by transactionID hex
+  std::mutex m_stateMutex;  // every use of m_store: reads see committed state, writes stay serial
+  std::mutex m_transactionsMutex;  // m_transactions only; never held while taking another lock
+  // By transactionID hex; shared so that pruning never frees a transaction a request is serving.
+  std::map<std::string, std::shared_ptr<CmpTransaction>> m_transactions;
 };
 
 }  // namespace dojang::ca

@@ -4,6 +4,7 @@
 
 #include <iostream>
 
+#include "bounded_server.h"
 #include "cmp_service.h"
 #include "error.h"
 
@@ -38,16 +39,14 @@ void plainError(httplib::Response& response, int status, const std::string& mess
 }  // namespace
 
 struct HttpFrontend::Impl final {
-  explicit Impl(CmpService& cmp) : service(cmp) {}
+  explicit Impl(CmpService& cmp) : service(cmp), server(ConnectionLimits{}) {}
   CmpService& service;
-  httplib::Server server;
+  BoundedServer server;
 };
 
 HttpFrontend::HttpFrontend(CmpService& service) : m_impl(std::make_unique<Impl>(service)) {
-  httplib::Server& server = m_impl->server;
+  BoundedServer& server = m_impl->server;
   server.set_payload_max_length(kMaxRequestBodyBytes);
-  server.set_read_timeout(10, 0);
-  server.set_write_timeout(10, 0);
 
   auto handleCmp = [this](const httplib::Request& request, httplib::Response& response) {
     if (!isCmpContentType(request.get_header_value("Content-Type"))) {
@@ -67,11 +66,11 @@ HttpFrontend::HttpFrontend(CmpService& service) : m_impl(std::make_unique<Impl>(
       if (error.kind() == ErrorKind::BadInput) {
         plainError(response, 400, error.what());
       } else {
-        std::cerr << "dojang-ca: internal error: " << error.what() << std::endl;
+        std::cerr << (std::string("dojang-ca: internal error: ") + error.what() + "\n") << std::flush;
         plainError(response, 500, "internal error; see the CA's log");
       }
     } catch (const std::exception& error) {
-      std::cerr << "dojang-ca: internal error: " << error.what() << std::endl;
+      std::cerr << (std::string("dojang-ca: internal error: ") + error.what() + "\n") << std::flush;
       plainError(response, 500, "internal error; see the CA's log");
     }
   };
@@ -86,7 +85,7 @@ HttpFrontend::HttpFrontend(CmpService& service) : m_impl(std::make_unique<Impl>(
       const std::vector<unsigned char> crl = m_impl->service.crlDer();
       response.set_content(std::string(crl.begin(), crl.end()), "application/pkix-crl");
     } catch (const std::exception& error) {
-      std::cerr << "dojang-ca: CRL failed: " << error.what() << std::endl;
+      std::cerr << (std::string("dojang-ca: CRL failed: ") + error.what() + "\n") << std::flush;
       plainError(response, 500, "cannot produce the CRL; see the CA's log");
     }
   });
@@ -116,11 +115,19 @@ HttpFrontend::HttpFrontend(CmpService& service) : m_impl(std::make_unique<Impl>(
     response.set_header("Connection", "close");
     return httplib::Server::HandlerResponse::Handled;
   });
-  // One message per connection. OpenSSL 3.0's CMP client sends HTTP/1.0 with
-  // "Connection: keep-alive" and reuses the connection for certConf unless told otherwise, while
-  // httplib closes such HTTP/1.0 connections; saying so avoids a failed certConf.
-  server.set_post_routing_handler([](const httplib::Request&, httplib::Response& response) {
-    response.set_header("Connection", "close");
+  // Keep-alive only for HTTP/1.1 answers that went well. OpenSSL 3.0's CMP client sends HTTP/1.0
+  // with "Connection: keep-alive" and reuses the connection for certConf unless told otherwise,
+  // while httplib closes such HTTP/1.0 connections; saying so avoids a failed certConf. After an
+  // error the rest of the stream cannot be trusted (a body left unread, a stalled header).
+  server.set_post_routing_handler([](const httplib::Request& request, httplib::Response& response) {
+    if (request.version != "HTTP/1.1" || response.status >= 400 ||
+        response.get_header_value("Connection") == "close") {
+      response.headers.erase("Keep-Alive");
+      if (response.get_header_value("Connection") != "close") {
+        response.set_header("Connection", "close");
+      }
+      BoundedServer::closeAfterThisResponse();
+    }
   });
   server.set_error_handler([](const httplib::Request&, httplib::Response& response) {
     if (!response.body.empty()) {
@@ -138,7 +145,7 @@ HttpFrontend::~HttpFrontend() = default;
 
 int HttpFrontend::bind(const std::string& address, int port) {
   int bound = port == 0 ? m_impl->server.bind_to_any_port(address) : (m_impl->server.bind_to_port(address, port) ? port : -1);
-  if (bound <= 0) {
+  if (bound <= 0 || !m_impl->server.widenListenBacklog()) {
     throw Error(CKR_FUNCTION_FAILED, ErrorKind::Fatal,
                 "cannot listen on " + address + ":" + std::to_string(port));
   }

@@ -5,7 +5,11 @@
 #include <nlohmann/json.hpp>
 
 #include <cctype>
+#include <chrono>
+#include <functional>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ca_test_support.h"
@@ -103,6 +107,20 @@ void requireRejected(const t::CommandResult& result, const std::string& statusTe
 void requireAccepted(const t::CommandResult& result) {
   INFO(result.output);
   REQUIRE(result.exitCode == 0);
+}
+
+// Runs the jobs at once, one thread each. Catch2 assertions are not thread-safe: the threads only
+// collect results, the caller checks them.
+std::vector<t::CommandResult> runConcurrently(const std::vector<std::function<t::CommandResult()>>& jobs) {
+  std::vector<t::CommandResult> results(jobs.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    threads.emplace_back([&, i]() { results[i] = jobs[i](); });
+  }
+  for (std::thread& thread : threads) {
+    thread.join();
+  }
+  return results;
 }
 
 std::string httpStatus(const std::vector<std::string>& curlArgs) {
@@ -371,4 +389,109 @@ TEST_CASE("malformed HTTP requests get a 4xx, change nothing, and the server kee
   CHECK(t::inspectCertificate(cert1).firstPolicyOid == "1.2.410.200004.5.1.1.9.2");
   CHECK(httpStatus({server.url("/crl")}) == "200");
   CHECK(ca.listJson().size() == 1);
+}
+
+TEST_CASE("stalled connections do not hold up concurrent enrolments", "[ca][ca-slow-clients]") {
+  constexpr size_t kStalled = 50;
+  constexpr size_t kEnrolments = 20;
+  CaFixture ca;
+  t::CaServer server(ca.caDir());
+  std::vector<Code> codes;
+  std::vector<std::string> keys;
+  for (size_t i = 0; i < kEnrolments; ++i) {
+    codes.push_back(ca.enrollCode("signkorea-creditcard", "cn=동시" + std::to_string(i) + "()0001234567890123,ou=개인"));
+    keys.push_back(ca.key("k" + std::to_string(i) + ".pem"));
+  }
+
+  std::vector<std::unique_ptr<t::StalledClient>> stalled;
+  for (size_t i = 0; i < kStalled; ++i) {
+    stalled.push_back(std::make_unique<t::StalledClient>(server.port()));
+  }
+
+  std::vector<std::function<t::CommandResult()>> enrolments;
+  for (size_t i = 0; i < kEnrolments; ++i) {
+    enrolments.emplace_back([&, i]() {
+      // -total_timeout: a stuck enrolment fails instead of hanging the test.
+      return ca.enrol(server, codes[i], keys[i], ca.file("c" + std::to_string(i) + ".pem"), {"-total_timeout", "20"});
+    });
+  }
+  const auto started = std::chrono::steady_clock::now();
+  const std::vector<t::CommandResult> results = runConcurrently(enrolments);
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+
+  for (const t::CommandResult& result : results) {
+    requireAccepted(result);
+  }
+  // A hang-catcher, not a speed test: with stalled clients holding every worker this took 25 s+.
+  CHECK(elapsed < std::chrono::seconds(15));
+  CHECK(ca.listJson().size() == kEnrolments);
+  // The server gave up on the stalled clients on its own, within its header timeout.
+  size_t dropped = 0;
+  for (auto& client : stalled) {
+    dropped += client->closedByServerWithin(10) ? 1 : 0;
+  }
+  CHECK(dropped == kStalled);
+  CHECK(server.running());
+}
+
+TEST_CASE("concurrent requests cannot use one reference code twice or renew one certificate twice",
+          "[ca][ca-concurrent-state]") {
+  constexpr size_t kRacers = 6;
+  CaFixture ca;
+  // Issued certificates expire in 20 days, inside the 30-day renewal window.
+  t::CaServer server(ca.caDir(), {"--test-validity-days", "20"});
+  const Code code = ca.enrollCode("signkorea-creditcard", kHong);
+  std::vector<std::string> keys;
+  for (size_t i = 0; i < kRacers; ++i) {
+    keys.push_back(ca.key("k" + std::to_string(i) + ".pem"));
+  }
+  auto successes = [](const std::vector<t::CommandResult>& results) {
+    size_t accepted = 0;
+    for (const t::CommandResult& result : results) {
+      accepted += result.exitCode == 0 ? 1 : 0;
+    }
+    return accepted;
+  };
+
+  std::vector<std::function<t::CommandResult()>> enrolments;
+  for (size_t i = 0; i < kRacers; ++i) {
+    enrolments.emplace_back([&, i]() {
+      return ca.enrol(server, code, keys[i], ca.file("c" + std::to_string(i) + ".pem"), {"-total_timeout", "20"});
+    });
+  }
+  const std::vector<t::CommandResult> issued = runConcurrently(enrolments);
+  REQUIRE(successes(issued) == 1);
+  for (const t::CommandResult& result : issued) {
+    if (result.exitCode != 0) {
+      requireRejected(result, "was already used");
+    }
+  }
+  REQUIRE(ca.listJson().size() == 1);
+
+  size_t winner = 0;
+  while (issued[winner].exitCode != 0) {
+    ++winner;
+  }
+  const std::string cert = ca.file("c" + std::to_string(winner) + ".pem");
+  std::vector<std::string> newKeys;
+  for (size_t i = 0; i < kRacers; ++i) {
+    newKeys.push_back(ca.key("n" + std::to_string(i) + ".pem"));
+  }
+  std::vector<std::function<t::CommandResult()>> renewals;
+  for (size_t i = 0; i < kRacers; ++i) {
+    renewals.emplace_back([&, i]() {
+      return ca.renew(server, cert, keys[winner], newKeys[i], ca.file("r" + std::to_string(i) + ".pem"),
+                      {"-total_timeout", "20"});
+    });
+  }
+  const std::vector<t::CommandResult> renewed = runConcurrently(renewals);
+  CHECK(successes(renewed) == 1);
+  for (const t::CommandResult& result : renewed) {
+    if (result.exitCode != 0) {
+      requireRejected(result, "was already renewed");
+    }
+  }
+  CHECK(ca.listJson().size() == 2);
+  CHECK(ca.ledgerJson().empty());  // 신용카드 is free
+  CHECK(server.running());
 }

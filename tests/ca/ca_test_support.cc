@@ -1,6 +1,8 @@
 #include "ca_test_support.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <openssl/bn.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -8,9 +10,11 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -199,6 +203,45 @@ int CaServer::stop() {
 }
 
 std::string CaServer::log() const { return readFile(m_logPath); }
+
+StalledClient::StalledClient(int port) {
+  // CLOEXEC: the openssl and curl children of other tests must not inherit (and hold) it.
+  m_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (m_fd < 0) {
+    throw std::runtime_error("socket failed");
+  }
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(m_fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+    close(m_fd);
+    throw std::runtime_error("cannot connect to the CA");
+  }
+  const std::string start = "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  if (send(m_fd, start.data(), start.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(start.size())) {
+    close(m_fd);
+    throw std::runtime_error("cannot send to the CA");
+  }
+}
+
+StalledClient::~StalledClient() { close(m_fd); }
+
+bool StalledClient::closedByServerWithin(int seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd waiting{m_fd, POLLIN, 0};
+    if (left.count() <= 0 || poll(&waiting, 1, static_cast<int>(left.count())) <= 0) {
+      return false;
+    }
+    char buffer[512];
+    const ssize_t count = recv(m_fd, buffer, sizeof buffer, 0);
+    if (count <= 0) {
+      return true;  // EOF or reset: the server dropped us
+    }
+  }
+}
 
 std::string readFile(const std::string& path) {
   std::ifstream file(path, std::ios::binary);

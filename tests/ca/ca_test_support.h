@@ -58,6 +58,22 @@ class CaServer final {
   std::string m_logPath;
 };
 
+// A TCP client of the CA that sent a request line and one header and then stalls: an idle
+// keep-alive peer, a dead client or a slowloris. Closed on destruction.
+class StalledClient final {
+ public:
+  explicit StalledClient(int port);
+  ~StalledClient();
+  StalledClient(const StalledClient&) = delete;
+  StalledClient& operator=(const StalledClient&) = delete;
+
+  // Waits up to `seconds` for the server to give up on this client (any answer, then EOF).
+  [[nodiscard]] bool closedByServerWithin(int seconds);
+
+ private:
+  int m_fd = -1;
+};
+
 std::string readFile(const std::string& path);
 void writeFile(const std::string& path, const std::string& bytes);
 void generateEcKey(const std::string& path);
