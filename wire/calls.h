@@ -143,6 +143,16 @@ struct ObjectRequest {
   std::uint64_t object = 0;
   DOJANG_WIRE_FIELDS(session, object)
 };
+struct ObjectSizeReply {
+  std::uint64_t size = 0;  // CK_ULONG as the token reports it, CK_UNAVAILABLE_INFORMATION included
+  DOJANG_WIRE_FIELDS(size)
+};
+struct CopyObjectRequest {
+  std::uint64_t session = 0;
+  std::uint64_t object = 0;
+  std::vector<Attribute> templ;  // applied to the copy
+  DOJANG_WIRE_FIELDS(session, object, templ)
+};
 
 struct GenerateKeyPairRequest {
   std::uint64_t session = 0;
@@ -235,6 +245,8 @@ struct DaemonStatusReply {
   X(22, SetAttributeValue, SetAttributeValueRequest, Empty)                   \
   X(23, CreateObject, CreateObjectRequest, ObjectReply)                       \
   X(24, DestroyObject, ObjectRequest, Empty)                                  \
+  X(25, GetObjectSize, ObjectRequest, ObjectSizeReply)                        \
+  X(26, CopyObject, CopyObjectRequest, ObjectReply)                           \
   X(30, GenerateKeyPair, GenerateKeyPairRequest, GenerateKeyPairReply)        \
   X(31, CheckOperation, CheckOperationRequest, Empty)                         \
   X(32, Sign, KeyOperationRequest, DataReply)                                 \
