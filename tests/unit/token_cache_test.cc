@@ -130,6 +130,7 @@ TEST_CASE("a read blocked inside the token does not hold up a cached read", "[ca
   const CK_ATTRIBUTE_TYPE label[] = {CKA_LABEL};
   REQUIRE(f.state.read(*f.session, cached, label, bob).at(0).value == text("cached"));
 
+  auto aliceSession = f.state.token().openSession();
   std::future<std::vector<token::AttributeRead>> blocked;
   std::future<std::vector<token::AttributeRead>> quick;
   struct OpenGate {
@@ -137,7 +138,6 @@ TEST_CASE("a read blocked inside the token does not hold up a cached read", "[ca
     ~OpenGate() { fake.readGate.open(); }  // before the futures above wait for their threads
   } openGate{*f.fake};
   f.fake->readGate.close();
-  auto aliceSession = f.state.token().openSession();
   blocked = std::async(std::launch::async, [&] { return f.state.read(*aliceSession, slow, label, alice); });
   REQUIRE(f.fake->readGate.waitForWaiters(1));
 
