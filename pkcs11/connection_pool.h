@@ -90,7 +90,7 @@ Connector socketConnector(std::string socketPath, std::chrono::milliseconds time
 template <wire::CallId id>
 CK_RV ConnectionPool::call(const typename wire::Call<id>::Request& request,
                            typename wire::Call<id>::Reply& reply, bool retryOnNewConnection) {
-  constexpr std::uint32_t needed = wire::protocolOfCall(static_cast<std::uint16_t>(id));
+  constexpr std::uint32_t needed = wire::protocolOfCall(id);
   for (int attempt = 0;; ++attempt) {
     if (const auto known = m_protocol.load(); known != 0 && known < needed) {
       return CKR_FUNCTION_NOT_SUPPORTED;  // no round trip: that daemon does not have the call

@@ -214,6 +214,13 @@ CK_RV createObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG c
 CK_RV destroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object) noexcept {
   return withFrontend([&](Frontend& f) { return f.destroyObject(session, object); });
 }
+CK_RV copyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                 CK_OBJECT_HANDLE_PTR newObject) noexcept {
+  return withFrontend([&](Frontend& f) { return f.copyObject(session, object, templ, count, newObject); });
+}
+CK_RV getObjectSize(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ULONG_PTR size) noexcept {
+  return withFrontend([&](Frontend& f) { return f.getObjectSize(session, object, size); });
+}
 CK_RV generateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_ATTRIBUTE_PTR publicTemplate,
                       CK_ULONG publicCount, CK_ATTRIBUTE_PTR privateTemplate, CK_ULONG privateCount,
                       CK_OBJECT_HANDLE_PTR publicKey, CK_OBJECT_HANDLE_PTR privateKey) noexcept {
@@ -295,9 +302,9 @@ CK_FUNCTION_LIST g_functionList = {
     login,
     logout,
     createObject,
-    notSupported<CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ATTRIBUTE_PTR, CK_ULONG, CK_OBJECT_HANDLE_PTR>,  // CopyObject
+    copyObject,
     destroyObject,
-    notSupported<CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ULONG_PTR>,  // GetObjectSize
+    getObjectSize,
     getAttributeValue,
     setAttributeValue,
     findObjectsInit,

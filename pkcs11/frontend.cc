@@ -48,7 +48,7 @@ CK_RV toWireTemplate(const CK_ATTRIBUTE* templ, CK_ULONG count, std::vector<wire
   if (count > 0 && templ == nullptr) {
     return CKR_ARGUMENTS_BAD;
   }
-  if (count > wire::kMaxListCount) {
+  if (count > wire::kMaxTemplateAttributes) {
     return CKR_TEMPLATE_INCONSISTENT;
   }
   out.clear();
@@ -57,6 +57,12 @@ CK_RV toWireTemplate(const CK_ATTRIBUTE* templ, CK_ULONG count, std::vector<wire
     const auto& attribute = templ[i];
     if (isPointerArrayAttribute(attribute.type)) {
       return CKR_ATTRIBUTE_TYPE_INVALID;
+    }
+    // A type given twice leaves the daemon and the token free to read different values.
+    for (CK_ULONG j = 0; j < i; ++j) {
+      if (templ[j].type == attribute.type) {
+        return CKR_TEMPLATE_INCONSISTENT;
+      }
     }
     if (attribute.ulValueLen > wire::kMaxDataBytes ||
         (attribute.pValue == nullptr && attribute.ulValueLen != 0)) {
@@ -603,7 +609,7 @@ CK_RV Frontend::getAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE ob
   if (templ == nullptr && count > 0) {
     return CKR_ARGUMENTS_BAD;
   }
-  if (count > wire::kMaxListCount) {
+  if (count > wire::kMaxTemplateAttributes) {
     return CKR_ARGUMENTS_BAD;
   }
   auto state = findSession(session);
@@ -703,6 +709,39 @@ CK_RV Frontend::destroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object
   objectsChanged();
   std::lock_guard lock(m_mutex);
   std::erase_if(m_checked, [object](const auto& entry) { return std::get<1>(entry) == object; });
+  return rv;
+}
+
+CK_RV Frontend::copyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,
+                           CK_ULONG count, CK_OBJECT_HANDLE_PTR newObject) {
+  if (newObject == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::CopyObjectRequest request;
+  request.session = session;
+  request.object = object;
+  CK_RV rv = toWireTemplate(templ, count, request.templ);
+  if (rv == CKR_OK) {
+    wire::ObjectReply reply;
+    rv = sessionCall<wire::CallId::CopyObject>(session, request, reply);
+    objectsChanged();  // a kept attribute reply may no longer be what a read would see
+    if (rv == CKR_OK) {
+      *newObject = reply.object;
+    }
+  }
+  wipeTemplate(request.templ);
+  return rv;
+}
+
+CK_RV Frontend::getObjectSize(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ULONG_PTR size) {
+  if (size == nullptr) {
+    return CKR_ARGUMENTS_BAD;
+  }
+  wire::ObjectSizeReply reply;
+  const CK_RV rv = sessionCall<wire::CallId::GetObjectSize>(session, {session, object}, reply);
+  if (rv == CKR_OK) {
+    *size = static_cast<CK_ULONG>(reply.size);
+  }
   return rv;
 }
 

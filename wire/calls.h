@@ -27,10 +27,6 @@ constexpr bool speaksProtocol(std::uint32_t version) noexcept {
 constexpr std::uint32_t negotiatedProtocol(std::uint32_t client) noexcept {
   return std::min(client, kProtocolVersion);
 }
-// The protocol version that introduced a call id; a client never sends a call to a daemon that
-// does not have it. Ids 25 and 26 are GetObjectSize and CopyObject.
-constexpr std::uint32_t protocolOfCall(std::uint16_t id) noexcept { return id == 25 || id == 26 ? 2 : 1; }
-
 // Keepalives (protocol 2): while a call legitimately waits (a blocking WaitForSlotEvent, a PIN
 // prompt), the daemon sends reply frames carrying only this dojang-private CK_RV, at least every
 // kKeepaliveInterval. The module's reply timeout restarts at each; it is never the answer.
@@ -168,6 +164,16 @@ struct ObjectRequest {
   std::uint64_t object = 0;
   DOJANG_WIRE_FIELDS(session, object)
 };
+struct ObjectSizeReply {
+  std::uint64_t size = 0;  // CK_ULONG as the token reports it, CK_UNAVAILABLE_INFORMATION included
+  DOJANG_WIRE_FIELDS(size)
+};
+struct CopyObjectRequest {
+  std::uint64_t session = 0;
+  std::uint64_t object = 0;
+  std::vector<Attribute> templ;  // applied to the copy
+  DOJANG_WIRE_FIELDS(session, object, templ)
+};
 
 struct GenerateKeyPairRequest {
   std::uint64_t session = 0;
@@ -260,6 +266,8 @@ struct DaemonStatusReply {
   X(22, SetAttributeValue, SetAttributeValueRequest, Empty)                   \
   X(23, CreateObject, CreateObjectRequest, ObjectReply)                       \
   X(24, DestroyObject, ObjectRequest, Empty)                                  \
+  X(25, GetObjectSize, ObjectRequest, ObjectSizeReply)                        \
+  X(26, CopyObject, CopyObjectRequest, ObjectReply)                           \
   X(30, GenerateKeyPair, GenerateKeyPairRequest, GenerateKeyPairReply)        \
   X(31, CheckOperation, CheckOperationRequest, Empty)                         \
   X(32, Sign, KeyOperationRequest, DataReply)                                 \
@@ -275,6 +283,12 @@ enum class CallId : std::uint16_t {
   DOJANG_WIRE_CALLS(DOJANG_WIRE_CALL_ID)
 #undef DOJANG_WIRE_CALL_ID
 };
+
+// The protocol version that introduced a call; a client never sends a call to a daemon that
+// does not have it.
+constexpr std::uint32_t protocolOfCall(CallId id) noexcept {
+  return id == CallId::GetObjectSize || id == CallId::CopyObject ? 2 : 1;
+}
 
 // The request and reply types of one call, looked up by id at compile time.
 template <CallId>

@@ -12,5 +12,8 @@ inline constexpr std::uint32_t kMaxListCount = 65536;         // handles, attrib
 inline constexpr std::size_t kMaxStringBytes = 4096;          // labels, names, programs
 inline constexpr std::size_t kMaxPinBytes = 256;
 inline constexpr std::uint32_t kMaxRandomBytes = 1u << 20;
+// Attributes in one template or attribute-type list (find, get, set, create, copy, generate).
+// Well-formed frames may carry more; the daemon and the module refuse them as a request.
+inline constexpr std::uint32_t kMaxTemplateAttributes = 256;
 
 }  // namespace dojang::wire

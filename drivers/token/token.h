@@ -89,7 +89,12 @@ class TokenSession {
                                                     std::span<const CK_ATTRIBUTE_TYPE> types) = 0;
   virtual void writeAttributes(ObjectId object, const AttributeList& templ) = 0;
   virtual ObjectId createObject(const AttributeList& templ) = 0;
+  // C_CopyObject: a new object like `object`, with `templ` applied to the copy.
+  virtual ObjectId copyObject(ObjectId object, const AttributeList& templ) = 0;
   virtual void destroyObject(ObjectId object) = 0;
+  // C_GetObjectSize, as the token reports it (it may be CK_UNAVAILABLE_INFORMATION); throws
+  // Error(CKR_INFORMATION_SENSITIVE) when the token will not tell.
+  virtual CK_ULONG objectSize(ObjectId object) = 0;
   virtual KeyPair generateKeyPair(const Mechanism& mechanism, const AttributeList& publicTemplate,
                                   const AttributeList& privateTemplate) = 0;
 

@@ -241,6 +241,21 @@ void VendorSession::destroyObject(token::ObjectId object) {
                  CK_OBJECT_HANDLE{object});
 }
 
+token::ObjectId VendorSession::copyObject(token::ObjectId object, const token::AttributeList& templ) {
+  Template ckTemplate(templ);
+  CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
+  module().check("C_CopyObject", &CK_FUNCTION_LIST::C_CopyObject, m_session.handle(), CK_OBJECT_HANDLE{object},
+                 ckTemplate.data(), ckTemplate.size(), &handle);
+  return handle;
+}
+
+CK_ULONG VendorSession::objectSize(token::ObjectId object) {
+  CK_ULONG size = CK_UNAVAILABLE_INFORMATION;
+  module().check("C_GetObjectSize", &CK_FUNCTION_LIST::C_GetObjectSize, m_session.handle(),
+                 CK_OBJECT_HANDLE{object}, &size);
+  return size;
+}
+
 token::KeyPair VendorSession::generateKeyPair(const token::Mechanism& mechanism,
                                               const token::AttributeList& publicTemplate,
                                               const token::AttributeList& privateTemplate) {

@@ -20,7 +20,9 @@ class VendorSession final : public token::TokenSession {
                                                    std::span<const CK_ATTRIBUTE_TYPE> types) override;
   void writeAttributes(token::ObjectId object, const token::AttributeList& templ) override;
   token::ObjectId createObject(const token::AttributeList& templ) override;
+  token::ObjectId copyObject(token::ObjectId object, const token::AttributeList& templ) override;
   void destroyObject(token::ObjectId object) override;
+  CK_ULONG objectSize(token::ObjectId object) override;
   token::KeyPair generateKeyPair(const token::Mechanism& mechanism,
                                  const token::AttributeList& publicTemplate,
                                  const token::AttributeList& privateTemplate) override;

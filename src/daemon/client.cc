@@ -1,5 +1,6 @@
 #include "client.h"
 
+#include <algorithm>
 #include <random>
 
 #include "error.h"
@@ -84,6 +85,13 @@ bool Client::hasSessionsOn(std::uint64_t slot) {
     }
   }
   return false;
+}
+
+bool Client::hasReadOnlySessionOn(std::uint64_t slot) {
+  std::lock_guard lock(m_mutex);
+  return std::any_of(m_sessions.begin(), m_sessions.end(), [slot](const auto& item) {
+    return item.second->slot == slot && (item.second->flags & CKF_RW_SESSION) == 0;
+  });
 }
 
 std::size_t Client::sessionCount() {

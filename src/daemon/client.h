@@ -48,6 +48,7 @@ class Client final {
   std::vector<std::shared_ptr<ClientSession>> takeSessions(std::uint64_t slot);
   std::vector<std::shared_ptr<ClientSession>> takeAllSessions();
   [[nodiscard]] bool hasSessionsOn(std::uint64_t slot);
+  [[nodiscard]] bool hasReadOnlySessionOn(std::uint64_t slot);
   [[nodiscard]] std::size_t sessionCount();
 
   std::atomic<std::uint64_t> eventCursor;

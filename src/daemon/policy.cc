@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+
+#include "error.h"
+#include "wire_limits.h"
 
 namespace dojang::daemon {
 
@@ -73,6 +77,57 @@ void enforcePrivateKeyTemplate(token::AttributeList& templ) {
   setAttribute(templ, CKA_SENSITIVE, boolBytes(true));
   setAttribute(templ, CKA_EXTRACTABLE, boolBytes(false));
   setAttribute(templ, CKA_PRIVATE, boolBytes(true));
+}
+
+void checkTemplate(const token::AttributeList& templ) {
+  if (templ.size() > wire::kMaxTemplateAttributes) {
+    fail(CKR_TEMPLATE_INCONSISTENT, "template has more than " + std::to_string(wire::kMaxTemplateAttributes) +
+                                        " attributes");
+  }
+  std::vector<CK_ATTRIBUTE_TYPE> types;
+  types.reserve(templ.size());
+  for (const auto& attribute : templ) {
+    types.push_back(attribute.type);
+  }
+  std::sort(types.begin(), types.end());
+  if (std::adjacent_find(types.begin(), types.end()) != types.end()) {
+    fail(CKR_TEMPLATE_INCONSISTENT, "template names an attribute type twice");
+  }
+}
+
+std::optional<bool> templateBool(const token::AttributeList& templ, CK_ATTRIBUTE_TYPE type) {
+  for (const auto& attribute : templ) {
+    if (attribute.type == type) {
+      bool value = false;
+      if (!readBool(attribute.value, value)) {
+        fail(CKR_ATTRIBUTE_VALUE_INVALID, "attribute " + std::to_string(type) + " is not a CK_BBOOL");
+      }
+      return value;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<CK_ULONG> templateUlong(const token::AttributeList& templ, CK_ATTRIBUTE_TYPE type) {
+  for (const auto& attribute : templ) {
+    if (attribute.type == type) {
+      CK_ULONG value = 0;
+      if (!readUlong(attribute.value, value)) {
+        fail(CKR_ATTRIBUTE_VALUE_INVALID, "attribute " + std::to_string(type) + " is not a CK_ULONG");
+      }
+      return value;
+    }
+  }
+  return std::nullopt;
+}
+
+void refuseLooserProtection(const token::AttributeList& templ, CK_OBJECT_CLASS objectClass, bool isPrivate) {
+  if (templateBool(templ, CKA_SENSITIVE) == false || templateBool(templ, CKA_EXTRACTABLE) == true) {
+    fail(CKR_ATTRIBUTE_READ_ONLY, "key protection cannot be loosened");
+  }
+  if ((isPrivate || isKeyClass(objectClass)) && templateBool(templ, CKA_PRIVATE) == false) {
+    fail(CKR_ATTRIBUTE_READ_ONLY, "a private object cannot be made public");
+  }
 }
 
 bool readUlong(const token::Bytes& value, CK_ULONG& out) noexcept {

@@ -2,6 +2,7 @@
 // attributes it never reveals, and the attributes it forces on private keys.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -25,9 +26,28 @@ namespace dojang::daemon {
 // hand them out (a token with extractable keys, a misconfigured SoftHSM).
 [[nodiscard]] bool isSecretAttribute(CK_OBJECT_CLASS objectClass, CK_ATTRIBUTE_TYPE type) noexcept;
 
-// Sets CKA_SENSITIVE=TRUE, CKA_EXTRACTABLE=FALSE and CKA_PRIVATE=TRUE in a private-key
-// template, replacing whatever the client asked for.
+// Sets CKA_SENSITIVE=TRUE, CKA_EXTRACTABLE=FALSE and CKA_PRIVATE=TRUE in a private- or
+// secret-key template, replacing whatever the client asked for.
 void enforcePrivateKeyTemplate(token::AttributeList& templ);
+
+// Refuses (CKR_TEMPLATE_INCONSISTENT) a template with more than wire::kMaxTemplateAttributes
+// entries, or one that names a type twice: the daemon would judge one value and the token keep
+// another.
+void checkTemplate(const token::AttributeList& templ);
+
+// A CK_BBOOL or CK_ULONG attribute of a template: nullopt when absent, CKR_ATTRIBUTE_VALUE_INVALID
+// when its value has the wrong size (the daemon must not guess what the token will make of it).
+[[nodiscard]] std::optional<bool> templateBool(const token::AttributeList& templ, CK_ATTRIBUTE_TYPE type);
+[[nodiscard]] std::optional<CK_ULONG> templateUlong(const token::AttributeList& templ, CK_ATTRIBUTE_TYPE type);
+
+[[nodiscard]] constexpr bool isKeyClass(CK_OBJECT_CLASS objectClass) noexcept {
+  return objectClass == CKO_PRIVATE_KEY || objectClass == CKO_SECRET_KEY;
+}
+
+// Refuses (CKR_ATTRIBUTE_READ_ONLY) a template for C_SetAttributeValue or C_CopyObject that
+// would loosen protection: CKA_SENSITIVE=FALSE, CKA_EXTRACTABLE=TRUE, or CKA_PRIVATE=FALSE on a
+// private object or a key.
+void refuseLooserProtection(const token::AttributeList& templ, CK_OBJECT_CLASS objectClass, bool isPrivate);
 
 // Reads a CK_ULONG or CK_BBOOL attribute value as stored in native byte order.
 [[nodiscard]] bool readUlong(const token::Bytes& value, CK_ULONG& out) noexcept;

@@ -65,25 +65,18 @@ token::Mechanism toMechanism(const wire::Mechanism& in) {
   return out;
 }
 
-std::optional<bool> findBool(const token::AttributeList& templ, CK_ATTRIBUTE_TYPE type) {
-  for (const auto& attribute : templ) {
-    bool value = false;
-    if (attribute.type == type && readBool(attribute.value, value)) {
-      return value;
-    }
-  }
-  return std::nullopt;
-}
+// Token flags follow PIN checks (count low, final try, locked): read them again after one,
+// whether it succeeded or not.
+class DescriptionRefresh final {
+ public:
+  explicit DescriptionRefresh(TokenState& token) : m_token(token) {}
+  DescriptionRefresh(const DescriptionRefresh&) = delete;
+  DescriptionRefresh& operator=(const DescriptionRefresh&) = delete;
+  ~DescriptionRefresh() { m_token.descriptionChanged(); }
 
-std::optional<CK_ULONG> findUlong(const token::AttributeList& templ, CK_ATTRIBUTE_TYPE type) {
-  for (const auto& attribute : templ) {
-    CK_ULONG value = 0;
-    if (attribute.type == type && readUlong(attribute.value, value)) {
-      return value;
-    }
-  }
-  return std::nullopt;
-}
+ private:
+  TokenState& m_token;
+};
 
 wire::Version toWire(const CK_VERSION& version) { return {version.major, version.minor}; }
 
@@ -327,11 +320,9 @@ void Service::Login(CallContext& context, const wire::LoginRequest& in, wire::Em
   if (in.pin.size() > wire::kMaxPinBytes) {
     fail(CKR_PIN_LEN_RANGE, "PIN too long");
   }
-  if (in.userType == CKU_SO) {
-    // PKCS#11: an SO cannot log in while the application has read-only sessions.
-    if ((session->flags & CKF_RW_SESSION) == 0) {
-      fail(CKR_SESSION_READ_ONLY_EXISTS, "SO login needs read-write sessions");
-    }
+  if (in.userType == CKU_SO && context.client->hasReadOnlySessionOn(session->slot)) {
+    // PKCS#11: an SO cannot log in while the application has read-only sessions with the token.
+    fail(CKR_SESSION_READ_ONLY_EXISTS, "SO login needs read-write sessions only");
   }
   const SecureBytes pin(in.pin);
   session->token->login(context.client->number(), in.userType, in.pinGiven ? &pin : nullptr);
@@ -344,6 +335,7 @@ void Service::LoginContextSpecific(CallContext& context, const wire::LoginReques
   requireLogin(*context.client, *session);
   const SecureBytes pin(in.pin);
   std::lock_guard lock(session->mutex);
+  const DescriptionRefresh refresh(*session->token);
   session->backend->loginContextSpecific(in.pinGiven ? &pin : nullptr);
 }
 
@@ -359,6 +351,7 @@ void Service::InitPin(CallContext& context, const wire::InitPinRequest& in, wire
   }
   const SecureBytes pin(in.pin);
   std::lock_guard lock(session->mutex);
+  const DescriptionRefresh refresh(*session->token);
   session->backend->initPin(pin);
 }
 
@@ -370,6 +363,7 @@ void Service::SetPin(CallContext& context, const wire::SetPinRequest& in, wire::
   const SecureBytes oldPin(in.oldPin);
   const SecureBytes newPin(in.newPin);
   std::lock_guard lock(session->mutex);
+  const DescriptionRefresh refresh(*session->token);
   session->backend->setPin(oldPin, newPin);
   session->token->pinChanged(newPin);
 }
@@ -377,14 +371,18 @@ void Service::SetPin(CallContext& context, const wire::SetPinRequest& in, wire::
 void Service::FindObjects(CallContext& context, const wire::FindObjectsRequest& in,
                           wire::FindObjectsReply& out) {
   auto session = context.client->session(in.session);
+  const auto templ = toAttributes(in.templ);
+  checkTemplate(templ);
   std::lock_guard lock(session->mutex);
-  out.objects = session->token->find(*session->backend, toAttributes(in.templ),
-                                     viewerOf(*context.client, *session));
+  out.objects = session->token->find(*session->backend, templ, viewerOf(*context.client, *session));
 }
 
 void Service::GetAttributeValue(CallContext& context, const wire::GetAttributeValueRequest& in,
                                 wire::GetAttributeValueReply& out) {
   auto session = context.client->session(in.session);
+  if (in.types.size() > wire::kMaxTemplateAttributes) {
+    fail(CKR_ARGUMENTS_BAD, "more than " + std::to_string(wire::kMaxTemplateAttributes) + " attributes asked for");
+  }
   std::lock_guard lock(session->mutex);
   auto reads = session->token->read(*session->backend, in.object, in.types, viewerOf(*context.client, *session));
   out.attributes.reserve(reads.size());
@@ -395,54 +393,57 @@ void Service::GetAttributeValue(CallContext& context, const wire::GetAttributeVa
 
 void Service::SetAttributeValue(CallContext& context, const wire::SetAttributeValueRequest& in, wire::Empty&) {
   auto session = context.client->session(in.session);
+  auto templ = toAttributes(in.templ);
+  checkTemplate(templ);
   std::lock_guard lock(session->mutex);
   const auto facts = session->token->factsFor(*session->backend, in.object, viewerOf(*context.client, *session));
   if (facts.isTokenObject && (session->flags & CKF_RW_SESSION) == 0) {
     fail(CKR_SESSION_READ_ONLY, "token objects change only in read-write sessions");
   }
-  auto templ = toAttributes(in.templ);
-  for (const auto& attribute : templ) {
-    // Loosening a key's protection is refused here, whatever the token would allow.
-    bool value = false;
-    if ((attribute.type == CKA_SENSITIVE && readBool(attribute.value, value) && !value) ||
-        (attribute.type == CKA_EXTRACTABLE && readBool(attribute.value, value) && value)) {
-      fail(CKR_ATTRIBUTE_READ_ONLY, "key protection cannot be loosened");
-    }
-  }
+  // Loosening protection is refused here, whatever the token would allow.
+  refuseLooserProtection(templ, facts.objectClass, facts.isPrivate);
   session->backend->writeAttributes(in.object, templ);
   session->token->forgetAttributes(in.object);
 }
 
-void Service::CreateObject(CallContext& context, const wire::CreateObjectRequest& in, wire::ObjectReply& out) {
-  auto session = context.client->session(in.session);
-  auto& client = *context.client;
-  auto templ = toAttributes(in.templ);
-  const auto objectClass = findUlong(templ, CKA_CLASS);
-  const bool tokenObject = findBool(templ, CKA_TOKEN).value_or(false);
-  const bool isKey = objectClass == CKO_PRIVATE_KEY || objectClass == CKO_SECRET_KEY;
-  if (tokenObject && (session->flags & CKF_RW_SESSION) == 0) {
+token::ObjectId Service::createChecked(Client& client, ClientSession& session, token::AttributeList& templ) {
+  checkTemplate(templ);
+  const auto objectClass = templateUlong(templ, CKA_CLASS);
+  if (!objectClass) {
+    fail(CKR_TEMPLATE_INCOMPLETE, "an object needs CKA_CLASS");
+  }
+  const bool isKey = isKeyClass(*objectClass);
+  if (templateBool(templ, CKA_TOKEN).value_or(false) && (session.flags & CKF_RW_SESSION) == 0) {
     fail(CKR_SESSION_READ_ONLY, "token objects are created only in read-write sessions");
   }
-  if (findBool(templ, CKA_PRIVATE).value_or(isKey) || isKey) {
-    requireLogin(client, *session);
+  if (templateBool(templ, CKA_PRIVATE).value_or(isKey) || isKey) {
+    requireLogin(client, session);
   }
   if (isKey) {
     // The explicit import path: the key arrives once, is protected on the token, and its
     // bytes are wiped here as soon as the token has them.
     enforcePrivateKeyTemplate(templ);
   }
-  std::lock_guard lock(session->mutex);
+  const bool tokenObject = templateBool(templ, CKA_TOKEN).value_or(false);
+  std::lock_guard lock(session.mutex);
+  const auto object = session.backend->createObject(templ);
+  session.token->remember(object, tokenObject ? 0 : client.number());
+  if (!tokenObject) {
+    session.sessionObjects.push_back(object);
+  }
+  return object;
+}
+
+void Service::CreateObject(CallContext& context, const wire::CreateObjectRequest& in, wire::ObjectReply& out) {
+  auto session = context.client->session(in.session);
+  auto templ = toAttributes(in.templ);
   try {
-    out.object = session->backend->createObject(templ);
+    out.object = createChecked(*context.client, *session, templ);
   } catch (...) {
-    wipeAttributes(templ);
+    wipeAttributes(templ);  // whichever check refused it, the key bytes die here
     throw;
   }
   wipeAttributes(templ);
-  session->token->remember(out.object, tokenObject ? 0 : client.number());
-  if (!tokenObject) {
-    session->sessionObjects.push_back(out.object);
-  }
 }
 
 void Service::DestroyObject(CallContext& context, const wire::ObjectRequest& in, wire::Empty&) {
@@ -457,6 +458,41 @@ void Service::DestroyObject(CallContext& context, const wire::ObjectRequest& in,
   std::erase(session->sessionObjects, in.object);
 }
 
+void Service::GetObjectSize(CallContext& context, const wire::ObjectRequest& in, wire::ObjectSizeReply& out) {
+  auto session = context.client->session(in.session);
+  std::lock_guard lock(session->mutex);
+  (void)session->token->factsFor(*session->backend, in.object, viewerOf(*context.client, *session));
+  out.size = session->backend->objectSize(in.object);
+}
+
+void Service::CopyObject(CallContext& context, const wire::CopyObjectRequest& in, wire::ObjectReply& out) {
+  auto session = context.client->session(in.session);
+  auto& client = *context.client;
+  const auto templ = toAttributes(in.templ);
+  checkTemplate(templ);
+  std::lock_guard lock(session->mutex);
+  const auto viewer = viewerOf(client, *session);
+  const auto facts = session->token->factsFor(*session->backend, in.object, viewer);
+  const bool copyIsPrivate = templateBool(templ, CKA_PRIVATE).value_or(facts.isPrivate);
+  if ((isKeyClass(facts.objectClass) || copyIsPrivate) && !viewer.loggedIn) {
+    fail(CKR_USER_NOT_LOGGED_IN, "copying a key or making a private object needs a login");
+  }
+  if (templateUlong(templ, CKA_CLASS).value_or(facts.objectClass) != facts.objectClass) {
+    fail(CKR_ATTRIBUTE_READ_ONLY, "a copy keeps the class of its original");
+  }
+  // A copy is as protected as its original, whatever the token would allow.
+  refuseLooserProtection(templ, facts.objectClass, facts.isPrivate);
+  const bool tokenCopy = templateBool(templ, CKA_TOKEN).value_or(facts.isTokenObject);
+  if (tokenCopy && (session->flags & CKF_RW_SESSION) == 0) {
+    fail(CKR_SESSION_READ_ONLY, "token objects are created only in read-write sessions");
+  }
+  out.object = session->backend->copyObject(in.object, templ);
+  session->token->remember(out.object, tokenCopy ? 0 : client.number());
+  if (!tokenCopy) {
+    session->sessionObjects.push_back(out.object);
+  }
+}
+
 void Service::GenerateKeyPair(CallContext& context, const wire::GenerateKeyPairRequest& in,
                               wire::GenerateKeyPairReply& out) {
   auto session = context.client->session(in.session);
@@ -468,18 +504,18 @@ void Service::GenerateKeyPair(CallContext& context, const wire::GenerateKeyPairR
   }
   auto publicTemplate = toAttributes(in.publicTemplate);
   auto privateTemplate = toAttributes(in.privateTemplate);
+  checkTemplate(publicTemplate);
+  checkTemplate(privateTemplate);
   enforcePrivateKeyTemplate(privateTemplate);
-  const bool tokenObjects = findBool(privateTemplate, CKA_TOKEN).value_or(false) ||
-                            findBool(publicTemplate, CKA_TOKEN).value_or(false);
-  if (tokenObjects && (session->flags & CKF_RW_SESSION) == 0) {
+  const bool publicOnToken = templateBool(publicTemplate, CKA_TOKEN).value_or(false);
+  const bool privateOnToken = templateBool(privateTemplate, CKA_TOKEN).value_or(false);
+  if ((publicOnToken || privateOnToken) && (session->flags & CKF_RW_SESSION) == 0) {
     fail(CKR_SESSION_READ_ONLY, "token keys are generated only in read-write sessions");
   }
   std::lock_guard lock(session->mutex);
   const auto pair = session->backend->generateKeyPair(toMechanism(in.mechanism), publicTemplate, privateTemplate);
   out.publicKey = pair.publicKey;
   out.privateKey = pair.privateKey;
-  const bool publicOnToken = findBool(publicTemplate, CKA_TOKEN).value_or(false);
-  const bool privateOnToken = findBool(privateTemplate, CKA_TOKEN).value_or(false);
   session->token->remember(pair.publicKey, publicOnToken ? 0 : client.number());
   session->token->remember(pair.privateKey, privateOnToken ? 0 : client.number());
   if (!publicOnToken) {

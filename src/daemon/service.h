@@ -49,6 +49,9 @@ class Service final {
   void closeSession(Client& client, ClientSession& session);
   static Viewer viewerOf(Client& client, ClientSession& session);
   void requireLogin(Client& client, ClientSession& session);
+  // CreateObject's checks, the token's C_CreateObject and the new object's owner; templ may be
+  // changed (key protection).
+  token::ObjectId createChecked(Client& client, ClientSession& session, token::AttributeList& templ);
 
   SlotTable& m_slots;
   const std::vector<wire::BackendStatus> m_backends;

@@ -14,10 +14,13 @@ namespace dojang::daemon {
 
 namespace {
 // After this many wrong PINs checked by the daemon (not the token), it stops answering for the
-// token until every client has logged out: the token's own retry counter cannot see them.
+// token until every client has logged out and the token itself has accepted a PIN again: the
+// token's own retry counter cannot see them.
 constexpr unsigned kMaxVerifierMismatches = 3;
 
 constexpr CK_ATTRIBUTE_TYPE kFactTypes[] = {CKA_CLASS, CKA_KEY_TYPE, CKA_PRIVATE, CKA_TOKEN};
+// What one cached attribute costs besides its value, for the cache's byte count.
+constexpr std::size_t kAttributeOverhead = 64;
 }  // namespace
 
 TokenState::TokenState(std::uint64_t slotId, std::unique_ptr<token::Token> token)
@@ -29,18 +32,49 @@ TokenState::TokenState(std::uint64_t slotId, std::unique_ptr<token::Token> token
 TokenState::~TokenState() { OPENSSL_cleanse(m_verifierKey.data(), m_verifierKey.size()); }
 
 token::TokenDescription TokenState::description() {
-  std::lock_guard lock(m_mutex);
-  if (!m_description) {
-    m_description = m_token->describe();
+  std::uint64_t generation = 0;
+  {
+    std::lock_guard lock(m_mutex);
+    if (m_description && std::chrono::steady_clock::now() - m_descriptionRead < kDescriptionLifetime) {
+      return *m_description;
+    }
+    generation = m_descriptionGeneration;
   }
-  return *m_description;
+  token::TokenDescription fresh;
+  try {
+    fresh = m_token->describe();
+  } catch (const Error&) {
+    std::lock_guard lock(m_mutex);
+    if (m_description) {
+      return *m_description;  // a token that stops answering keeps what it said last
+    }
+    throw;
+  }
+  std::lock_guard lock(m_mutex);
+  if (generation == m_descriptionGeneration) {
+    m_description = fresh;
+    m_descriptionRead = std::chrono::steady_clock::now();
+  }
+  return fresh;
+}
+
+void TokenState::descriptionChanged() noexcept {
+  std::lock_guard lock(m_mutex);
+  m_descriptionRead = {};
+  ++m_descriptionGeneration;
 }
 
 const std::vector<token::MechanismEntry>& TokenState::mechanisms() {
+  {
+    std::lock_guard lock(m_mutex);
+    if (m_mechanisms) {
+      return *m_mechanisms;  // set once, never changed afterwards
+    }
+  }
+  auto all = m_token->mechanisms();
+  std::erase_if(all, [](const token::MechanismEntry& m) { return !isServedMechanism(m.type); });
   std::lock_guard lock(m_mutex);
   if (!m_mechanisms) {
-    auto all = m_token->mechanisms();
-    std::erase_if(all, [](const token::MechanismEntry& m) { return !isServedMechanism(m.type); });
     m_mechanisms = std::move(all);
   }
   return *m_mechanisms;
@@ -53,126 +87,225 @@ bool TokenState::offersMechanism(CK_MECHANISM_TYPE type, CK_FLAGS usage) {
   });
 }
 
-TokenState::CachedObject& TokenState::entryLocked(token::ObjectId object) { return m_objects[object]; }
+// ---- the cache ----
 
-void TokenState::ensureListedLocked(token::TokenSession& via) {
-  if (m_listed) {
-    return;
-  }
-  m_objectOrder = via.findObjects({});
-  for (auto id : m_objectOrder) {
-    m_objects.try_emplace(id);
-  }
-  m_listed = true;
+void TokenState::clearAttributesLocked(CachedObject& entry) {
+  m_cachedBytes -= entry.bytes;
+  entry.attributes.clear();
+  entry.invalidCount = 0;
+  entry.bytes = 0;
 }
 
-void TokenState::fetchLocked(token::TokenSession& via, token::ObjectId object, CachedObject& entry,
-                             std::span<const CK_ATTRIBUTE_TYPE> types) {
-  std::vector<CK_ATTRIBUTE_TYPE> missing;
-  for (auto type : types) {
-    if (!entry.attributes.contains(type) &&
-        std::find(missing.begin(), missing.end(), type) == missing.end()) {
-      missing.push_back(type);
+void TokenState::dropLocked(token::ObjectId object) {
+  if (auto it = m_objects.find(object); it != m_objects.end()) {
+    m_cachedBytes -= it->second.bytes;
+    m_objects.erase(it);
+  }
+  std::erase(m_objectOrder, object);
+}
+
+void TokenState::storeLocked(token::ObjectId object, const token::AttributeRead& read) {
+  auto it = m_objects.find(object);
+  if (it == m_objects.end()) {
+    if (m_objects.size() >= kMaxCachedObjects) {
+      return;
     }
+    it = m_objects.try_emplace(object).first;
   }
-  if (missing.empty()) {
-    return;
+  auto& entry = it->second;
+  const bool invalid = read.status == CKR_ATTRIBUTE_TYPE_INVALID;
+  const std::size_t cost = read.value.size() + kAttributeOverhead;
+  if (entry.attributes.contains(read.type) || entry.attributes.size() >= kMaxCachedAttributesPerObject ||
+      (invalid && entry.invalidCount >= kMaxCachedInvalidPerObject) || m_cachedBytes + cost > kMaxCachedBytes) {
+    return;  // full: the token is asked again next time
   }
-  for (auto& read : via.readAttributes(object, missing)) {
-    const auto type = read.type;
-    entry.attributes.insert_or_assign(type, std::move(read));
-  }
+  entry.attributes.emplace(read.type, read);
+  entry.invalidCount += invalid ? 1 : 0;
+  entry.bytes += cost;
+  m_cachedBytes += cost;
 }
 
-const ObjectFacts& TokenState::factsLocked(token::TokenSession& via, token::ObjectId object) {
-  auto& entry = entryLocked(object);
-  if (entry.facts) {
-    return *entry.facts;
+ClientNumber TokenState::ownerLocked(token::ObjectId object) const {
+  const auto it = m_owners.find(object);
+  return it == m_owners.end() ? 0 : it->second;
+}
+
+std::vector<token::ObjectId> TokenState::listing(token::TokenSession& via) {
+  std::uint64_t generation = 0;
+  {
+    std::lock_guard lock(m_mutex);
+    if (m_listed) {
+      return m_objectOrder;
+    }
+    generation = m_generation;
   }
+  auto ids = via.findObjects({});
+  std::lock_guard lock(m_mutex);
+  if (m_listed) {
+    return m_objectOrder;
+  }
+  if (generation == m_generation) {
+    m_objectOrder = ids;
+    m_listed = true;
+  }
+  return ids;
+}
+
+ObjectFacts TokenState::factsOf(token::TokenSession& via, token::ObjectId object) {
+  std::uint64_t generation = 0;
+  {
+    std::lock_guard lock(m_mutex);
+    if (auto it = m_objects.find(object); it != m_objects.end() && it->second.facts) {
+      auto facts = *it->second.facts;
+      facts.owner = ownerLocked(object);
+      return facts;
+    }
+    generation = m_generation;
+  }
+  std::vector<token::AttributeRead> reads;
   try {
-    fetchLocked(via, object, entry, kFactTypes);
-  } catch (...) {
-    m_objects.erase(object);
+    reads = via.readAttributes(object, kFactTypes);
+  } catch (const Error& error) {
+    if (error.rv() == CKR_OBJECT_HANDLE_INVALID) {
+      std::lock_guard lock(m_mutex);
+      dropLocked(object);
+    }
     throw;
   }
-  const auto& classRead = entry.attributes[CKA_CLASS];
   ObjectFacts facts;
-  facts.owner = entry.owner;
-  if (classRead.status != CKR_OK || !readUlong(classRead.value, facts.objectClass)) {
-    m_objects.erase(object);
+  std::lock_guard lock(m_mutex);
+  if (reads.size() != std::size(kFactTypes) || reads[0].status != CKR_OK ||
+      !readUlong(reads[0].value, facts.objectClass)) {
+    dropLocked(object);
     fail(CKR_OBJECT_HANDLE_INVALID, "object has no class");
   }
-  if (const auto& keyType = entry.attributes[CKA_KEY_TYPE]; keyType.status == CKR_OK) {
-    (void)readUlong(keyType.value, facts.keyType);
+  if (reads[1].status == CKR_OK) {
+    (void)readUlong(reads[1].value, facts.keyType);
   }
-  if (const auto& isPrivate = entry.attributes[CKA_PRIVATE]; isPrivate.status == CKR_OK) {
-    (void)readBool(isPrivate.value, facts.isPrivate);
+  if (reads[2].status == CKR_OK) {
+    (void)readBool(reads[2].value, facts.isPrivate);
   }
-  if (const auto& isToken = entry.attributes[CKA_TOKEN]; isToken.status == CKR_OK) {
-    (void)readBool(isToken.value, facts.isTokenObject);
+  if (reads[3].status == CKR_OK) {
+    (void)readBool(reads[3].value, facts.isTokenObject);
   }
-  entry.facts = facts;
-  return *entry.facts;
+  if (generation == m_generation) {
+    for (const auto& read : reads) {
+      storeLocked(object, read);
+    }
+    if (auto it = m_objects.find(object); it != m_objects.end()) {
+      it->second.facts = facts;
+    }
+  }
+  facts.owner = ownerLocked(object);
+  return facts;
 }
 
-bool TokenState::visibleLocked(const ObjectFacts& facts, const Viewer& viewer) const {
+std::vector<token::AttributeRead> TokenState::attributesOf(token::TokenSession& via, token::ObjectId object,
+                                                           std::span<const CK_ATTRIBUTE_TYPE> types) {
+  std::vector<token::AttributeRead> result(types.size());
+  std::vector<bool> cached(types.size(), false);
+  std::vector<CK_ATTRIBUTE_TYPE> missing;
+  std::uint64_t generation = 0;
+  {
+    std::lock_guard lock(m_mutex);
+    const auto entry = m_objects.find(object);
+    for (std::size_t i = 0; i < types.size(); ++i) {
+      if (entry != m_objects.end()) {
+        if (auto it = entry->second.attributes.find(types[i]); it != entry->second.attributes.end()) {
+          result[i] = it->second;
+          cached[i] = true;
+          continue;
+        }
+      }
+      if (std::find(missing.begin(), missing.end(), types[i]) == missing.end()) {
+        missing.push_back(types[i]);
+      }
+    }
+    generation = m_generation;
+  }
+  if (missing.empty()) {
+    return result;
+  }
+  std::vector<token::AttributeRead> reads;
+  try {
+    reads = via.readAttributes(object, missing);
+  } catch (const Error& error) {
+    if (error.rv() == CKR_OBJECT_HANDLE_INVALID) {
+      std::lock_guard lock(m_mutex);
+      dropLocked(object);
+    }
+    throw;
+  }
+  if (reads.size() != missing.size()) {
+    fail(CKR_DEVICE_ERROR, "the token answered a different number of attributes");
+  }
+  {
+    std::lock_guard lock(m_mutex);
+    if (generation == m_generation) {
+      for (const auto& read : reads) {
+        storeLocked(object, read);
+      }
+    }
+  }
+  for (std::size_t i = 0; i < types.size(); ++i) {
+    if (!cached[i]) {
+      const auto k = static_cast<std::size_t>(std::find(missing.begin(), missing.end(), types[i]) - missing.begin());
+      result[i] = reads[k];
+      result[i].type = types[i];
+    }
+  }
+  return result;
+}
+
+bool TokenState::visible(const ObjectFacts& facts, const Viewer& viewer) {
   if (facts.isPrivate && !viewer.loggedIn) {
     return false;
   }
-  return facts.isTokenObject || facts.owner == 0 || facts.owner == viewer.client;
+  // A session object whose maker the daemon does not know belongs to nobody it could show it to.
+  return facts.isTokenObject || (facts.owner != 0 && facts.owner == viewer.client);
 }
 
 std::vector<token::ObjectId> TokenState::find(token::TokenSession& via, const token::AttributeList& templ,
                                               const Viewer& viewer) {
-  std::lock_guard lock(m_mutex);
-  ensureListedLocked(via);
   std::vector<CK_ATTRIBUTE_TYPE> wanted;
+  wanted.reserve(templ.size());
   for (const auto& attribute : templ) {
     wanted.push_back(attribute.type);
   }
   std::vector<token::ObjectId> found;
-  for (auto id : std::vector<token::ObjectId>(m_objectOrder)) {
-    const ObjectFacts* facts = nullptr;
+  for (auto id : listing(via)) {
     try {
-      facts = &factsLocked(via, id);
+      const auto facts = factsOf(via, id);
+      if (!visible(facts, viewer)) {
+        continue;
+      }
+      // Secret attributes are never asked for, so a template naming CKA_VALUE cannot pull a key's
+      // value out of a token willing to give it; such a template matches no key.
+      if (std::any_of(wanted.begin(), wanted.end(),
+                      [&](CK_ATTRIBUTE_TYPE type) { return isSecretAttribute(facts.objectClass, type); })) {
+        continue;
+      }
+      const auto reads = attributesOf(via, id, wanted);
+      bool matches = true;
+      for (std::size_t i = 0; i < templ.size() && matches; ++i) {
+        matches = reads[i].status == CKR_OK && reads[i].value == templ[i].value;
+      }
+      if (matches) {
+        found.push_back(id);
+      }
     } catch (const Error& error) {
       if (error.rv() == CKR_OBJECT_HANDLE_INVALID) {
-        continue;  // gone from the token since it was listed
+        continue;  // gone from the token since it was listed; already dropped from the cache
       }
       throw;
     }
-    if (!visibleLocked(*facts, viewer)) {
-      continue;
-    }
-    auto& entry = m_objects[id];
-    // Secret attributes are never asked for, so a template naming CKA_VALUE cannot pull a key's
-    // value out of a token willing to give it; such a template matches no key.
-    std::vector<CK_ATTRIBUTE_TYPE> askable;
-    for (auto type : wanted) {
-      if (!isSecretAttribute(facts->objectClass, type)) {
-        askable.push_back(type);
-      }
-    }
-    fetchLocked(via, id, entry, askable);
-    const bool matches = std::all_of(templ.begin(), templ.end(), [&](const token::AttributeValue& want) {
-      if (isSecretAttribute(facts->objectClass, want.type)) {
-        return false;
-      }
-      const auto& have = entry.attributes[want.type];
-      return have.status == CKR_OK && have.value == want.value;
-    });
-    if (matches) {
-      found.push_back(id);
-    }
   }
-  std::erase_if(m_objectOrder, [&](token::ObjectId id) { return !m_objects.contains(id); });
   return found;
 }
 
 ObjectFacts TokenState::factsFor(token::TokenSession& via, token::ObjectId object, const Viewer& viewer) {
-  std::lock_guard lock(m_mutex);
-  const auto& facts = factsLocked(via, object);
-  if (!visibleLocked(facts, viewer)) {
+  const auto facts = factsOf(via, object);
+  if (!visible(facts, viewer)) {
     fail(CKR_OBJECT_HANDLE_INVALID, "object not visible to this client");
   }
   return facts;
@@ -181,26 +314,22 @@ ObjectFacts TokenState::factsFor(token::TokenSession& via, token::ObjectId objec
 std::vector<token::AttributeRead> TokenState::read(token::TokenSession& via, token::ObjectId object,
                                                    std::span<const CK_ATTRIBUTE_TYPE> types,
                                                    const Viewer& viewer) {
-  std::lock_guard lock(m_mutex);
-  const auto facts = factsLocked(via, object);
-  if (!visibleLocked(facts, viewer)) {
-    fail(CKR_OBJECT_HANDLE_INVALID, "object not visible to this client");
-  }
+  const auto facts = factsFor(via, object, viewer);
   std::vector<CK_ATTRIBUTE_TYPE> askable;
   for (auto type : types) {
     if (!isSecretAttribute(facts.objectClass, type)) {
       askable.push_back(type);
     }
   }
-  auto& entry = m_objects[object];
-  fetchLocked(via, object, entry, askable);
+  auto reads = attributesOf(via, object, askable);
   std::vector<token::AttributeRead> result;
   result.reserve(types.size());
+  std::size_t next = 0;
   for (auto type : types) {
     if (isSecretAttribute(facts.objectClass, type)) {
       result.push_back({type, CKR_ATTRIBUTE_SENSITIVE, {}});
     } else {
-      result.push_back(entry.attributes[type]);
+      result.push_back(std::move(reads[next++]));
     }
   }
   return result;
@@ -208,10 +337,16 @@ std::vector<token::AttributeRead> TokenState::read(token::TokenSession& via, tok
 
 void TokenState::remember(token::ObjectId object, ClientNumber owner) {
   std::lock_guard lock(m_mutex);
-  auto& entry = m_objects[object];
-  entry.owner = owner;
-  entry.facts.reset();
-  entry.attributes.clear();
+  ++m_generation;
+  if (owner != 0) {
+    m_owners[object] = owner;
+  } else {
+    m_owners.erase(object);
+  }
+  if (auto it = m_objects.find(object); it != m_objects.end()) {
+    clearAttributesLocked(it->second);
+    it->second.facts.reset();
+  }
   if (m_listed && std::find(m_objectOrder.begin(), m_objectOrder.end(), object) == m_objectOrder.end()) {
     m_objectOrder.push_back(object);
   }
@@ -219,32 +354,39 @@ void TokenState::remember(token::ObjectId object, ClientNumber owner) {
 
 void TokenState::forgetAttributes(token::ObjectId object) {
   std::lock_guard lock(m_mutex);
+  ++m_generation;
   if (auto it = m_objects.find(object); it != m_objects.end()) {
-    it->second.attributes.clear();
+    clearAttributesLocked(it->second);
     it->second.facts.reset();
   }
 }
 
 void TokenState::forget(token::ObjectId object) {
   std::lock_guard lock(m_mutex);
-  m_objects.erase(object);
-  std::erase(m_objectOrder, object);
+  ++m_generation;
+  dropLocked(object);
+  m_owners.erase(object);
 }
 
 void TokenState::forgetOwnedBy(ClientNumber owner) {
   std::lock_guard lock(m_mutex);
-  std::erase_if(m_objects, [owner](const auto& item) { return item.second.owner == owner; });
-  std::erase_if(m_objectOrder, [&](token::ObjectId id) { return !m_objects.contains(id); });
+  ++m_generation;
+  for (auto it = m_owners.begin(); it != m_owners.end();) {
+    if (it->second == owner) {
+      dropLocked(it->first);
+      it = m_owners.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void TokenState::invalidateObjects() {
   std::lock_guard lock(m_mutex);
-  // Session objects keep their owners; everything else is read again on demand.
-  std::erase_if(m_objects, [](const auto& item) { return item.second.owner == 0; });
-  for (auto& [id, entry] : m_objects) {
-    entry.facts.reset();
-    entry.attributes.clear();
-  }
+  // Everything is read again on demand; owners of session objects are kept apart and stay.
+  ++m_generation;
+  m_objects.clear();
+  m_cachedBytes = 0;
   m_listed = false;
   m_objectOrder.clear();
 }
@@ -253,6 +395,19 @@ std::size_t TokenState::cachedObjectCount() {
   std::lock_guard lock(m_mutex);
   return m_objects.size();
 }
+
+CacheStats TokenState::cacheStats() {
+  std::lock_guard lock(m_mutex);
+  CacheStats stats;
+  stats.objects = m_objects.size();
+  stats.bytes = m_cachedBytes;
+  for (const auto& [id, entry] : m_objects) {
+    stats.attributes += entry.attributes.size();
+  }
+  return stats;
+}
+
+// ---- login ----
 
 TokenState::Verifier TokenState::verifierFor(const SecureBytes& pin) const {
   Verifier out{};
@@ -264,57 +419,94 @@ TokenState::Verifier TokenState::verifierFor(const SecureBytes& pin) const {
   return out;
 }
 
+void TokenState::waitForTokenLocked(std::unique_lock<std::mutex>& lock) {
+  m_tokenIdle.wait(lock, [this] { return !m_tokenBusy; });
+}
+
 void TokenState::login(ClientNumber client, CK_USER_TYPE user, const SecureBytes* pin) {
-  std::lock_guard lock(m_loginMutex);
-  if (m_loggedIn.contains(client)) {
-    fail(CKR_USER_ALREADY_LOGGED_IN, "already logged in");
+  std::unique_lock lock(m_loginMutex);
+  // A token login or logout in progress decides which way this login goes.
+  waitForTokenLocked(lock);
+  if (auto it = m_loggedIn.find(client); it != m_loggedIn.end()) {
+    if (it->second == user) {
+      fail(CKR_USER_ALREADY_LOGGED_IN, "already logged in");
+    }
+    fail(CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "already logged in as another user type");
   }
   if (!m_tokenLogin) {
-    // The token checks the PIN and counts failures itself. A wrong PIN is never retried.
-    m_token->login(user, pin);
-    m_tokenLogin = user;
-    m_verifier.reset();
+    // The token checks the PIN and counts failures itself. A wrong PIN is never retried. The
+    // token may take its time (a PIN pad): nothing but other logins waits for it.
+    std::optional<Verifier> verifier;
     if (pin != nullptr) {
-      m_verifier = verifierFor(*pin);
+      verifier = verifierFor(*pin);
     }
-    m_verifierMismatches = 0;
+    m_tokenBusy = true;
+    lock.unlock();
+    try {
+      m_token->login(user, pin);
+    } catch (...) {
+      lock.lock();
+      m_tokenBusy = false;
+      m_tokenIdle.notify_all();
+      descriptionChanged();
+      throw;
+    }
+    lock.lock();
+    m_tokenBusy = false;
+    m_tokenLogin = user;
+    m_verifier = verifier;
+    m_verifierMismatches = 0;  // the token itself has checked a PIN
+    m_loggedIn[client] = user;
     invalidateObjects();  // private objects exist now
-  } else if (*m_tokenLogin != user) {
+    m_tokenIdle.notify_all();
+    descriptionChanged();
+    return;
+  }
+  descriptionChanged();
+  if (*m_tokenLogin != user) {
     fail(CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "the token is logged in as another user type");
-  } else if (pin == nullptr) {
+  }
+  if (pin == nullptr) {
     // A protected-path (PIN pad) login cannot be checked while the token is already logged in
     // for someone else; accepting it would hand that login over. Asking the user through
     // pinentry is the daemon's job once PIN prompts land.
     fail(CKR_PIN_INCORRECT, "the token is in use by another program: a PIN is needed to log in");
-  } else {
-    if (m_verifierMismatches >= kMaxVerifierMismatches) {
-      fail(CKR_PIN_LOCKED, "too many wrong PINs while the token is in use; log out everywhere first");
-    }
-    if (!m_verifier || CRYPTO_memcmp(m_verifier->data(), verifierFor(*pin).data(), m_verifier->size()) != 0) {
-      ++m_verifierMismatches;
-      fail(CKR_PIN_INCORRECT, "wrong PIN");
-    }
-    m_verifierMismatches = 0;
   }
+  if (m_verifierMismatches >= kMaxVerifierMismatches) {
+    fail(CKR_PIN_LOCKED, "too many wrong PINs while the token is in use; log out everywhere first");
+  }
+  if (!m_verifier || CRYPTO_memcmp(m_verifier->data(), verifierFor(*pin).data(), m_verifier->size()) != 0) {
+    ++m_verifierMismatches;
+    fail(CKR_PIN_INCORRECT, "wrong PIN");
+  }
+  // A right PIN checked here leaves the count alone: resetting it would let wrong guesses
+  // alternate with right logins past what the token's own counter allows.
   m_loggedIn[client] = user;
 }
 
 void TokenState::logout(ClientNumber client) {
-  std::lock_guard lock(m_loginMutex);
+  std::unique_lock lock(m_loginMutex);
   if (m_loggedIn.erase(client) == 0) {
     fail(CKR_USER_NOT_LOGGED_IN, "not logged in");
   }
-  if (m_loggedIn.empty() && m_tokenLogin) {
-    m_tokenLogin.reset();
-    m_verifier.reset();
-    m_verifierMismatches = 0;
-    try {
-      m_token->logout();
-    } catch (const Error&) {
-      // A token that cannot log out (removed) has no login left to protect.
-    }
-    invalidateObjects();
+  descriptionChanged();
+  if (!m_loggedIn.empty() || !m_tokenLogin) {
+    return;
   }
+  m_tokenLogin.reset();
+  m_verifier.reset();
+  m_tokenBusy = true;
+  lock.unlock();
+  try {
+    m_token->logout();
+  } catch (...) {
+    // A token that cannot log out (removed) has no login left to protect.
+  }
+  lock.lock();
+  m_tokenBusy = false;
+  invalidateObjects();
+  m_tokenIdle.notify_all();
+  descriptionChanged();
 }
 
 std::optional<CK_USER_TYPE> TokenState::loginOf(ClientNumber client) {
@@ -335,6 +527,7 @@ void TokenState::pinChanged(const SecureBytes& newPin) {
   if (m_tokenLogin == CKU_USER) {
     m_verifier = verifierFor(newPin);
   }
+  descriptionChanged();
 }
 
 }  // namespace dojang::daemon

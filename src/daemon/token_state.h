@@ -4,6 +4,8 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -33,8 +35,24 @@ struct ObjectFacts {
   CK_KEY_TYPE keyType = ~CK_KEY_TYPE{0};
   bool isPrivate = false;
   bool isTokenObject = true;
-  ClientNumber owner = 0;  // session objects belong to the client that made them
+  ClientNumber owner = 0;  // session objects belong to the client that made them; 0: unknown
 };
+
+// What the attribute cache holds, for tests and status.
+struct CacheStats {
+  std::size_t objects = 0;
+  std::size_t attributes = 0;
+  std::size_t bytes = 0;
+};
+
+// Bounds on what one token's cache keeps. When one is reached the daemon stops caching and asks
+// the token instead; requests never fail because of them.
+inline constexpr std::size_t kMaxCachedObjects = 4096;
+inline constexpr std::size_t kMaxCachedAttributesPerObject = 128;
+inline constexpr std::size_t kMaxCachedInvalidPerObject = 16;  // CKR_ATTRIBUTE_TYPE_INVALID answers
+inline constexpr std::size_t kMaxCachedBytes = 16u << 20;
+// Token flags (PIN count low, final try, locked) change behind the daemon's back too.
+inline constexpr std::chrono::milliseconds kDescriptionLifetime{1000};
 
 class TokenState final {
  public:
@@ -48,27 +66,34 @@ class TokenState final {
   [[nodiscard]] bool removed() const noexcept { return m_removed.load(); }
   void markRemoved() noexcept { m_removed = true; }
 
-  // Token info and mechanisms are read once per token insertion.
+  // Token info is read again after login changes and PIN changes, and otherwise when it is older
+  // than kDescriptionLifetime. Mechanisms are read once per token insertion.
   token::TokenDescription description();
+  void descriptionChanged() noexcept;
   const std::vector<token::MechanismEntry>& mechanisms();
   [[nodiscard]] bool offersMechanism(CK_MECHANISM_TYPE type, CK_FLAGS usage);
 
-  // --- objects (all reads go through the cache) ---
+  // --- objects (all reads go through the cache; the token is asked without the cache locked) ---
   std::vector<token::ObjectId> find(token::TokenSession& via, const token::AttributeList& templ,
                                     const Viewer& viewer);
   // Throws CKR_OBJECT_HANDLE_INVALID for objects the viewer may not see.
   ObjectFacts factsFor(token::TokenSession& via, token::ObjectId object, const Viewer& viewer);
   std::vector<token::AttributeRead> read(token::TokenSession& via, token::ObjectId object,
                                          std::span<const CK_ATTRIBUTE_TYPE> types, const Viewer& viewer);
+  // A new object made through the daemon; owner 0 for token objects. Owners of session objects
+  // are kept apart from the cache and never evicted.
   void remember(token::ObjectId object, ClientNumber owner);
   void forgetAttributes(token::ObjectId object);
   void forget(token::ObjectId object);
   void forgetOwnedBy(ClientNumber owner);
   void invalidateObjects();
   [[nodiscard]] std::size_t cachedObjectCount();
+  [[nodiscard]] CacheStats cacheStats();
 
   // --- login: the token is logged in while at least one client is ---
-  // Logs the client in; the token itself is asked only when nobody else is logged in.
+  // Logs the client in; the token itself is asked only when nobody else is logged in. The
+  // token's login runs without the login state locked: other clients' calls go on, and only
+  // other logins wait for it.
   void login(ClientNumber client, CK_USER_TYPE user, const SecureBytes* pin);
   void logout(ClientNumber client);
   [[nodiscard]] std::optional<CK_USER_TYPE> loginOf(ClientNumber client);
@@ -78,36 +103,52 @@ class TokenState final {
 
  private:
   struct CachedObject {
-    std::optional<ObjectFacts> facts;
+    std::optional<ObjectFacts> facts;  // owner is not kept here but in m_owners
     std::map<CK_ATTRIBUTE_TYPE, token::AttributeRead> attributes;
-    ClientNumber owner = 0;
+    std::size_t invalidCount = 0;
+    std::size_t bytes = 0;
   };
   using Verifier = std::array<std::uint8_t, 32>;
 
-  CachedObject& entryLocked(token::ObjectId object);
-  const ObjectFacts& factsLocked(token::TokenSession& via, token::ObjectId object);
-  void ensureListedLocked(token::TokenSession& via);
-  void fetchLocked(token::TokenSession& via, token::ObjectId object, CachedObject& entry,
-                   std::span<const CK_ATTRIBUTE_TYPE> types);
-  [[nodiscard]] bool visibleLocked(const ObjectFacts& facts, const Viewer& viewer) const;
+  // Object list and facts, from the cache or from the token.
+  std::vector<token::ObjectId> listing(token::TokenSession& via);
+  ObjectFacts factsOf(token::TokenSession& via, token::ObjectId object);
+  // The reads of `types`, in that order, from the cache or from the token.
+  std::vector<token::AttributeRead> attributesOf(token::TokenSession& via, token::ObjectId object,
+                                                 std::span<const CK_ATTRIBUTE_TYPE> types);
+  void storeLocked(token::ObjectId object, const token::AttributeRead& read);
+  void dropLocked(token::ObjectId object);  // the object is gone from the token
+  void clearAttributesLocked(CachedObject& entry);
+  [[nodiscard]] ClientNumber ownerLocked(token::ObjectId object) const;
+  [[nodiscard]] static bool visible(const ObjectFacts& facts, const Viewer& viewer);
   Verifier verifierFor(const SecureBytes& pin) const;
+  void waitForTokenLocked(std::unique_lock<std::mutex>& lock);
 
   const std::uint64_t m_slotId;
   std::unique_ptr<token::Token> m_token;
   std::atomic<bool> m_removed{false};
 
-  std::mutex m_mutex;  // guards everything below
+  std::mutex m_mutex;  // guards everything below up to m_loginMutex; never held across a token call
   std::optional<token::TokenDescription> m_description;
+  std::chrono::steady_clock::time_point m_descriptionRead;
+  std::uint64_t m_descriptionGeneration = 0;
   std::optional<std::vector<token::MechanismEntry>> m_mechanisms;
+  // Bumped by every change; a read from the token that started earlier is not cached.
+  std::uint64_t m_generation = 0;
   bool m_listed = false;
   std::vector<token::ObjectId> m_objectOrder;
   std::unordered_map<token::ObjectId, CachedObject> m_objects;
+  std::size_t m_cachedBytes = 0;
+  std::unordered_map<token::ObjectId, ClientNumber> m_owners;  // session objects made through us
 
   std::mutex m_loginMutex;  // guards the login state; taken before m_mutex when both are needed
+  std::condition_variable m_tokenIdle;
+  bool m_tokenBusy = false;  // a token login or logout runs without m_loginMutex held
   std::map<ClientNumber, CK_USER_TYPE> m_loggedIn;
   std::optional<CK_USER_TYPE> m_tokenLogin;
   std::optional<Verifier> m_verifier;
   std::array<std::uint8_t, 32> m_verifierKey{};
+  // Wrong PINs checked by the daemon alone. Only a login the token itself checked resets it.
   unsigned m_verifierMismatches = 0;
 };
 

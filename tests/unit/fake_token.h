@@ -7,6 +7,8 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -27,11 +29,47 @@ inline token::Bytes fakeUlongBytes(CK_ULONG value) {
 }
 inline token::Bytes fakeBoolBytes(bool value) { return {static_cast<std::uint8_t>(value ? CK_TRUE : CK_FALSE)}; }
 
+// Holds callers inside the fake token while closed, as a PIN pad or a slow card would.
+class FakeGate final {
+ public:
+  void close() {
+    std::lock_guard lock(m_mutex);
+    m_open = false;
+  }
+  void open() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_open = true;
+    }
+    m_changed.notify_all();
+  }
+  // Blocks while the gate is closed.
+  void pass() {
+    std::unique_lock lock(m_mutex);
+    ++m_waiting;
+    m_changed.notify_all();
+    m_changed.wait(lock, [this] { return m_open; });
+    --m_waiting;
+  }
+  // True once `count` callers wait at the closed gate; false after a generous deadline.
+  bool waitForWaiters(int count) {
+    std::unique_lock lock(m_mutex);
+    return m_changed.wait_for(lock, std::chrono::seconds(10), [&] { return m_waiting >= count; });
+  }
+
+ private:
+  std::mutex m_mutex;
+  std::condition_variable m_changed;
+  bool m_open = true;
+  int m_waiting = 0;
+};
+
 // Everything one fake token knows. Guarded by `mutex`; tests read it between calls.
 struct FakeTokenState {
   std::mutex mutex;
   std::string label = "fake token";
   std::string pin = "1234";
+  std::string soPin = "87654321";
   std::map<token::ObjectId, token::AttributeList> objects;
   token::ObjectId nextObject = 100;
   bool loggedIn = false;
@@ -40,6 +78,12 @@ struct FakeTokenState {
   int readCalls = 0;
   std::vector<CK_ATTRIBUTE_TYPE> typesAsked;  // every type ever passed to readAttributes
   int signCalls = 0;
+  int wrongPins = 0;        // since the last right one; describe() then says CKF_USER_PIN_COUNT_LOW
+  CK_FLAGS extraFlags = 0;  // added to describe()'s flags: a change made outside the daemon
+  int describeCalls = 0;
+  // Closed by a test to hold login() or readAttributes() inside the token (not under `mutex`).
+  FakeGate loginGate;
+  FakeGate readGate;
   std::vector<token::MechanismEntry> mechanismList = {
       {CKM_ECDSA, {256, 384, CKF_SIGN | CKF_VERIFY}},
       {CKM_ECDSA_SHA256, {256, 384, CKF_SIGN | CKF_VERIFY}},
@@ -139,6 +183,7 @@ class FakeSession final : public token::TokenSession {
 
   std::vector<token::AttributeRead> readAttributes(token::ObjectId object,
                                                    std::span<const CK_ATTRIBUTE_TYPE> types) override {
+    m_state->readGate.pass();
     std::lock_guard lock(m_state->mutex);
     ++m_state->readCalls;
     const auto& attributes = objectLocked(object, CKR_OBJECT_HANDLE_INVALID);
@@ -168,6 +213,28 @@ class FakeSession final : public token::TokenSession {
       fail(CKR_TEMPLATE_INCOMPLETE, "fake token: no CKA_CLASS");
     }
     return addLocked(templ);
+  }
+
+  token::ObjectId copyObject(token::ObjectId object, const token::AttributeList& templ) override {
+    std::lock_guard lock(m_state->mutex);
+    auto copy = objectLocked(object, CKR_OBJECT_HANDLE_INVALID);
+    for (const auto& attribute : templ) {
+      fake_detail::put(copy, attribute.type, attribute.value);
+    }
+    return addLocked(copy);
+  }
+
+  CK_ULONG objectSize(token::ObjectId object) override {
+    std::lock_guard lock(m_state->mutex);
+    const auto& attributes = objectLocked(object, CKR_OBJECT_HANDLE_INVALID);
+    if (fake_detail::isTrue(attributes, CKA_SENSITIVE)) {
+      fail(CKR_INFORMATION_SENSITIVE, "fake token: the size of a sensitive key is not told");
+    }
+    CK_ULONG size = 0;
+    for (const auto& attribute : attributes) {
+      size += attribute.value.size();
+    }
+    return size;
   }
 
   void destroyObject(token::ObjectId object) override {
@@ -264,6 +331,9 @@ class FakeSession final : public token::TokenSession {
   }
   void setPin(const SecureBytes& oldPin, const SecureBytes& newPin) override {
     std::lock_guard lock(m_state->mutex);
+    if (std::string(oldPin.data(), oldPin.data() + oldPin.size()) != m_state->pin) {
+      ++m_state->wrongPins;
+    }
     checkPinLocked(&oldPin);
     m_state->pin.assign(newPin.data(), newPin.data() + newPin.size());
   }
@@ -308,7 +378,11 @@ class FakeToken final : public token::Token {
     description.manufacturer = "dojang tests";
     description.model = "fake";
     description.serialNumber = "0001";
-    description.flags = CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_TOKEN_INITIALIZED;
+    ++m_state->describeCalls;
+    description.flags = CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_TOKEN_INITIALIZED | m_state->extraFlags;
+    if (m_state->wrongPins > 0) {
+      description.flags |= CKF_USER_PIN_COUNT_LOW;
+    }
     description.minPinLen = 4;
     description.maxPinLen = 64;
     return description;
@@ -319,17 +393,21 @@ class FakeToken final : public token::Token {
   }
   std::unique_ptr<token::TokenSession> openSession() override { return std::make_unique<FakeSession>(m_state); }
   void login(CK_USER_TYPE user, const SecureBytes* pin) override {
+    m_state->loginGate.pass();
     std::lock_guard lock(m_state->mutex);
     ++m_state->loginCalls;
-    if (user != CKU_USER) {
-      fail(CKR_USER_TYPE_INVALID, "fake token: only CKU_USER");
+    if (user != CKU_USER && user != CKU_SO) {
+      fail(CKR_USER_TYPE_INVALID, "fake token: only CKU_USER and CKU_SO");
     }
     if (m_state->loggedIn) {
       fail(CKR_USER_ALREADY_LOGGED_IN, "fake token: already logged in");
     }
-    if (pin == nullptr || std::string(pin->data(), pin->data() + pin->size()) != m_state->pin) {
+    const std::string& expected = user == CKU_SO ? m_state->soPin : m_state->pin;
+    if (pin == nullptr || std::string(pin->data(), pin->data() + pin->size()) != expected) {
+      ++m_state->wrongPins;
       fail(CKR_PIN_INCORRECT, "fake token: wrong PIN");
     }
+    m_state->wrongPins = 0;
     m_state->loggedIn = true;
   }
   void logout() override {

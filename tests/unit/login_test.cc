@@ -2,6 +2,10 @@
 // objects and attributes each client gets to see.
 #include <catch2/catch.hpp>
 
+#include <chrono>
+#include <future>
+#include <thread>
+
 #include "error.h"
 #include "fake_token.h"
 #include "token_state.h"
@@ -16,6 +20,7 @@ namespace {
 constexpr core::ClientNumber kAlice = 1;
 constexpr core::ClientNumber kBob = 2;
 constexpr core::ClientNumber kCarol = 3;
+constexpr auto kPatience = std::chrono::seconds(10);  // only catches hangs
 
 struct Fixture {
   std::shared_ptr<test::FakeTokenState> fake = std::make_shared<test::FakeTokenState>();
@@ -103,14 +108,31 @@ TEST_CASE("after three wrong PINs the daemon answers CKR_PIN_LOCKED until everyo
   CHECK(f.login(kCarol, "1234") == CKR_OK);
 }
 
-TEST_CASE("a right PIN resets the daemon's count of wrong ones", "[login]") {
+// Regression: a right PIN checked against the daemon's verifier reset the count of wrong ones, so
+// wrong guesses alternating with another program's logins were never limited (50 guesses in 25
+// rounds, none of them seen by the token).
+TEST_CASE("right PINs checked by the daemon do not reset its count of wrong ones", "[login]") {
   Fixture f;
-  REQUIRE(f.login(kAlice, "1234") == CKR_OK);
-  CHECK(f.login(kBob, "0000") == CKR_PIN_INCORRECT);
-  CHECK(f.login(kBob, "0001") == CKR_PIN_INCORRECT);
+  REQUIRE(f.login(kCarol, "1234") == CKR_OK);  // keeps the token logged in throughout
+  for (int round = 0; round < 2; ++round) {
+    INFO("round " << round);
+    CHECK(f.login(kBob, "000" + std::to_string(round)) == CKR_PIN_INCORRECT);
+    CHECK(f.login(kAlice, "1234") == CKR_OK);  // checked by the daemon, not the token
+    CHECK(f.logout(kAlice) == CKR_OK);
+  }
+  CHECK(f.login(kBob, "0002") == CKR_PIN_INCORRECT);
+  CHECK(f.login(kBob, "0003") == CKR_PIN_LOCKED);
+  CHECK(f.login(kAlice, "1234") == CKR_PIN_LOCKED);
+  CHECK(f.loginCalls() == 1);
+
+  // Only the token's own check clears it, once nobody is logged in.
+  CHECK(f.logout(kCarol) == CKR_OK);
+  CHECK(f.login(kBob, "0004") == CKR_PIN_INCORRECT);  // the token refuses it and counts it itself
+  CHECK(f.loginCalls() == 2);
   CHECK(f.login(kBob, "1234") == CKR_OK);
-  CHECK(f.login(kCarol, "0002") == CKR_PIN_INCORRECT);
-  CHECK(f.login(kCarol, "0003") == CKR_PIN_INCORRECT);
+  CHECK(f.loginCalls() == 3);
+  CHECK(f.login(kAlice, "1234") == CKR_OK);
+  CHECK(f.login(kCarol, "0005") == CKR_PIN_INCORRECT);  // counting from zero again
   CHECK(f.login(kCarol, "1234") == CKR_OK);
 }
 
@@ -160,6 +182,117 @@ TEST_CASE("login and logout errors", "[login]") {
   CHECK(f.loginCalls() == 1);
 }
 
+// Regression: a client logged in as USER that logs in as SO got CKR_USER_ALREADY_LOGGED_IN.
+TEST_CASE("a client logged in as one user type that logs in as the other", "[login]") {
+  Fixture f;
+  SECTION("user, then SO") {
+    REQUIRE(f.login(kAlice, "1234") == CKR_OK);
+    CHECK(f.login(kAlice, "87654321", CKU_SO) == CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
+    CHECK(f.login(kAlice, "1234") == CKR_USER_ALREADY_LOGGED_IN);
+    CHECK(f.state.loginOf(kAlice) == std::optional<CK_USER_TYPE>(CKU_USER));
+  }
+  SECTION("SO, then user") {
+    REQUIRE(f.login(kAlice, "87654321", CKU_SO) == CKR_OK);
+    CHECK(f.login(kAlice, "1234") == CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
+    CHECK(f.login(kAlice, "87654321", CKU_SO) == CKR_USER_ALREADY_LOGGED_IN);
+    CHECK(f.state.loginOf(kAlice) == std::optional<CK_USER_TYPE>(CKU_SO));
+  }
+  CHECK(f.loginCalls() == 1);
+}
+
+// Regression: the token's description was read once per insertion, so CKF_USER_PIN_COUNT_LOW,
+// final-try and locked never showed up.
+TEST_CASE("token flags are read again after a login attempt and when they age", "[login][flags]") {
+  Fixture f;
+  const auto countLow = [&] { return (f.state.description().flags & CKF_USER_PIN_COUNT_LOW) != 0; };
+  CHECK_FALSE(countLow());
+  CHECK(f.login(kAlice, "4321") == CKR_PIN_INCORRECT);
+  CHECK(countLow());
+  CHECK(f.login(kAlice, "1234") == CKR_OK);
+  CHECK_FALSE(countLow());
+  CHECK(f.logout(kAlice) == CKR_OK);
+
+  // A change made outside the daemon shows once the description is older than its lifetime.
+  {
+    std::lock_guard lock(f.fake->mutex);
+    f.fake->extraFlags = CKF_USER_PIN_FINAL_TRY;
+  }
+  std::this_thread::sleep_for(core::kDescriptionLifetime + std::chrono::milliseconds(200));
+  CHECK((f.state.description().flags & CKF_USER_PIN_FINAL_TRY) != 0);
+}
+
+// Regression: TokenState::login held the login mutex across the token's login, and every call
+// takes it (loginOf), so a PIN-pad login stalled every other client of the token.
+TEST_CASE("a slow token login holds up only other logins", "[login][concurrency]") {
+  Fixture f;
+  Fixture other;  // a second token
+  const auto publicKey = f.fake->addPublicKey(CKK_EC, "public");
+  const auto otherKey = other.fake->addPrivateKey(CKK_EC, "elsewhere");
+  REQUIRE(other.login(kBob, "1234") == CKR_OK);
+
+  std::future<CK_RV> aliceLogin;
+  std::future<CK_RV> carolLogin;
+  std::future<CK_RV> daveLogin;
+  std::future<bool> bobsWork;
+  struct OpenGate {
+    test::FakeTokenState& fake;
+    ~OpenGate() { fake.loginGate.open(); }  // before the futures above wait for their threads
+  } openGate{*f.fake};
+
+  f.fake->loginGate.close();
+  aliceLogin = std::async(std::launch::async, [&] { return f.login(kAlice, "1234"); });
+  REQUIRE(f.fake->loginGate.waitForWaiters(1));  // Alice is inside the token's login now
+
+  bobsWork = std::async(std::launch::async, [&] {
+    const core::Viewer bob{kBob, f.state.loginOf(kBob).has_value()};  // what every call asks
+    const auto found = f.state.find(*f.session, {}, bob);
+    const auto facts = other.state.factsFor(*other.session, otherKey, {kBob, true});
+    const std::uint8_t data[] = {1, 2, 3};
+    const auto signature = other.session->sign({CKM_ECDSA, {}}, otherKey, data);
+    return contains(found, publicKey) && facts.objectClass == CKO_PRIVATE_KEY && !signature.empty();
+  });
+  REQUIRE(bobsWork.wait_for(kPatience) == std::future_status::ready);
+  CHECK(bobsWork.get());
+  CHECK_FALSE(f.state.loginOf(kAlice).has_value());  // not logged in until the token says so
+
+  // Logins wait for the token's answer: it decides whether the daemon can check them itself.
+  carolLogin = std::async(std::launch::async, [&] { return f.login(kCarol, "1234"); });
+  daveLogin = std::async(std::launch::async, [&] { return f.login(4, "9999"); });
+  CHECK(carolLogin.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout);
+  f.fake->loginGate.open();
+  REQUIRE(aliceLogin.wait_for(kPatience) == std::future_status::ready);
+  REQUIRE(carolLogin.wait_for(kPatience) == std::future_status::ready);
+  REQUIRE(daveLogin.wait_for(kPatience) == std::future_status::ready);
+  CHECK(aliceLogin.get() == CKR_OK);
+  CHECK(carolLogin.get() == CKR_OK);
+  CHECK(daveLogin.get() == CKR_PIN_INCORRECT);
+  CHECK(f.loginCalls() == 1);  // Carol's and Dave's PINs were checked against Alice's
+  CHECK(f.state.loggedInClientCount() == 2);
+  CHECK(f.state.loginOf(kAlice) == std::optional<CK_USER_TYPE>(CKU_USER));
+  CHECK(f.tokenLoggedIn());
+}
+
+TEST_CASE("a failed slow login lets the next login ask the token itself", "[login][concurrency]") {
+  Fixture f;
+  std::future<CK_RV> first;
+  std::future<CK_RV> second;
+  struct OpenGate {
+    test::FakeTokenState& fake;
+    ~OpenGate() { fake.loginGate.open(); }
+  } openGate{*f.fake};
+  f.fake->loginGate.close();
+  first = std::async(std::launch::async, [&] { return f.login(kAlice, "0000"); });
+  REQUIRE(f.fake->loginGate.waitForWaiters(1));
+  second = std::async(std::launch::async, [&] { return f.login(kBob, "1234"); });
+  f.fake->loginGate.open();
+  REQUIRE(first.wait_for(kPatience) == std::future_status::ready);
+  REQUIRE(second.wait_for(kPatience) == std::future_status::ready);
+  CHECK(first.get() == CKR_PIN_INCORRECT);
+  CHECK(second.get() == CKR_OK);
+  CHECK(f.loginCalls() == 2);
+  CHECK(f.state.loginOf(kBob) == std::optional<CK_USER_TYPE>(CKU_USER));
+}
+
 TEST_CASE("after a PIN change the daemon checks the new PIN", "[login]") {
   Fixture f;
   REQUIRE(f.login(kAlice, "1234") == CKR_OK);
@@ -177,7 +310,7 @@ TEST_CASE("a second client cannot skip the PIN with a NULL-PIN login", "[login]"
   Fixture f;
   REQUIRE(f.login(kAlice, "1234") == CKR_OK);
   const CK_RV rv = Fixture::rvOf([&] { f.state.login(kBob, CKU_USER, nullptr); });
-  CHECK(rv != CKR_OK);
+  CHECK(rv == CKR_PIN_INCORRECT);
   CHECK_FALSE(f.state.loginOf(kBob).has_value());
 }
 

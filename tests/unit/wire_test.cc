@@ -570,9 +570,9 @@ TEST_CASE("protocol versions: the range, the answer both speak, and the calls of
   CHECK_FALSE(wire::speaksProtocol(3));
   CHECK(wire::negotiatedProtocol(1) == 1);
   CHECK(wire::negotiatedProtocol(2) == 2);
-  CHECK(wire::protocolOfCall(static_cast<std::uint16_t>(wire::CallId::Sign)) == 1);
-  CHECK(wire::protocolOfCall(25) == 2);  // GetObjectSize
-  CHECK(wire::protocolOfCall(26) == 2);  // CopyObject
+  CHECK(wire::protocolOfCall(wire::CallId::Sign) == 1);
+  CHECK(wire::protocolOfCall(wire::CallId::GetObjectSize) == 2);
+  CHECK(wire::protocolOfCall(wire::CallId::CopyObject) == 2);
   // Hello must stay what a protocol 1 daemon decodes (it refuses trailing bytes).
   wire::HelloRequest hello;
   hello.clientId.assign(16, 1);
