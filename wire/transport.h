@@ -2,12 +2,14 @@
 // in-memory pair lets protocol tests run client and server in one process.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
 
 #include "types.h"
+#include "wire_limits.h"
 
 namespace dojang::wire {
 
@@ -31,6 +33,14 @@ class Transport {
   virtual void receive(Bytes& payload) = 0;
   // Wakes any thread blocked in receive(); safe to call from another thread.
   virtual void shutdown() noexcept = 0;
+
+  // The largest payload receive() takes (at most kMaxFrameBytes); a longer length prefix is a
+  // MalformedFrame. The daemon keeps it at kMaxHelloFrameBytes until a connection's Hello.
+  void setMaxIncomingFrameBytes(std::size_t bytes) noexcept { m_maxIncomingFrameBytes = std::min(bytes, kMaxFrameBytes); }
+  [[nodiscard]] std::size_t maxIncomingFrameBytes() const noexcept { return m_maxIncomingFrameBytes; }
+
+ private:
+  std::size_t m_maxIncomingFrameBytes = kMaxFrameBytes;
 };
 
 // A connected stream socket; owns (and closes) the descriptor.
