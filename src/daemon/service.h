@@ -27,8 +27,9 @@ class Service final {
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
-  // Connections of one client process share a Client, found by the id in its Hello.
-  std::shared_ptr<Client> attach(const wire::HelloRequest& hello);
+  // Connections of one client process share a Client, found by the id in its Hello. The id is
+  // bound to the process that made the client: from any other `peer` it is refused.
+  std::shared_ptr<Client> attach(const wire::HelloRequest& hello, const PeerProcess& peer);
   // Called when a connection closes; the last one closes the client's sessions and logins.
   void detach(const std::shared_ptr<Client>& client);
   void setStopping() noexcept { m_stopping = true; }
