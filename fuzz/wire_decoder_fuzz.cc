@@ -168,7 +168,7 @@ class Harness final {
     wire::HelloRequest hello;
     hello.clientId.assign(16, 0x42);
     hello.program = "fuzz";
-    m_context.client = m_service->attach(hello);
+    m_context.client = m_service->attach(hello, core::PeerProcess{});
     m_context.peerGone = [] { return true; };
     for (CK_FLAGS flags : {CKF_SERIAL_SESSION | CKF_RW_SESSION, CKF_SERIAL_SESSION}) {
       wire::OpenSessionReply opened;

@@ -237,6 +237,7 @@ struct DaemonStatusReply {
   std::string version;
   std::uint32_t pid = 0;
   std::uint64_t uptimeSeconds = 0;
+  // clients, connections and sessions count the clients other than the one asking.
   std::uint32_t clients = 0;
   std::uint32_t connections = 0;
   std::uint32_t sessions = 0;

@@ -48,6 +48,10 @@ class MemoryTransport final : public Transport {
     }
     payload = std::move(m_inbound->frames.front());
     m_inbound->frames.pop_front();
+    if (payload.size() > maxIncomingFrameBytes()) {
+      wipe(payload);
+      throw MalformedFrame("incoming frame over the size limit");
+    }
   }
 
   void setTimeout(std::chrono::milliseconds timeout) override { m_timeout = timeout; }

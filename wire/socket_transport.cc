@@ -18,9 +18,25 @@ namespace dojang::wire {
 namespace {
 constexpr std::size_t kReadChunk = 64 * 1024;
 
+// A payload's first allocation when the bytes read ahead are fewer.
+constexpr std::size_t kFirstPayloadStep = 16 * 1024;
+
 std::uint32_t readPrefix(const std::uint8_t* bytes) {
   return static_cast<std::uint32_t>(bytes[0]) | (static_cast<std::uint32_t>(bytes[1]) << 8) |
          (static_cast<std::uint32_t>(bytes[2]) << 16) | (static_cast<std::uint32_t>(bytes[3]) << 24);
+}
+
+// Makes payload `size` bytes long, keeping what it holds. A payload may hold a PIN or key
+// bytes, so a buffer it outgrows is wiped before it is freed.
+void growWiping(Bytes& payload, std::size_t size) {
+  if (size > payload.capacity()) {
+    Bytes larger;
+    larger.reserve(size);
+    larger.assign(payload.begin(), payload.end());
+    wipe(payload);
+    payload.swap(larger);
+  }
+  payload.resize(size);
 }
 }  // namespace
 
@@ -109,17 +125,28 @@ void SocketTransport::receive(Bytes& payload) {
     fill();
   }
   const std::uint32_t length = readPrefix(m_buffer.data() + m_begin);
-  if (length > kMaxFrameBytes) {
+  if (length > maxIncomingFrameBytes()) {
     throw MalformedFrame("incoming frame over the size limit");
   }
   m_begin += kFrameHeaderBytes;
-  payload.resize(length);
-  const std::size_t buffered = std::min<std::size_t>(length, m_end - m_begin);
-  std::memcpy(payload.data(), m_buffer.data() + m_begin, buffered);
-  m_begin += buffered;
-  // A frame larger than what was read ahead goes straight into the payload.
-  for (std::size_t have = buffered; have < length;) {
-    have += readSome(payload.data() + have, length - have);
+  // The payload grows with the bytes that have arrived (at most doubling), never from the length
+  // prefix alone: a peer that announces 4 MiB and sends 10 bytes costs about 10 bytes.
+  payload.clear();
+  std::size_t have = 0;
+  while (have < length) {
+    if (have == payload.size()) {
+      const std::size_t step = std::max({have, m_end - m_begin, kFirstPayloadStep});
+      growWiping(payload, have + std::min<std::size_t>(length - have, step));
+    }
+    if (m_begin < m_end) {
+      const std::size_t taken = std::min(payload.size() - have, m_end - m_begin);
+      std::memcpy(payload.data() + have, m_buffer.data() + m_begin, taken);
+      m_begin += taken;
+      have += taken;
+    } else {
+      // Beyond what was read ahead, bytes go straight into the payload.
+      have += readSome(payload.data() + have, payload.size() - have);
+    }
   }
   if (m_begin == m_end) {
     // Only the bytes used are wiped: they may have held a PIN.

@@ -2,6 +2,7 @@
 // in-memory pair lets protocol tests run client and server in one process.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <stdexcept>
@@ -9,6 +10,7 @@
 #include <utility>
 
 #include "types.h"
+#include "wire_limits.h"
 
 namespace dojang::wire {
 
@@ -42,6 +44,14 @@ class Transport {
   // From now on receive() throws TransportTimedOut when no bytes arrive for this long, and
   // send() when the peer takes none for this long; zero waits forever (the default).
   virtual void setTimeout(std::chrono::milliseconds timeout) { (void)timeout; }
+
+  // The largest payload receive() takes (at most kMaxFrameBytes); a longer length prefix is a
+  // MalformedFrame. The daemon keeps it at kMaxHelloFrameBytes until a connection's Hello.
+  void setMaxIncomingFrameBytes(std::size_t bytes) noexcept { m_maxIncomingFrameBytes = std::min(bytes, kMaxFrameBytes); }
+  [[nodiscard]] std::size_t maxIncomingFrameBytes() const noexcept { return m_maxIncomingFrameBytes; }
+
+ private:
+  std::size_t m_maxIncomingFrameBytes = kMaxFrameBytes;
 };
 
 // A connected stream socket; owns (and closes) the descriptor.

@@ -7,6 +7,7 @@
 namespace dojang::wire {
 
 inline constexpr std::size_t kMaxFrameBytes = 4u << 20;       // whole payload
+inline constexpr std::size_t kMaxHelloFrameBytes = 8u << 10;  // a connection's first frame
 inline constexpr std::size_t kMaxDataBytes = 3u << 20;        // data to sign, digest, decrypt
 inline constexpr std::uint32_t kMaxListCount = 65536;         // handles, attributes, mechanisms
 inline constexpr std::size_t kMaxStringBytes = 4096;          // labels, names, programs

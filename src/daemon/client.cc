@@ -15,9 +15,9 @@ std::uint64_t nextSessionHandle() {
   return next.fetch_add(1) & 0xffffffffu;
 }
 
-Client::Client(ClientNumber number, wire::Bytes id, std::string program, std::uint32_t pid,
+Client::Client(ClientNumber number, wire::Bytes id, std::string program, PeerProcess process,
                std::uint64_t cursor)
-    : eventCursor(cursor), m_number(number), m_id(std::move(id)), m_program(std::move(program)), m_pid(pid) {}
+    : eventCursor(cursor), m_number(number), m_id(std::move(id)), m_program(std::move(program)), m_process(process) {}
 
 std::uint64_t Client::addSession(std::shared_ptr<ClientSession> session) {
   std::lock_guard lock(m_mutex);

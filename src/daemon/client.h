@@ -18,6 +18,14 @@ namespace dojang::daemon {
 
 class SlotTable;
 
+// The process at the other end of a connection: the kernel's pid (SO_PEERCRED) and that
+// process's start time, so that a pid reused by a later process is another process.
+struct PeerProcess {
+  std::uint32_t pid = 0;        // 0 when there is no kernel peer (in-memory transports)
+  std::uint64_t startTime = 0;  // clock ticks after boot, /proc/PID/stat field 22; 0 if unknown
+  bool operator==(const PeerProcess&) const = default;
+};
+
 // A client's session: a backend session on the token plus what PKCS#11 remembers about it.
 struct ClientSession {
   std::uint64_t handle = 0;
@@ -31,7 +39,8 @@ struct ClientSession {
 
 class Client final {
  public:
-  Client(ClientNumber number, wire::Bytes id, std::string program, std::uint32_t pid,
+  // `process` made the client; only connections from it may attach to the client.
+  Client(ClientNumber number, wire::Bytes id, std::string program, PeerProcess process,
          std::uint64_t eventCursor);
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -39,7 +48,8 @@ class Client final {
   [[nodiscard]] ClientNumber number() const noexcept { return m_number; }
   [[nodiscard]] const wire::Bytes& id() const noexcept { return m_id; }
   [[nodiscard]] const std::string& program() const noexcept { return m_program; }
-  [[nodiscard]] std::uint32_t pid() const noexcept { return m_pid; }
+  [[nodiscard]] std::uint32_t pid() const noexcept { return m_process.pid; }
+  [[nodiscard]] const PeerProcess& process() const noexcept { return m_process; }
 
   std::uint64_t addSession(std::shared_ptr<ClientSession> session);
   // Throws CKR_SESSION_HANDLE_INVALID, or CKR_DEVICE_REMOVED once the token went away.
@@ -58,7 +68,7 @@ class Client final {
   const ClientNumber m_number;
   const wire::Bytes m_id;
   const std::string m_program;
-  const std::uint32_t m_pid;
+  const PeerProcess m_process;
   std::mutex m_mutex;
   std::map<std::uint64_t, std::shared_ptr<ClientSession>> m_sessions;
 };

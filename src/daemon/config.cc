@@ -52,11 +52,25 @@ Config parseConfig(const std::string& text, const std::string& source) {
     message << source << ":" << error.source().begin.line << ": " << error.description();
     fail(CKR_GENERAL_ERROR, message.str());
   }
-  if (auto interval = table["daemon"]["poll_interval_ms"].value<std::int64_t>()) {
-    if (*interval < 50 || *interval > 600000) {
-      fail(CKR_GENERAL_ERROR, source + ": daemon.poll_interval_ms must be 50..600000");
+  const auto daemonInteger = [&](const char* key, std::int64_t least, std::int64_t most) -> std::optional<std::int64_t> {
+    const auto value = table["daemon"][key].value<std::int64_t>();
+    if (value && (*value < least || *value > most)) {
+      fail(CKR_GENERAL_ERROR, source + ": daemon." + key + " must be " + std::to_string(least) + ".." +
+                                  std::to_string(most));
     }
+    return value;
+  };
+  if (const auto interval = daemonInteger("poll_interval_ms", 50, 600000)) {
     config.pollInterval = std::chrono::milliseconds(*interval);
+  }
+  if (const auto connections = daemonInteger("max_connections", 1, 100000)) {
+    config.connections.maxConnections = static_cast<std::size_t>(*connections);
+  }
+  if (const auto perProcess = daemonInteger("max_connections_per_process", 1, 100000)) {
+    config.connections.maxConnectionsPerProcess = static_cast<std::size_t>(*perProcess);
+  }
+  if (const auto timeout = daemonInteger("hello_timeout_ms", 50, 600000)) {
+    config.connections.helloTimeout = std::chrono::milliseconds(*timeout);
   }
   if (const auto* backends = table["backend"].as_array()) {
     std::size_t index = 0;

@@ -2,6 +2,9 @@
 //
 //   [daemon]
 //   poll_interval_ms = 1000      # how often slots are rescanned when a driver cannot wait
+//   max_connections = 256        # connections at once; more are refused with CKR_DEVICE_MEMORY
+//   max_connections_per_process = 64
+//   hello_timeout_ms = 5000      # a connection that sends no Hello this long is closed
 //
 //   [[backend]]
 //   name = "softhsm"
@@ -11,6 +14,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,9 +26,17 @@ struct BackendConfig {
   std::string modulePath;
 };
 
+// What the server lets connections take; each connection costs a thread and a descriptor.
+struct ConnectionLimits {
+  std::size_t maxConnections = 256;
+  std::size_t maxConnectionsPerProcess = 64;  // so one runaway process cannot take them all
+  std::chrono::milliseconds helloTimeout{5000};
+};
+
 struct Config {
   std::vector<BackendConfig> backends;
   std::chrono::milliseconds pollInterval{1000};
+  ConnectionLimits connections;
   std::string source;  // the file read, or "built-in defaults"
 };
 

@@ -1,12 +1,16 @@
 // dojangd: one per user; owns every token and serves it to dojang-pkcs11.so clients.
 #include <CLI/CLI.hpp>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <thread>
 
@@ -52,6 +56,49 @@ void reportReady(int& readyFd, bool ok) {
     (void)!::write(readyFd, &status, 1);
     ::close(readyFd);
     readyFd = -1;
+  }
+}
+
+// The thread that takes SIGTERM, SIGINT and SIGHUP with sigwait, so no handler runs inside a
+// lock. Joined on every way out of main(): an exception must never unwind past a joinable
+// std::thread, which would abort the daemon and end every client's sessions.
+class SignalWatcher final {
+ public:
+  SignalWatcher(const sigset_t& signals, std::function<void(int)> onSignal)
+      : m_thread([signals, onSignal = std::move(onSignal)] {
+          int received = 0;
+          sigwait(&signals, &received);
+          onSignal(received);
+        }) {}
+  SignalWatcher(const SignalWatcher&) = delete;
+  SignalWatcher& operator=(const SignalWatcher&) = delete;
+  ~SignalWatcher() {
+    // If no signal came, send one so that sigwait returns.
+    ::pthread_kill(m_thread.native_handle(), SIGTERM);
+    m_thread.join();
+  }
+
+ private:
+  std::thread m_thread;
+};
+
+// Each connection takes a descriptor: make room for the configured number, as far as the hard
+// limit allows, and say so when it does not.
+void ensureDescriptorsFor(std::size_t connections) {
+  constexpr rlim_t kOthers = 64;  // the listening socket, backends, token files, the log
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return;
+  }
+  const rlim_t wanted = static_cast<rlim_t>(connections) + kOthers;
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < wanted) {
+    limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+    if (limit.rlim_cur < wanted) {
+      dojang::daemon::logWarning("the open-file limit (" + std::to_string(limit.rlim_cur) +
+                                 ") is too low for max_connections = " + std::to_string(connections) +
+                                 "; connections beyond it wait until others close");
+    }
   }
 }
 
@@ -129,21 +176,18 @@ int main(int argc, char** argv) {
     slots.rescan();
     slots.startMonitoring(config.pollInterval);
     daemon::Service service(slots, backends);
-    daemon::Server server(service, socket);
-
-    std::thread signalThread([&] {
-      int received = 0;
-      sigwait(&stopSignals, &received);
-      if (received != 0) {
-        daemon::logInfo("signal "s + ::strsignal(received) + ": shutting down");
-      }
-      server.stop();
-    });
-    reportReady(readyFd, true);
-    server.run();
-    // If run() ended without a signal, wake the signal thread so it can be joined.
-    ::kill(::getpid(), SIGTERM);
-    signalThread.join();
+    ensureDescriptorsFor(config.connections.maxConnections);
+    daemon::Server server(service, socket, config.connections);
+    {
+      const SignalWatcher signals(stopSignals, [&server](int received) {
+        if (received != 0) {
+          daemon::logInfo("signal "s + ::strsignal(received) + ": shutting down");
+        }
+        server.stop();
+      });
+      reportReady(readyFd, true);
+      server.run();
+    }
     slots.stopMonitoring();
     return 0;
   } catch (const daemon::AlreadyRunning& running) {

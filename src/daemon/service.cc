@@ -114,9 +114,9 @@ Service::Service(SlotTable& slots, std::vector<wire::BackendStatus> backends)
 
 // ---- clients ----
 
-std::shared_ptr<Client> Service::attach(const wire::HelloRequest& hello) {
+std::shared_ptr<Client> Service::attach(const wire::HelloRequest& hello, const PeerProcess& peer) {
   if (!wire::speaksProtocol(hello.protocolVersion)) {
-    fail(CKR_FUNCTION_FAILED, "a client (pid " + std::to_string(hello.pid) + ") speaks protocol " +
+    fail(CKR_FUNCTION_FAILED, "a client (pid " + std::to_string(peer.pid) + ") speaks protocol " +
                                   std::to_string(hello.protocolVersion) + ", this dojangd speaks " +
                                   std::to_string(wire::kMinProtocolVersion) + ".." +
                                   std::to_string(wire::kProtocolVersion) + "; restart the older one");
@@ -128,18 +128,24 @@ std::shared_ptr<Client> Service::attach(const wire::HelloRequest& hello) {
   std::erase_if(m_clients, [](const std::weak_ptr<Client>& weak) { return weak.expired(); });
   for (const auto& weak : m_clients) {
     if (auto client = weak.lock(); client && client->id() == hello.clientId) {
+      if (client->process() != peer) {
+        // Learning another process's id must not get its sessions and logins.
+        fail(CKR_GENERAL_ERROR, "client " + std::to_string(client->number()) + "'s id presented by pid " +
+                                    std::to_string(peer.pid) + ", not by its own process (pid " +
+                                    std::to_string(client->pid()) + ")");
+      }
       ++client->connections;
       ++m_connections;
       return client;
     }
   }
-  auto client = std::make_shared<Client>(m_nextClientNumber++, hello.clientId, hello.program, hello.pid,
+  auto client = std::make_shared<Client>(m_nextClientNumber++, hello.clientId, hello.program, peer,
                                          m_slots.eventCursor());
   ++client->connections;
   ++m_connections;
   m_clients.push_back(client);
   logInfo("client " + std::to_string(client->number()) + " connected: " + hello.program + " (pid " +
-          std::to_string(hello.pid) + ")");
+          (peer.pid != 0 ? std::to_string(peer.pid) : std::string("unknown")) + ")");
   return client;
 }
 
@@ -605,17 +611,19 @@ void Service::GenerateRandom(CallContext& context, const wire::GenerateRandomReq
   out.data = session->backend->generateRandom(in.length);
 }
 
-void Service::DaemonStatus(CallContext&, const wire::Empty&, wire::DaemonStatusReply& out) {
+void Service::DaemonStatus(CallContext& context, const wire::Empty&, wire::DaemonStatusReply& out) {
   out.version = kVersion;
   out.pid = static_cast<std::uint32_t>(::getpid());
   out.uptimeSeconds = static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - m_started).count());
   out.backends = m_backends;
   out.slots = m_slots.status();
-  out.connections = m_connections.load();
+  // The counts leave out the client asking, so `dojang status` does not count itself.
+  const int asking = context.client ? context.client->connections.load() : 0;
+  out.connections = static_cast<std::uint32_t>(std::max(0, static_cast<int>(m_connections.load()) - asking));
   std::lock_guard lock(m_clientsMutex);
   for (const auto& weak : m_clients) {
-    if (auto client = weak.lock()) {
+    if (auto client = weak.lock(); client && client != context.client) {
       ++out.clients;
       out.sessions += static_cast<std::uint32_t>(client->sessionCount());
     }

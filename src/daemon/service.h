@@ -30,9 +30,10 @@ class Service final {
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
-  // Connections of one client process share a Client, found by the id in its Hello. Throws
+  // Connections of one client process share a Client, found by the id in its Hello. The id is
+  // bound to the process that made the client: from any other `peer` it is refused. Throws
   // CKR_FUNCTION_FAILED for a protocol version outside [kMinProtocolVersion, kProtocolVersion].
-  std::shared_ptr<Client> attach(const wire::HelloRequest& hello);
+  std::shared_ptr<Client> attach(const wire::HelloRequest& hello, const PeerProcess& peer);
   // The reply frame refusing a Hello: the error, then this daemon's HelloReply, so that the
   // client can name the daemon and its version (a protocol 1 module reads only the error).
   void refuseHello(CK_RV rv, const wire::HelloRequest& hello, wire::Bytes& frame);

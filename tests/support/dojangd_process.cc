@@ -109,16 +109,18 @@ std::string dojangdExecutable() { return requiredEnv("DOJANGD"); }
 
 std::string dojangModulePath() { return requiredEnv("DOJANG_MODULE"); }
 
-std::string dojangdConfigFor(const SoftHsmToken& token) {
-  return "[[backend]]\n"
+std::string dojangdConfigFor(const SoftHsmToken& token, const std::string& daemonSettings) {
+  const std::string daemonTable = daemonSettings.empty() ? "" : "[daemon]\n" + daemonSettings + "\n";
+  return daemonTable +
+         "[[backend]]\n"
          "name = \"softhsm\"\n"
          "module = \"" +
          token.modulePath() + "\"\n";
 }
 
-DojangdProcess::DojangdProcess(const SoftHsmToken& token)
+DojangdProcess::DojangdProcess(const SoftHsmToken& token, const std::string& daemonSettings)
     : m_dir("dojangd-test-"), m_softhsmConf(token.configPath()) {
-  writeFile(configPath(), dojangdConfigFor(token));
+  writeFile(configPath(), dojangdConfigFor(token, daemonSettings));
   start();
 }
 

@@ -22,8 +22,9 @@ std::string dojangdExecutable();
 // $DOJANG_MODULE (dojang-pkcs11.so in the build tree); throws std::runtime_error when not set.
 std::string dojangModulePath();
 
-// The TOML that makes dojangd load SoftHSM with the token's SOFTHSM2_CONF.
-std::string dojangdConfigFor(const SoftHsmToken& token);
+// The TOML that makes dojangd load SoftHSM with the token's SOFTHSM2_CONF; daemonSettings are
+// lines for its [daemon] table (e.g. "max_connections = 20").
+std::string dojangdConfigFor(const SoftHsmToken& token, const std::string& daemonSettings = {});
 
 // The slot whose token carries this label; throws std::runtime_error when none does.
 CK_SLOT_ID slotWithLabel(CK_FUNCTION_LIST& p11, const std::string& label);
@@ -35,7 +36,7 @@ class DojangdProcess final {
 
   // Writes <dir>/dojangd.toml and starts dojangd on <dir>/sock; returns once the socket accepts
   // connections. Throws std::runtime_error (with the log) when it does not come up.
-  explicit DojangdProcess(const SoftHsmToken& token);
+  explicit DojangdProcess(const SoftHsmToken& token, const std::string& daemonSettings = {});
   ~DojangdProcess();  // SIGKILL if still running
   DojangdProcess(const DojangdProcess&) = delete;
   DojangdProcess& operator=(const DojangdProcess&) = delete;

@@ -101,6 +101,25 @@ TEST_CASE("the poll interval must be sensible", "[config]") {
         std::chrono::milliseconds(600000));
 }
 
+TEST_CASE("connection limits have defaults and can be set in [daemon]", "[config][limits]") {
+  const auto defaults = core::parseConfig("", "empty.toml");
+  CHECK(defaults.connections.maxConnections == 256);
+  CHECK(defaults.connections.maxConnectionsPerProcess == 64);
+  CHECK(defaults.connections.helloTimeout == std::chrono::milliseconds(5000));
+
+  const auto set = core::parseConfig(
+      "[daemon]\nmax_connections = 20\nmax_connections_per_process = 5\nhello_timeout_ms = 300\n", "f");
+  CHECK(set.connections.maxConnections == 20);
+  CHECK(set.connections.maxConnectionsPerProcess == 5);
+  CHECK(set.connections.helloTimeout == std::chrono::milliseconds(300));
+
+  CHECK_THAT(errorOf("[daemon]\nmax_connections = 0\n"), Catch::Contains("max_connections"));
+  CHECK_THAT(errorOf("[daemon]\nmax_connections = 100001\n"), Catch::Contains("max_connections"));
+  CHECK_THAT(errorOf("[daemon]\nmax_connections_per_process = 0\n"), Catch::Contains("max_connections_per_process"));
+  CHECK_THAT(errorOf("[daemon]\nhello_timeout_ms = 10\n"), Catch::Contains("hello_timeout_ms"));
+  CHECK_THAT(errorOf("[daemon]\nhello_timeout_ms = 600001\n"), Catch::Contains("hello_timeout_ms"));
+}
+
 TEST_CASE("loadConfig reads files and refuses a missing one it was told to read", "[config]") {
   dojang::test::TempDir dir("dojang-config-test-");
   const auto file = dir / "dojangd.toml";

@@ -55,9 +55,10 @@ struct Daemon {
   core::CallContext client() {
     const auto number = nextClient++;
     auto made = std::make_shared<core::Client>(number, wire::Bytes(16, static_cast<std::uint8_t>(number)),
-                                               "service_test", static_cast<std::uint32_t>(1000 + number),
+                                               "service_test",
+                                               core::PeerProcess{static_cast<std::uint32_t>(1000 + number), 1},
                                                slots->eventCursor());
-    return {std::move(made), {}};
+    return {std::move(made), {}, {}};
   }
 
   std::uint64_t open(core::CallContext& context, std::uint64_t flags = kReadWrite) {

@@ -451,6 +451,73 @@ TEST_CASE("SocketTransport refuses a length prefix over kMaxFrameBytes", "[wire]
   CHECK_THROWS_AS(second.receive(got), wire::MalformedFrame);
 }
 
+TEST_CASE("SocketTransport grows the payload as its bytes arrive, not from the length prefix", "[wire][socket][limits]") {
+  SocketPair pair;
+  wire::SocketTransport transport(pair.theirs);
+  // 4 MiB announced, 10 bytes sent: what the receiver holds must follow the 10 bytes.
+  auto bytes = le32(static_cast<std::uint32_t>(wire::kMaxFrameBytes));
+  bytes.insert(bytes.end(), {1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+  pair.write(bytes);
+  pair.closeOurs();
+  wire::Bytes got;
+  CHECK_THROWS_AS(transport.receive(got), wire::TransportClosed);
+  CHECK(got.capacity() <= 64 * 1024);
+}
+
+TEST_CASE("SocketTransport assembles a large frame sent in small pieces", "[wire][socket]") {
+  SocketPair pair;
+  wire::SocketTransport transport(pair.theirs);
+  wire::Bytes payload(1u << 20);
+  for (std::size_t i = 0; i < payload.size(); ++i) {
+    payload[i] = static_cast<std::uint8_t>(i * 13 + (i >> 11));
+  }
+  const auto bytes = framed(payload);
+  std::thread writer([&] {
+    for (std::size_t at = 0; at < bytes.size(); at += 1000) {
+      pair.write(wire::Bytes(bytes.begin() + static_cast<std::ptrdiff_t>(at),
+                             bytes.begin() + static_cast<std::ptrdiff_t>(std::min(at + 1000, bytes.size()))));
+    }
+  });
+  wire::Bytes got;
+  transport.receive(got);
+  writer.join();
+  CHECK(got == payload);
+}
+
+TEST_CASE("a transport's incoming frame limit can be lowered and raised again", "[wire][limits]") {
+  SECTION("socket") {
+    SocketPair pair;
+    wire::SocketTransport transport(pair.theirs);
+    transport.setMaxIncomingFrameBytes(wire::kMaxHelloFrameBytes);
+    pair.write(framed(wire::Bytes(wire::kMaxHelloFrameBytes, 0x11)));
+    wire::Bytes got;
+    transport.receive(got);
+    CHECK(got.size() == wire::kMaxHelloFrameBytes);
+    pair.write(le32(static_cast<std::uint32_t>(wire::kMaxHelloFrameBytes + 1)));
+    CHECK_THROWS_AS(transport.receive(got), wire::MalformedFrame);
+
+    SocketPair other;
+    wire::SocketTransport raised(other.theirs);
+    raised.setMaxIncomingFrameBytes(wire::kMaxHelloFrameBytes);
+    raised.setMaxIncomingFrameBytes(wire::kMaxFrameBytes);
+    other.write(framed(wire::Bytes(wire::kMaxHelloFrameBytes + 1, 0x22)));
+    raised.receive(got);
+    CHECK(got.size() == wire::kMaxHelloFrameBytes + 1);
+  }
+  SECTION("memory") {
+    auto [a, b] = wire::makeMemoryTransportPair();
+    b->setMaxIncomingFrameBytes(4);
+    auto small = outgoing({1, 2, 3, 4});
+    auto large = outgoing({1, 2, 3, 4, 5});
+    a->send(small);
+    a->send(large);
+    wire::Bytes got;
+    b->receive(got);
+    CHECK(got == wire::Bytes{1, 2, 3, 4});
+    CHECK_THROWS_AS(b->receive(got), wire::MalformedFrame);
+  }
+}
+
 TEST_CASE("SocketTransport reports a closed peer as TransportClosed", "[wire][socket]") {
   wire::Bytes got;
   SECTION("before any byte") {
