@@ -21,6 +21,8 @@ fi
 # Only what these suites run is built here (the integration suite needs the plain build: a
 # sanitized module cannot be loaded by unsanitized programs such as pkcs11-tool).
 sanitized_suites=(unit protocol fuzz)
+# Regenerate first if meson files changed since the last configure, so the list below is current.
+ninja -C build-sanitize build.ninja >/dev/null
 mapfile -t sanitized_targets < <(meson introspect build-sanitize --tests | python3 -c '
 import json, os, sys
 wanted = {"dojang:" + name for name in sys.argv[1:]}

@@ -29,6 +29,7 @@
 #include "cryptoki.h"
 #include "dojangd_process.h"
 #include "error.h"
+#include "raw_wire.h"
 #include "softhsm_token.h"
 
 namespace {
@@ -36,6 +37,11 @@ namespace {
 using dojang::ckRvName;
 using dojang::test::DojangdProcess;
 using dojang::test::DojangModule;
+using dojang::test::eventually;
+using dojang::test::processAlive;
+using dojang::test::randomClientId;
+using dojang::test::RawConnection;
+using dojang::test::requestFrame;
 using dojang::test::slotWithLabel;
 using dojang::test::SoftHsmToken;
 namespace wire = dojang::wire;
@@ -43,25 +49,6 @@ namespace wire = dojang::wire;
 constexpr const char* kTokenLabel = "dojang-limits";
 constexpr const char* kPin = "1234";
 constexpr std::array<CK_BYTE, 10> kP256Params = {0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07};
-
-template <class Condition>
-bool eventually(Condition&& condition, std::chrono::seconds patience = std::chrono::seconds(10)) {
-  const auto deadline = std::chrono::steady_clock::now() + patience;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      return false;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
-
-bool processAlive(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const auto close = text.rfind(')');
-  return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
-}
 
 // A field of /proc/PID/status in kB (VmRSS, VmSize).
 std::uint64_t statusKilobytes(pid_t pid, const std::string& field) {
@@ -107,124 +94,9 @@ void setSoftLimit(pid_t pid, decltype(RLIMIT_NOFILE) resource, rlim_t value) {
   REQUIRE(::prlimit(pid, resource, &limit, nullptr) == 0);
 }
 
-wire::Bytes randomClientId() {
-  static std::mt19937 random(std::random_device{}());
-  wire::Bytes id(16);
-  for (auto& byte : id) {
-    byte = static_cast<std::uint8_t>(random());
-  }
-  return id;
-}
-
-template <wire::CallId id>
-wire::Bytes requestFrame(const typename wire::Call<id>::Request& request) {
-  wire::Bytes frame;
-  wire::encodeRequest<id>(request, frame);
-  const auto size = static_cast<std::uint32_t>(frame.size() - wire::kFrameHeaderBytes);
-  for (std::size_t i = 0; i < wire::kFrameHeaderBytes; ++i) {
-    frame[i] = static_cast<std::uint8_t>(size >> (8 * i));
-  }
-  return frame;
-}
-
 wire::Bytes helloFrame(const wire::Bytes& clientId = randomClientId(), const std::string& program = "dojang_limits_test") {
-  wire::HelloRequest hello;
-  hello.clientId = clientId;
-  hello.pid = static_cast<std::uint32_t>(::getpid());
-  hello.program = program;
-  return requestFrame<wire::CallId::Hello>(hello);
+  return dojang::test::helloFrame(program, wire::kProtocolVersion, clientId);
 }
-
-// A connection that speaks frames by hand. Every wait is bounded: 2 s to connect, 10 s for a
-// reply, so a daemon that hangs fails the test instead of blocking it.
-class RawConnection final {
- public:
-  explicit RawConnection(const std::filesystem::path& socketPath) {
-    m_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(m_fd >= 0);
-    timeval connectPatience{2, 0};  // connect() waits this long when the listen backlog is full
-    ::setsockopt(m_fd, SOL_SOCKET, SO_SNDTIMEO, &connectPatience, sizeof connectPatience);
-    timeval replyPatience{10, 0};
-    ::setsockopt(m_fd, SOL_SOCKET, SO_RCVTIMEO, &replyPatience, sizeof replyPatience);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    const std::string path = socketPath.string();
-    REQUIRE(path.size() < sizeof address.sun_path);
-    std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-    m_connected = ::connect(m_fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
-  }
-  ~RawConnection() { ::close(m_fd); }
-  RawConnection(const RawConnection&) = delete;
-  RawConnection& operator=(const RawConnection&) = delete;
-
-  [[nodiscard]] bool connected() const noexcept { return m_connected; }
-
-  bool send(const wire::Bytes& bytes) {
-    return ::send(m_fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
-  }
-
-  // The next reply's payload; nullopt when the connection closed or nothing came in time.
-  std::optional<wire::Bytes> receive() {
-    std::array<std::uint8_t, 4> header{};
-    if (!readExactly(header.data(), header.size())) {
-      return std::nullopt;
-    }
-    std::uint32_t size = 0;
-    for (std::size_t i = 0; i < header.size(); ++i) {
-      size |= static_cast<std::uint32_t>(header[i]) << (8 * i);
-    }
-    wire::Bytes payload(size);
-    if (size > wire::kMaxFrameBytes || !readExactly(payload.data(), payload.size())) {
-      return std::nullopt;
-    }
-    return payload;
-  }
-
-  // The reply's CK_RV, and its fields decoded into `reply` when it is CKR_OK.
-  template <class Reply = wire::Empty>
-  std::optional<CK_RV> call(const wire::Bytes& frame, Reply* reply = nullptr) {
-    if (!send(frame)) {
-      return std::nullopt;
-    }
-    const auto payload = receive();
-    if (!payload) {
-      return std::nullopt;
-    }
-    wire::Decoder decoder(*payload);
-    std::uint64_t rv = 0;
-    decoder.read(rv);
-    if (rv == CKR_OK && reply != nullptr) {
-      decoder.read(*reply);
-    }
-    return static_cast<CK_RV>(rv);
-  }
-
-  // True when the daemon closes the connection (EOF) within 10 s.
-  bool closedByPeer() {
-    std::uint8_t byte = 0;
-    const ssize_t n = ::recv(m_fd, &byte, 1, 0);
-    return n == 0 || (n < 0 && errno == ECONNRESET);
-  }
-
- private:
-  bool readExactly(std::uint8_t* data, std::size_t size) {
-    std::size_t got = 0;
-    while (got < size) {
-      const ssize_t n = ::recv(m_fd, data + got, size - got, 0);
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n <= 0) {
-        return false;
-      }
-      got += static_cast<std::size_t>(n);
-    }
-    return true;
-  }
-
-  int m_fd = -1;
-  bool m_connected = false;
-};
 
 // Opens up to `count` connections that each send a Hello and wait for nothing.
 std::vector<std::unique_ptr<RawConnection>> idleConnections(const std::filesystem::path& socket, int count) {

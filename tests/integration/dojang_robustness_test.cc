@@ -26,6 +26,7 @@
 #include "cryptoki.h"
 #include "dojangd_process.h"
 #include "error.h"
+#include "raw_wire.h"
 #include "run_command.h"
 #include "softhsm_token.h"
 #include "temp_dir.h"
@@ -36,6 +37,9 @@ using dojang::ckRvName;
 using dojang::test::DojangdProcess;
 using dojang::test::dojangdConfigFor;
 using dojang::test::DojangModule;
+using dojang::test::eventually;
+using dojang::test::processAlive;
+using dojang::test::RawConnection;
 using dojang::test::dojangModulePath;
 using dojang::test::readFile;
 using dojang::test::runCommand;
@@ -48,29 +52,6 @@ namespace wire = dojang::wire;
 constexpr const char* kTokenLabel = "dojang-robustness";
 constexpr const char* kPin = "1234";
 constexpr std::array<CK_BYTE, 10> kP256Params = {0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07};
-
-bool processAlive(pid_t pid) {
-  if (::kill(pid, 0) != 0) {
-    return false;
-  }
-  // A zombie nobody reaps yet is not alive.
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const auto close = text.rfind(')');
-  return close == std::string::npos || close + 2 >= text.size() || text[close + 2] != 'Z';
-}
-
-template <class Condition>
-bool eventually(Condition&& condition, std::chrono::seconds patience = std::chrono::seconds(10)) {
-  const auto deadline = std::chrono::steady_clock::now() + patience;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      return false;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
 
 CK_RV login(CK_FUNCTION_LIST& p11, CK_SESSION_HANDLE session) {
   std::string pin = kPin;
@@ -137,22 +118,7 @@ wire::Bytes withLength(wire::Bytes payload) {
 }
 
 wire::Bytes helloFrame(std::uint32_t version = wire::kProtocolVersion) {
-  static std::mt19937 ids(7);
-  wire::HelloRequest hello;
-  hello.protocolVersion = version;
-  hello.clientId.resize(16);
-  for (auto& byte : hello.clientId) {
-    byte = static_cast<std::uint8_t>(ids());
-  }
-  hello.pid = static_cast<std::uint32_t>(::getpid());
-  hello.program = "dojang_robustness_test raw";
-  wire::Bytes frame;
-  wire::encodeRequest<wire::CallId::Hello>(hello, frame);
-  const auto size = static_cast<std::uint32_t>(frame.size() - wire::kFrameHeaderBytes);
-  for (std::size_t i = 0; i < 4; ++i) {
-    frame[i] = static_cast<std::uint8_t>(size >> (8 * i));
-  }
-  return frame;
+  return dojang::test::helloFrame("dojang_robustness_test raw", version);
 }
 
 // A payload: u16 call id, then raw field bytes.
@@ -167,100 +133,6 @@ void put(wire::Bytes& out, std::uint64_t value, int bytes) {
     out.push_back(static_cast<std::uint8_t>(value >> (8 * i)));
   }
 }
-
-class RawConnection final {
- public:
-  explicit RawConnection(const std::filesystem::path& socketPath) {
-    m_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(m_fd >= 0);
-    timeval patience{10, 0};  // generous: a reply that does not come in 10 s is a hang
-    ::setsockopt(m_fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    const std::string path = socketPath.string();
-    REQUIRE(path.size() < sizeof address.sun_path);
-    std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-    REQUIRE(::connect(m_fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
-  }
-  ~RawConnection() { ::close(m_fd); }
-  RawConnection(const RawConnection&) = delete;
-  RawConnection& operator=(const RawConnection&) = delete;
-
-  // False when the daemon has closed the connection.
-  bool send(const wire::Bytes& bytes) {
-    return ::send(m_fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
-  }
-
-  // The next reply's payload; nullopt when the connection closed (or nothing came in 10 s:
-  // timedOut() tells which).
-  std::optional<wire::Bytes> receive() {
-    std::array<std::uint8_t, 4> header{};
-    if (!readExactly(header.data(), header.size())) {
-      return std::nullopt;
-    }
-    std::uint32_t size = 0;
-    for (std::size_t i = 0; i < 4; ++i) {
-      size |= static_cast<std::uint32_t>(header[i]) << (8 * i);
-    }
-    if (size > wire::kMaxFrameBytes) {
-      return std::nullopt;
-    }
-    wire::Bytes payload(size);
-    if (!readExactly(payload.data(), payload.size())) {
-      return std::nullopt;
-    }
-    return payload;
-  }
-
-  // The reply's CK_RV (u64 at the front of its payload).
-  std::optional<std::uint64_t> call(const wire::Bytes& frame) {
-    if (!send(frame)) {
-      return std::nullopt;
-    }
-    const auto reply = receive();
-    if (!reply || reply->size() < 8) {
-      return std::nullopt;
-    }
-    std::uint64_t rv = 0;
-    for (std::size_t i = 0; i < 8; ++i) {
-      rv |= static_cast<std::uint64_t>((*reply)[i]) << (8 * i);
-    }
-    return rv;
-  }
-
-  // True when the daemon closes the connection (EOF) within 10 s.
-  bool closedByPeer() {
-    std::uint8_t byte = 0;
-    const ssize_t n = ::recv(m_fd, &byte, 1, 0);
-    return n == 0 || (n < 0 && errno == ECONNRESET);
-  }
-
-  [[nodiscard]] bool timedOut() const noexcept { return m_timedOut; }
-  [[nodiscard]] int fd() const noexcept { return m_fd; }
-
- private:
-  bool readExactly(std::uint8_t* data, std::size_t size) {
-    std::size_t got = 0;
-    while (got < size) {
-      const ssize_t n = ::recv(m_fd, data + got, size - got, 0);
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        m_timedOut = true;
-        return false;
-      }
-      if (n <= 0) {
-        return false;
-      }
-      got += static_cast<std::size_t>(n);
-    }
-    return true;
-  }
-
-  int m_fd = -1;
-  bool m_timedOut = false;
-};
 
 }  // namespace
 
