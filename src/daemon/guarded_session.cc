@@ -117,4 +117,37 @@ void GuardedSession::setPin(const SecureBytes& oldPin, const SecureBytes& newPin
   guarded([&] { m_inner->setPin(oldPin, newPin); });
 }
 
+// ---- TokenState's side: the sessions it hands out, and what a removal found by them does ----
+
+void TokenState::tokenRemoved() {
+  if (m_removed.exchange(true)) {
+    return;
+  }
+  std::function<void()> handler;
+  {
+    std::lock_guard lock(m_handlerMutex);
+    handler = m_removalHandler;
+  }
+  if (handler) {
+    handler();
+  }
+}
+
+void TokenState::setRemovalHandler(std::function<void()> handler) {
+  std::lock_guard lock(m_handlerMutex);
+  m_removalHandler = std::move(handler);
+}
+
+std::unique_ptr<token::TokenSession> TokenState::openSession() {
+  try {
+    return std::make_unique<GuardedSession>(m_token->openSession(), *this);
+  } catch (const Error& error) {
+    if (error.kind() == ErrorKind::TokenRemoved) {
+      tokenRemoved();
+      throw Error(CKR_DEVICE_REMOVED, ErrorKind::TokenRemoved, error.what(), error.where());
+    }
+    throw;
+  }
+}
+
 }  // namespace dojang::daemon

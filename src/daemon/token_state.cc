@@ -8,7 +8,6 @@
 
 #include "error.h"
 #include "foreign_errors.h"
-#include "guarded_session.h"
 #include "policy.h"
 
 namespace dojang::daemon {
@@ -72,37 +71,6 @@ token::TokenDescription TokenState::description() {
     m_descriptionRead = std::chrono::steady_clock::now();
   }
   return fresh;
-}
-
-void TokenState::tokenRemoved() {
-  if (m_removed.exchange(true)) {
-    return;
-  }
-  std::function<void()> handler;
-  {
-    std::lock_guard lock(m_handlerMutex);
-    handler = m_removalHandler;
-  }
-  if (handler) {
-    handler();
-  }
-}
-
-void TokenState::setRemovalHandler(std::function<void()> handler) {
-  std::lock_guard lock(m_handlerMutex);
-  m_removalHandler = std::move(handler);
-}
-
-std::unique_ptr<token::TokenSession> TokenState::openSession() {
-  try {
-    return std::make_unique<GuardedSession>(m_token->openSession(), *this);
-  } catch (const Error& error) {
-    if (error.kind() == ErrorKind::TokenRemoved) {
-      tokenRemoved();
-      throw Error(CKR_DEVICE_REMOVED, ErrorKind::TokenRemoved, error.what(), error.where());
-    }
-    throw;
-  }
 }
 
 void TokenState::descriptionChanged() noexcept {

@@ -70,7 +70,7 @@ class TokenState final {
   // (the slot table rescans the driver). Runs the handler only the first time.
   void tokenRemoved();
   void setRemovalHandler(std::function<void()> handler);
-  // A backend session whose failures act on this token (GuardedSession).
+  // A backend session whose failures act on this token (GuardedSession; defined beside it).
   std::unique_ptr<token::TokenSession> openSession();
 
   // Token info is read again after login changes and PIN changes, and otherwise when it is older

@@ -2,9 +2,11 @@
 // token: PIN state as token flags, wrong PINs with their tries left, a login the token lost, a
 // token removed during an operation, the context-specific PIN and key-generation targets.
 #include <catch2/catch.hpp>
+#include <winscard.h>
 
 #include "error.h"
 #include "fake_token.h"
+#include "foreign_errors.h"
 #include "service.h"
 #include "slot_table.h"
 
@@ -277,4 +279,19 @@ TEST_CASE("key generation names its target for the driver", "[driver][keygen]") 
   d.service->GenerateKeyPair(client, request, out);
   CHECK(d.fake->lastIdHint == token::Bytes{0x9a});
   CHECK_FALSE(d.fake->lastAdminCredential);
+}
+
+// Regression: SCARD_W_RESET_CARD was taken for a removed card, so a reset by another program
+// (the card still in the reader) dropped the token instead of asking for a new login.
+TEST_CASE("a reset card is a lost login, a removed one is removed", "[driver][pcsc]") {
+  const auto kindOf = [](long rv) {
+    try {
+      dojang::checkPcsc(rv, "SCardTransmit");
+    } catch (const dojang::Error& error) {
+      return std::pair{error.kind(), error.rv()};
+    }
+    return std::pair{dojang::ErrorKind::Fatal, CK_RV{CKR_OK}};
+  };
+  CHECK(kindOf(SCARD_W_RESET_CARD) == std::pair{dojang::ErrorKind::LoginLost, CK_RV{CKR_USER_NOT_LOGGED_IN}});
+  CHECK(kindOf(SCARD_W_REMOVED_CARD) == std::pair{dojang::ErrorKind::TokenRemoved, CK_RV{CKR_DEVICE_REMOVED}});
 }
