@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "foreign_errors.h"
+#include "log.h"
 #include "policy.h"
 
 namespace dojang::daemon {
@@ -556,6 +557,8 @@ void TokenState::loginLost(bool certain) {
   if (m_tokenBusy || !m_tokenLogin || (!certain && *m_tokenLogin != CKU_USER)) {
     return;
   }
+  logWarning("slot " + std::to_string(m_slotId) + ": the token lost its login (" +
+             std::to_string(m_loggedIn.size()) + " clients logged in); they must log in again");
   m_loggedIn.clear();
   m_tokenLogin.reset();
   m_verifier.reset();
