@@ -7,6 +7,10 @@ namespace dojang {
 Error::Error(CK_RV rv, ErrorKind kind, const std::string& message, CallSite where)
     : std::runtime_error(message), m_rv(rv), m_kind(kind), m_where(where) {}
 
+Error::Error(CK_RV rv, ErrorKind kind, const std::string& message, std::optional<unsigned> pinRetriesLeft,
+             CallSite where)
+    : std::runtime_error(message), m_rv(rv), m_kind(kind), m_where(where), m_pinRetriesLeft(pinRetriesLeft) {}
+
 ErrorKind kindOfCkRv(CK_RV rv) noexcept {
   switch (rv) {
     case CKR_PIN_INCORRECT:

@@ -3,6 +3,7 @@
 // that raised it.
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -30,6 +31,7 @@ enum class ErrorKind {
   PinIncorrect,  // the user typed a wrong PIN; never retried automatically
   PinLocked,     // the PIN is blocked; the user must unblock or re-initialise
   TokenRemoved,  // the token or reader went away mid-operation
+  LoginLost,     // the token is still there but its login is gone (a card reset by another program)
   NotLoggedIn,   // needs a login first
   BadInput,      // the caller's arguments or data are wrong
   Unsupported,   // not offered by this token, mechanism or build
@@ -40,15 +42,21 @@ class Error : public std::runtime_error {
  public:
   Error(CK_RV rv, ErrorKind kind, const std::string& message,
         CallSite where = CallSite::current());
+  // A wrong PIN, with the tries the token has left when it tells.
+  Error(CK_RV rv, ErrorKind kind, const std::string& message, std::optional<unsigned> pinRetriesLeft,
+        CallSite where = CallSite::current());
 
   [[nodiscard]] CK_RV rv() const noexcept { return m_rv; }
   [[nodiscard]] ErrorKind kind() const noexcept { return m_kind; }
   [[nodiscard]] const CallSite& where() const noexcept { return m_where; }
+  // Set for wrong PINs when the token says how many tries are left.
+  [[nodiscard]] std::optional<unsigned> pinRetriesLeft() const noexcept { return m_pinRetriesLeft; }
 
  private:
   CK_RV m_rv;
   ErrorKind m_kind;
   CallSite m_where;
+  std::optional<unsigned> m_pinRetriesLeft;
 };
 
 // Classifies a PKCS#11 return value.

@@ -17,8 +17,10 @@ void checkPcsc(long rv, std::string_view call, CallSite where) {
     case SCARD_E_NO_SMARTCARD:
     case SCARD_E_READER_UNAVAILABLE:
     case SCARD_E_NO_READERS_AVAILABLE:
-    case SCARD_W_RESET_CARD:
       throw Error(CKR_DEVICE_REMOVED, ErrorKind::TokenRemoved, message, where);
+    case SCARD_W_RESET_CARD:
+      // Another program reset the card: it is still in the reader, but its PIN state is gone.
+      throw Error(CKR_USER_NOT_LOGGED_IN, ErrorKind::LoginLost, message, where);
     case SCARD_E_TIMEOUT:
     case SCARD_E_SHARING_VIOLATION:
     case SCARD_E_NO_SERVICE:

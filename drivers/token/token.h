@@ -5,6 +5,21 @@
 //
 // Threading: a Driver and a Token may be called from several threads; a TokenSession is used by
 // one thread at a time (the daemon serialises each client session).
+//
+// The contract a card driver keeps (PC/SC cards: PIV, Korean tokens, ...):
+// - One card transaction per operation. Every call of Token and TokenSession that talks to the
+//   card runs inside one SCardBeginTransaction/SCardEndTransaction, so that another program
+//   cannot slip its APDUs between the ones of a sign or a login.
+// - Serialisation per card is the driver's job: calls on sessions of the same card may arrive
+//   from several daemon threads at once, and the driver queues them on the card. The daemon
+//   does not lock a token around calls (it would hold up calls that never reach the card).
+// - Failures say what happened, as dojang::Error kinds: TokenRemoved when the card or reader is
+//   gone (CKR_DEVICE_REMOVED or CKR_TOKEN_NOT_PRESENT; the daemon marks the token removed at
+//   once and rescans the driver), LoginLost when the card is still there but its login is gone
+//   (SCARD_W_RESET_CARD: another program reset it; the daemon forgets the token's login), and
+//   PinIncorrect with Error::pinRetriesLeft() when the card tells how many tries are left.
+// - No hidden state between calls: a context-specific PIN and a key-generation credential come
+//   with the operation that needs them.
 #pragma once
 
 #include <cstdint>
@@ -70,9 +85,42 @@ struct TokenDescription {
   CK_VERSION firmwareVersion{};
 };
 
+// What a token knows about one of its PINs. A token that cannot tell leaves the counts empty and
+// the flags false.
+struct PinState {
+  std::optional<unsigned> retriesLeft;  // tries before the PIN locks
+  std::optional<unsigned> maxRetries;   // tries after a right PIN
+  bool locked = false;
+  bool countLow = false;  // a wrong PIN was given since the last right one
+  bool finalTry = false;  // one more wrong PIN locks it
+
+  // The flags from exact counts, for drivers that know them.
+  static PinState fromCounts(unsigned left, unsigned max) {
+    return {left, max, left == 0, left < max, left == 1};
+  }
+};
+struct PinStates {
+  PinState user;
+  PinState so;
+};
+
 struct KeyPair {
   ObjectId publicKey = 0;
-  ObjectId privateKey = 0;
+  ObjectId privateKey = 0;  // 0 when the token returns only the public key (a PIV slot)
+};
+
+// Where a key pair goes and who may put it there. A vendor module decides both itself and
+// ignores this; a PIV card generates into the key slot named by the CKA_ID (9a, 9c, 9d, 9e, ...)
+// and is authorised by its management key rather than the PIN.
+struct KeyGeneration {
+  std::optional<Bytes> idHint;                   // CKA_ID of the private-key template, if any
+  const SecureBytes* adminCredential = nullptr;  // e.g. a PIV management key; nullptr: the login
+};
+
+// C_Login(CKU_CONTEXT_SPECIFIC) for one operation on a CKA_ALWAYS_AUTHENTICATE key.
+struct ContextLogin {
+  bool given = false;                // the client logged in for this operation
+  const SecureBytes* pin = nullptr;  // nullptr with `given`: the protected authentication path
 };
 
 // A context in which objects are used and operations run. Operations are single-shot: the
@@ -96,20 +144,22 @@ class TokenSession {
   // Error(CKR_INFORMATION_SENSITIVE) when the token will not tell.
   virtual CK_ULONG objectSize(ObjectId object) = 0;
   virtual KeyPair generateKeyPair(const Mechanism& mechanism, const AttributeList& publicTemplate,
-                                  const AttributeList& privateTemplate) = 0;
+                                  const AttributeList& privateTemplate, const KeyGeneration& target) = 0;
 
   // Checks what C_SignInit/C_VerifyInit/C_DecryptInit would check, without starting anything.
   virtual void checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const Mechanism& mechanism, ObjectId key) = 0;
-  virtual Bytes sign(const Mechanism& mechanism, ObjectId key, std::span<const std::uint8_t> data) = 0;
+  // `context` carries the context-specific login a CKA_ALWAYS_AUTHENTICATE key needs; it is used
+  // for this operation only.
+  virtual Bytes sign(const Mechanism& mechanism, ObjectId key, std::span<const std::uint8_t> data,
+                     const ContextLogin& context) = 0;
   // Throws Error(CKR_SIGNATURE_INVALID) for a bad signature.
   virtual void verify(const Mechanism& mechanism, ObjectId key, std::span<const std::uint8_t> data,
                       std::span<const std::uint8_t> signature) = 0;
-  virtual Bytes decrypt(const Mechanism& mechanism, ObjectId key, std::span<const std::uint8_t> data) = 0;
+  virtual Bytes decrypt(const Mechanism& mechanism, ObjectId key, std::span<const std::uint8_t> data,
+                        const ContextLogin& context) = 0;
   virtual Bytes digest(const Mechanism& mechanism, std::span<const std::uint8_t> data) = 0;
   virtual Bytes generateRandom(std::size_t length) = 0;
 
-  // Re-authentication for keys with CKA_ALWAYS_AUTHENTICATE, scoped to this session.
-  virtual void loginContextSpecific(const SecureBytes* pin) = 0;
   virtual void initPin(const SecureBytes& pin) = 0;
   virtual void setPin(const SecureBytes& oldPin, const SecureBytes& newPin) = 0;
 };
@@ -124,9 +174,12 @@ class Token {
   virtual ~Token() = default;
 
   virtual TokenDescription describe() = 0;
+  // Read fresh on every call (the daemon caches it); the PIN flags of CK_TOKEN_INFO come from it.
+  virtual PinStates pinState() = 0;
   virtual std::vector<MechanismEntry> mechanisms() = 0;
   virtual std::unique_ptr<TokenSession> openSession() = 0;
-  // pin == nullptr: the token's protected authentication path (PIN pad).
+  // pin == nullptr: the token's protected authentication path (PIN pad). A wrong PIN throws
+  // ErrorKind::PinIncorrect, with pinRetriesLeft() when the token tells.
   virtual void login(CK_USER_TYPE user, const SecureBytes* pin) = 0;
   virtual void logout() = 0;
 };

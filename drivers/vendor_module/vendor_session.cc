@@ -258,7 +258,9 @@ CK_ULONG VendorSession::objectSize(token::ObjectId object) {
 
 token::KeyPair VendorSession::generateKeyPair(const token::Mechanism& mechanism,
                                               const token::AttributeList& publicTemplate,
-                                              const token::AttributeList& privateTemplate) {
+                                              const token::AttributeList& privateTemplate,
+                                              const token::KeyGeneration&) {
+  // A vendor module picks the place itself and generates under the user's login.
   CkMechanism ckMechanism(mechanism);
   Template publicPart(publicTemplate);
   Template privatePart(privateTemplate);
@@ -327,7 +329,6 @@ void VendorSession::checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mech
   if (!trueOf(reads[2])) {
     fail(CKR_KEY_FUNCTION_NOT_PERMITTED, keyName + " may not " + usageName(usage));
   }
-  m_lastChecked = KeyOperation{usage, mechanism, key};
   if (usage == CKA_DECRYPT && mechanism.params.kind != token::MechanismParameters::Kind::None) {
     // Which OAEP parameters a token accepts only its own C_DecryptInit knows (SoftHSM takes
     // SHA-1 alone), so the real init runs now and the decryption that follows picks it up.
@@ -340,7 +341,7 @@ void VendorSession::checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mech
       }
       throw;
     }
-    m_primed = m_lastChecked;
+    m_primed = KeyOperation{usage, mechanism, key};
   }
 }
 
@@ -407,11 +408,26 @@ void VendorSession::abandonPrimed() noexcept {
   m_primed.reset();
 }
 
-token::Bytes VendorSession::sign(const token::Mechanism& mechanism, token::ObjectId key,
-                                 std::span<const std::uint8_t> data) {
-  if (!takePrimed(CKA_SIGN, mechanism, key)) {
-    startOperation(CKA_SIGN, mechanism, key);
+void VendorSession::beginOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism, token::ObjectId key,
+                                   const token::ContextLogin& context) {
+  if (!takePrimed(usage, mechanism, key)) {
+    startOperation(usage, mechanism, key);
   }
+  if (!context.given) {
+    return;
+  }
+  const CK_RV rv = module().call(&CK_FUNCTION_LIST::C_Login, m_session.handle(), CK_USER_TYPE{CKU_CONTEXT_SPECIFIC},
+                                 pinPointer(context.pin), pinLength(context.pin));
+  if (rv != CKR_OK) {
+    m_primed = KeyOperation{usage, mechanism, key};
+    abandonPrimed();  // the started operation must not wait for a later call
+    throwCkRv(rv, "C_Login(CKU_CONTEXT_SPECIFIC)");
+  }
+}
+
+token::Bytes VendorSession::sign(const token::Mechanism& mechanism, token::ObjectId key,
+                                 std::span<const std::uint8_t> data, const token::ContextLogin& context) {
+  beginOperation(CKA_SIGN, mechanism, key, context);
   const CK_SESSION_HANDLE session = m_session.handle();
   return sizedOutput("C_Sign", [&](CK_BYTE_PTR out, CK_ULONG_PTR length) {
     return module().call(&CK_FUNCTION_LIST::C_Sign, session, input(data), static_cast<CK_ULONG>(data.size()),
@@ -429,10 +445,8 @@ void VendorSession::verify(const token::Mechanism& mechanism, token::ObjectId ke
 }
 
 token::Bytes VendorSession::decrypt(const token::Mechanism& mechanism, token::ObjectId key,
-                                    std::span<const std::uint8_t> data) {
-  if (!takePrimed(CKA_DECRYPT, mechanism, key)) {
-    startOperation(CKA_DECRYPT, mechanism, key);
-  }
+                                    std::span<const std::uint8_t> data, const token::ContextLogin& context) {
+  beginOperation(CKA_DECRYPT, mechanism, key, context);
   const CK_SESSION_HANDLE session = m_session.handle();
   return sizedOutput("C_Decrypt", [&](CK_BYTE_PTR out, CK_ULONG_PTR length) {
     return module().call(&CK_FUNCTION_LIST::C_Decrypt, session, input(data),
@@ -458,21 +472,6 @@ token::Bytes VendorSession::generateRandom(std::size_t length) {
                    static_cast<CK_ULONG>(length));
   }
   return random;
-}
-
-void VendorSession::loginContextSpecific(const SecureBytes* pin) {
-  if (!m_lastChecked) {
-    fail(CKR_OPERATION_NOT_INITIALIZED, "context-specific login without a key operation to authorise");
-  }
-  abandonPrimed();
-  startOperation(m_lastChecked->usage, m_lastChecked->mechanism, m_lastChecked->key);
-  m_primed = m_lastChecked;
-  const CK_RV rv = module().call(&CK_FUNCTION_LIST::C_Login, m_session.handle(), CK_USER_TYPE{CKU_CONTEXT_SPECIFIC},
-                                 pinPointer(pin), pinLength(pin));
-  if (rv != CKR_OK) {
-    abandonPrimed();
-    throwCkRv(rv, "C_Login(CKU_CONTEXT_SPECIFIC)");
-  }
 }
 
 void VendorSession::initPin(const SecureBytes& pin) {

@@ -25,23 +25,22 @@ class VendorSession final : public token::TokenSession {
   CK_ULONG objectSize(token::ObjectId object) override;
   token::KeyPair generateKeyPair(const token::Mechanism& mechanism,
                                  const token::AttributeList& publicTemplate,
-                                 const token::AttributeList& privateTemplate) override;
+                                 const token::AttributeList& privateTemplate,
+                                 const token::KeyGeneration& target) override;
 
   void checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism,
                          token::ObjectId key) override;
-  token::Bytes sign(const token::Mechanism& mechanism, token::ObjectId key,
-                    std::span<const std::uint8_t> data) override;
+  // PKCS#11 wants C_Login(CKU_CONTEXT_SPECIFIC) between C_SignInit/C_DecryptInit and C_Sign/
+  // C_Decrypt; sign() and decrypt() log in there when `context` says so.
+  token::Bytes sign(const token::Mechanism& mechanism, token::ObjectId key, std::span<const std::uint8_t> data,
+                    const token::ContextLogin& context) override;
   void verify(const token::Mechanism& mechanism, token::ObjectId key, std::span<const std::uint8_t> data,
               std::span<const std::uint8_t> signature) override;
-  token::Bytes decrypt(const token::Mechanism& mechanism, token::ObjectId key,
-                       std::span<const std::uint8_t> data) override;
+  token::Bytes decrypt(const token::Mechanism& mechanism, token::ObjectId key, std::span<const std::uint8_t> data,
+                       const token::ContextLogin& context) override;
   token::Bytes digest(const token::Mechanism& mechanism, std::span<const std::uint8_t> data) override;
   token::Bytes generateRandom(std::size_t length) override;
 
-  // PKCS#11 wants C_Login(CKU_CONTEXT_SPECIFIC) between C_SignInit/C_DecryptInit and C_Sign/
-  // C_Decrypt. This session therefore starts the operation last passed to checkKeyOperation(),
-  // logs in for it, and the next sign()/decrypt() with the same key and mechanism finishes it.
-  void loginContextSpecific(const SecureBytes* pin) override;
   void initPin(const SecureBytes& pin) override;
   void setPin(const SecureBytes& oldPin, const SecureBytes& newPin) override;
 
@@ -56,14 +55,16 @@ class VendorSession final : public token::TokenSession {
 
   [[nodiscard]] const VendorModule& module() const noexcept { return m_session.module(); }
   void startOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism, token::ObjectId key);
-  // True when the operation was already started by loginContextSpecific(); consumes it.
+  // Starts the operation (unless checkKeyOperation already did) and logs in for it if asked.
+  void beginOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism, token::ObjectId key,
+                      const token::ContextLogin& context);
+  // True when the operation was already started by checkKeyOperation(); consumes it.
   bool takePrimed(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism, token::ObjectId key);
   // Ends a primed operation that will not be used (2.40 has no way to cancel but finishing it).
   void abandonPrimed() noexcept;
 
   CK_SLOT_ID m_slot;
   BackendSession m_session;
-  std::optional<KeyOperation> m_lastChecked;
   std::optional<KeyOperation> m_primed;
 };
 

@@ -1,5 +1,7 @@
 #include "vendor_token.h"
 
+#include <optional>
+#include <string>
 #include <utility>
 
 #include "padded_text.h"
@@ -28,6 +30,28 @@ token::TokenDescription VendorToken::describe() {
   description.hardwareVersion = info.hardwareVersion;
   description.firmwareVersion = info.firmwareVersion;
   return description;
+}
+
+namespace {
+token::PinState pinStateFrom(CK_FLAGS flags, CK_FLAGS countLow, CK_FLAGS finalTry, CK_FLAGS locked) {
+  token::PinState state;
+  state.locked = (flags & locked) != 0;
+  state.finalTry = (flags & finalTry) != 0;
+  state.countLow = (flags & countLow) != 0 || state.finalTry;
+  if (state.locked) {
+    state.retriesLeft = 0;
+  } else if (state.finalTry) {
+    state.retriesLeft = 1;
+  }
+  return state;
+}
+}  // namespace
+
+token::PinStates VendorToken::pinState() {
+  CK_TOKEN_INFO info{};
+  m_module->check("C_GetTokenInfo", &CK_FUNCTION_LIST::C_GetTokenInfo, m_slot, &info);
+  return {pinStateFrom(info.flags, CKF_USER_PIN_COUNT_LOW, CKF_USER_PIN_FINAL_TRY, CKF_USER_PIN_LOCKED),
+          pinStateFrom(info.flags, CKF_SO_PIN_COUNT_LOW, CKF_SO_PIN_FINAL_TRY, CKF_SO_PIN_LOCKED)};
 }
 
 std::vector<token::MechanismEntry> VendorToken::mechanisms() {
@@ -76,6 +100,20 @@ void VendorToken::login(CK_USER_TYPE user, const SecureBytes* pin) {
   const CK_RV rv = m_module->call(&CK_FUNCTION_LIST::C_Login, m_control.handle(), user, pinData, pinLength);
   if (rv == CKR_USER_ALREADY_LOGGED_IN) {
     return;
+  }
+  if (rv == CKR_PIN_INCORRECT) {
+    std::optional<unsigned> left;
+    try {
+      const auto pins = pinState();
+      left = (user == CKU_SO ? pins.so : pins.user).retriesLeft;
+    } catch (const Error&) {
+      // The wrong PIN is what the caller must hear about, not this.
+    }
+    std::string message = "C_Login failed: CKR_PIN_INCORRECT";
+    if (left) {
+      message += " (" + std::to_string(*left) + " tries left)";
+    }
+    throw Error(rv, ErrorKind::PinIncorrect, message, left);
   }
   checkCkRv(rv, "C_Login");
 }

@@ -18,9 +18,12 @@ class VendorToken final : public token::Token {
   VendorToken(std::shared_ptr<const VendorModule> module, CK_SLOT_ID slot);
 
   token::TokenDescription describe() override;
+  // From CK_TOKEN_INFO's flags: PKCS#11 has no counts, only count-low, final-try and locked.
+  token::PinStates pinState() override;
   std::vector<token::MechanismEntry> mechanisms() override;
   std::unique_ptr<token::TokenSession> openSession() override;
-  // CKR_USER_ALREADY_LOGGED_IN counts as success.
+  // CKR_USER_ALREADY_LOGGED_IN counts as success. A wrong PIN carries the tries left when the
+  // token's flags tell (one on final try, none when locked).
   void login(CK_USER_TYPE user, const SecureBytes* pin) override;
   // CKR_USER_NOT_LOGGED_IN counts as success.
   void logout() override;

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,12 @@ struct PeerProcess {
   bool operator==(const PeerProcess&) const = default;
 };
 
+// C_Login(CKU_CONTEXT_SPECIFIC) waiting for the operation it authorises.
+struct PendingContextLogin {
+  bool pinGiven = false;  // false: the protected authentication path
+  SecureBytes pin;
+};
+
 // A client's session: a backend session on the token plus what PKCS#11 remembers about it.
 struct ClientSession {
   std::uint64_t handle = 0;
@@ -34,6 +41,9 @@ struct ClientSession {
   std::shared_ptr<TokenState> token;
   std::unique_ptr<token::TokenSession> backend;
   std::vector<token::ObjectId> sessionObjects;  // destroyed with the backend session
+  // For the session's next sign or decrypt only; wiped once used, or when another operation is
+  // checked.
+  std::optional<PendingContextLogin> contextLogin;
   std::mutex mutex;                             // one operation at a time per session
 };
 

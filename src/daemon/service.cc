@@ -285,7 +285,7 @@ void Service::OpenSession(CallContext& context, const wire::OpenSessionRequest& 
   session->handle = nextSessionHandle();
   session->slot = in.slot;
   session->flags = in.flags & (CKF_SERIAL_SESSION | CKF_RW_SESSION);
-  session->backend = token->token().openSession();
+  session->backend = token->openSession();
   session->token = std::move(token);
   out.session = client.addSession(std::move(session));
 }
@@ -339,10 +339,12 @@ void Service::Login(CallContext& context, const wire::LoginRequest& in, wire::Em
 void Service::LoginContextSpecific(CallContext& context, const wire::LoginRequest& in, wire::Empty&) {
   auto session = context.client->session(in.session);
   requireLogin(*context.client, *session);
-  const SecureBytes pin(in.pin);
+  if (in.pin.size() > wire::kMaxPinBytes) {
+    fail(CKR_PIN_LEN_RANGE, "PIN too long");
+  }
+  // Kept for the operation it authorises, which gets it explicitly; the token checks it there.
   std::lock_guard lock(session->mutex);
-  const DescriptionRefresh refresh(*session->token);
-  session->backend->loginContextSpecific(in.pinGiven ? &pin : nullptr);
+  session->contextLogin = PendingContextLogin{in.pinGiven, SecureBytes(in.pin)};
 }
 
 void Service::Logout(CallContext& context, const wire::SessionRequest& in, wire::Empty&) {
@@ -518,8 +520,15 @@ void Service::GenerateKeyPair(CallContext& context, const wire::GenerateKeyPairR
   if ((publicOnToken || privateOnToken) && (session->flags & CKF_RW_SESSION) == 0) {
     fail(CKR_SESSION_READ_ONLY, "token keys are generated only in read-write sessions");
   }
+  token::KeyGeneration target;
+  for (const auto& attribute : privateTemplate) {
+    if (attribute.type == CKA_ID) {
+      target.idHint = attribute.value;  // a PIV card picks its key slot by it
+    }
+  }
   std::lock_guard lock(session->mutex);
-  const auto pair = session->backend->generateKeyPair(toMechanism(in.mechanism), publicTemplate, privateTemplate);
+  const auto pair =
+      session->backend->generateKeyPair(toMechanism(in.mechanism), publicTemplate, privateTemplate, target);
   out.publicKey = pair.publicKey;
   out.privateKey = pair.privateKey;
   session->token->remember(pair.publicKey, publicOnToken ? 0 : client.number());
@@ -562,12 +571,23 @@ void checkKeyUse(TokenState& token, token::TokenSession& backend, const Viewer& 
     fail(CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit the key type");
   }
 }
+// The context-specific login the client gave for this operation, taken out of the session: it
+// authorises one operation, and its PIN is wiped when `taken` dies.
+token::ContextLogin takeContextLogin(ClientSession& session, std::optional<PendingContextLogin>& taken) {
+  taken = std::move(session.contextLogin);
+  session.contextLogin.reset();
+  if (!taken) {
+    return {};
+  }
+  return {true, taken->pinGiven ? &taken->pin : nullptr};
+}
 }  // namespace
 
 void Service::CheckOperation(CallContext& context, const wire::CheckOperationRequest& in, wire::Empty&) {
   auto session = context.client->session(in.session);
   std::lock_guard lock(session->mutex);
   const auto usage = usageAttributeFor(in.operation);
+  session->contextLogin.reset();  // a new operation: a PIN given before it is not for it
   checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), usage, in.mechanism, in.key);
   session->backend->checkKeyOperation(usage, toMechanism(in.mechanism), in.key);
 }
@@ -575,8 +595,14 @@ void Service::CheckOperation(CallContext& context, const wire::CheckOperationReq
 void Service::Sign(CallContext& context, const wire::KeyOperationRequest& in, wire::DataReply& out) {
   auto session = context.client->session(in.session);
   std::lock_guard lock(session->mutex);
+  std::optional<PendingContextLogin> taken;
+  const auto contextLogin = takeContextLogin(*session, taken);
   checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), CKA_SIGN, in.mechanism, in.key);
-  out.data = session->backend->sign(toMechanism(in.mechanism), in.key, in.data);
+  std::optional<DescriptionRefresh> refresh;  // a PIN checked by the token may change its flags
+  if (contextLogin.given) {
+    refresh.emplace(*session->token);
+  }
+  out.data = session->backend->sign(toMechanism(in.mechanism), in.key, in.data, contextLogin);
 }
 
 void Service::Verify(CallContext& context, const wire::VerifyRequest& in, wire::Empty&) {
@@ -589,8 +615,14 @@ void Service::Verify(CallContext& context, const wire::VerifyRequest& in, wire::
 void Service::Decrypt(CallContext& context, const wire::KeyOperationRequest& in, wire::DataReply& out) {
   auto session = context.client->session(in.session);
   std::lock_guard lock(session->mutex);
+  std::optional<PendingContextLogin> taken;
+  const auto contextLogin = takeContextLogin(*session, taken);
   checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), CKA_DECRYPT, in.mechanism, in.key);
-  out.data = session->backend->decrypt(toMechanism(in.mechanism), in.key, in.data);
+  std::optional<DescriptionRefresh> refresh;  // a PIN checked by the token may change its flags
+  if (contextLogin.given) {
+    refresh.emplace(*session->token);
+  }
+  out.data = session->backend->decrypt(toMechanism(in.mechanism), in.key, in.data, contextLogin);
 }
 
 void Service::Digest(CallContext& context, const wire::DigestRequest& in, wire::DataReply& out) {

@@ -13,7 +13,15 @@ constexpr std::size_t kMaxQueuedEvents = 1024;
 
 SlotTable::SlotTable(std::vector<std::unique_ptr<token::Driver>> drivers) : m_drivers(std::move(drivers)) {}
 
-SlotTable::~SlotTable() { stopMonitoring(); }
+SlotTable::~SlotTable() {
+  stopMonitoring();
+  std::lock_guard lock(m_mutex);
+  for (auto& record : m_slots) {
+    if (record.token) {
+      record.token->setRemovalHandler({});  // sessions may keep the token a little longer
+    }
+  }
+}
 
 void SlotTable::rescan() {
   for (auto& driver : m_drivers) {
@@ -42,6 +50,12 @@ void SlotTable::rescanDriver(token::Driver& driver) {
     }
     record->description = description;
     const std::uint64_t slot = record->id;
+    if (record->token != nullptr && record->token->removed()) {
+      // Found gone by a call (see TokenState::tokenRemoved); a token in the slot now is a new one.
+      record->token.reset();
+      logInfo("slot " + std::to_string(slot) + ": token removed");
+      pushEventLocked(slot);
+    }
     const bool hadToken = record->token != nullptr;
     if (present == hadToken) {
       continue;
@@ -57,6 +71,8 @@ void SlotTable::rescanDriver(token::Driver& driver) {
     std::shared_ptr<TokenState> state;
     try {
       state = std::make_shared<TokenState>(slot, driver.openToken(description.key));
+      // A call that finds the token gone rescans at once instead of waiting for the poller.
+      state->setRemovalHandler([this, &driver] { rescanDriver(driver); });
       logInfo("slot " + std::to_string(slot) + ": token \"" + state->description().label + "\" present");
     } catch (const Error& error) {
       // Rescans retry every poll; say it once per distinct failure, not every second.
@@ -149,7 +165,7 @@ std::vector<std::uint64_t> SlotTable::slotIds(bool tokenPresentOnly) {
   std::lock_guard lock(m_mutex);
   std::vector<std::uint64_t> ids;
   for (const auto& record : m_slots) {
-    if (!tokenPresentOnly || record.token != nullptr) {
+    if (!tokenPresentOnly || (record.token != nullptr && !record.token->removed())) {
       ids.push_back(record.id);
     }
   }
@@ -162,7 +178,7 @@ token::SlotDescription SlotTable::slotDescription(std::uint64_t slot) {
     fail(CKR_SLOT_ID_INVALID, "no such slot");
   }
   auto description = m_slots[slot - 1].description;
-  if (m_slots[slot - 1].token != nullptr) {
+  if (m_slots[slot - 1].token != nullptr && !m_slots[slot - 1].token->removed()) {
     description.flags |= CKF_TOKEN_PRESENT;
   } else {
     description.flags &= ~CKF_TOKEN_PRESENT;
@@ -175,7 +191,7 @@ std::shared_ptr<TokenState> SlotTable::tokenIn(std::uint64_t slot) {
   if (slot == 0 || slot > m_slots.size()) {
     fail(CKR_SLOT_ID_INVALID, "no such slot");
   }
-  if (m_slots[slot - 1].token == nullptr) {
+  if (m_slots[slot - 1].token == nullptr || m_slots[slot - 1].token->removed()) {
     fail(CKR_TOKEN_NOT_PRESENT, "no token in slot");
   }
   return m_slots[slot - 1].token;

@@ -36,7 +36,8 @@ class SlotTable final {
 
   [[nodiscard]] std::vector<std::uint64_t> slotIds(bool tokenPresentOnly);
   [[nodiscard]] token::SlotDescription slotDescription(std::uint64_t slot);
-  // The token now in the slot; throws CKR_SLOT_ID_INVALID or CKR_TOKEN_NOT_PRESENT.
+  // The token now in the slot; throws CKR_SLOT_ID_INVALID or CKR_TOKEN_NOT_PRESENT (also for a
+  // token a call found removed, until the rescan that call started has looked again).
   [[nodiscard]] std::shared_ptr<TokenState> tokenIn(std::uint64_t slot);
   [[nodiscard]] std::vector<wire::SlotStatus> status();
 

@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "foreign_errors.h"
+#include "log.h"
 #include "policy.h"
 
 namespace dojang::daemon {
@@ -21,6 +22,20 @@ constexpr unsigned kMaxVerifierMismatches = 3;
 constexpr CK_ATTRIBUTE_TYPE kFactTypes[] = {CKA_CLASS, CKA_KEY_TYPE, CKA_PRIVATE, CKA_TOKEN};
 // What one cached attribute costs besides its value, for the cache's byte count.
 constexpr std::size_t kAttributeOverhead = 64;
+
+constexpr CK_FLAGS kPinFlags = CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY | CKF_USER_PIN_LOCKED |
+                               CKF_SO_PIN_COUNT_LOW | CKF_SO_PIN_FINAL_TRY | CKF_SO_PIN_LOCKED;
+
+CK_FLAGS pinFlags(const token::PinStates& pins) {
+  CK_FLAGS flags = 0;
+  flags |= pins.user.countLow ? CKF_USER_PIN_COUNT_LOW : 0;
+  flags |= pins.user.finalTry ? CKF_USER_PIN_FINAL_TRY : 0;
+  flags |= pins.user.locked ? CKF_USER_PIN_LOCKED : 0;
+  flags |= pins.so.countLow ? CKF_SO_PIN_COUNT_LOW : 0;
+  flags |= pins.so.finalTry ? CKF_SO_PIN_FINAL_TRY : 0;
+  flags |= pins.so.locked ? CKF_SO_PIN_LOCKED : 0;
+  return flags;
+}
 }  // namespace
 
 TokenState::TokenState(std::uint64_t slotId, std::unique_ptr<token::Token> token)
@@ -43,6 +58,7 @@ token::TokenDescription TokenState::description() {
   token::TokenDescription fresh;
   try {
     fresh = m_token->describe();
+    fresh.flags = (fresh.flags & ~kPinFlags) | pinFlags(m_token->pinState());
   } catch (const Error&) {
     std::lock_guard lock(m_mutex);
     if (m_description) {
@@ -449,7 +465,8 @@ void TokenState::login(ClientNumber client, CK_USER_TYPE user, const SecureBytes
       m_tokenBusy = false;
       m_tokenIdle.notify_all();
       descriptionChanged();
-      throw;
+      lock.unlock();
+      rethrowLoginFailure();
     }
     lock.lock();
     m_tokenBusy = false;
@@ -520,6 +537,44 @@ std::optional<CK_USER_TYPE> TokenState::loginOf(ClientNumber client) {
 std::uint32_t TokenState::loggedInClientCount() {
   std::lock_guard lock(m_loginMutex);
   return static_cast<std::uint32_t>(m_loggedIn.size());
+}
+
+void TokenState::rethrowLoginFailure() {
+  try {
+    throw;
+  } catch (const Error& error) {
+    if (error.kind() != ErrorKind::TokenRemoved) {
+      throw;
+    }
+    tokenRemoved();
+    throw Error(CKR_DEVICE_REMOVED, ErrorKind::TokenRemoved, error.what(), error.where());
+  }
+}
+
+void TokenState::loginLost(bool certain) {
+  std::unique_lock lock(m_loginMutex);
+  // A token login or logout in progress has no earlier login left to forget.
+  if (m_tokenBusy || !m_tokenLogin || (!certain && *m_tokenLogin != CKU_USER)) {
+    return;
+  }
+  logWarning("slot " + std::to_string(m_slotId) + ": the token lost its login (" +
+             std::to_string(m_loggedIn.size()) + " clients logged in); they must log in again");
+  m_loggedIn.clear();
+  m_tokenLogin.reset();
+  m_verifier.reset();
+  m_tokenBusy = true;
+  lock.unlock();
+  try {
+    // Whatever the token still believes, the next login must be checked by it again.
+    m_token->logout();
+  } catch (...) {
+    // Not logged in, or gone: either way nothing is left to end.
+  }
+  lock.lock();
+  m_tokenBusy = false;
+  invalidateObjects();  // private objects are hidden again
+  m_tokenIdle.notify_all();
+  descriptionChanged();
 }
 
 void TokenState::pinChanged(const SecureBytes& newPin) {

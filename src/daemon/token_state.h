@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -65,9 +66,16 @@ class TokenState final {
   [[nodiscard]] token::Token& token() noexcept { return *m_token; }
   [[nodiscard]] bool removed() const noexcept { return m_removed.load(); }
   void markRemoved() noexcept { m_removed = true; }
+  // The token went away under a call: marked removed at once, then the removal handler runs
+  // (the slot table rescans the driver). Runs the handler only the first time.
+  void tokenRemoved();
+  void setRemovalHandler(std::function<void()> handler);
+  // A backend session whose failures act on this token (GuardedSession; defined beside it).
+  std::unique_ptr<token::TokenSession> openSession();
 
   // Token info is read again after login changes and PIN changes, and otherwise when it is older
-  // than kDescriptionLifetime. Mechanisms are read once per token insertion.
+  // than kDescriptionLifetime; its PIN flags (user and SO count low, final try, locked) come from
+  // the token's PIN state, read with it. Mechanisms are read once per token insertion.
   token::TokenDescription description();
   void descriptionChanged() noexcept;
   const std::vector<token::MechanismEntry>& mechanisms();
@@ -100,6 +108,11 @@ class TokenState final {
   [[nodiscard]] std::uint32_t loggedInClientCount();
   // After a successful C_SetPIN the remembered verifier must follow the new PIN.
   void pinChanged(const SecureBytes& newPin);
+  // The token lost its login (ErrorKind::LoginLost: a card reset; `certain` false: a call said
+  // CKR_USER_NOT_LOGGED_IN, which counts only while the token is logged in as the user). Every
+  // client's login on the token ends; they get CKR_USER_NOT_LOGGED_IN and log in again, and the
+  // next login is checked by the token itself.
+  void loginLost(bool certain);
 
  private:
   struct CachedObject {
@@ -123,10 +136,14 @@ class TokenState final {
   [[nodiscard]] static bool visible(const ObjectFacts& facts, const Viewer& viewer);
   Verifier verifierFor(const SecureBytes& pin) const;
   void waitForTokenLocked(std::unique_lock<std::mutex>& lock);
+  // Inside a catch of the token's login: a removed token is marked so and said as CKR_DEVICE_REMOVED.
+  [[noreturn]] void rethrowLoginFailure();
 
   const std::uint64_t m_slotId;
   std::unique_ptr<token::Token> m_token;
   std::atomic<bool> m_removed{false};
+  std::mutex m_handlerMutex;
+  std::function<void()> m_removalHandler;
 
   std::mutex m_mutex;  // guards everything below up to m_loginMutex; never held across a token call
   std::optional<token::TokenDescription> m_description;

@@ -114,7 +114,7 @@ KeyPair generateEc(TokenSession& session, std::string_view id, bool canSign = tr
   if (alwaysAuthenticate) {
     privateTemplate.push_back(boolAttribute(CKA_ALWAYS_AUTHENTICATE, true));
   }
-  return session.generateKeyPair(plain(CKM_EC_KEY_PAIR_GEN), publicTemplate, privateTemplate);
+  return session.generateKeyPair(plain(CKM_EC_KEY_PAIR_GEN), publicTemplate, privateTemplate, {});
 }
 
 KeyPair generateRsa(TokenSession& session, std::string_view id) {
@@ -135,7 +135,7 @@ KeyPair generateRsa(TokenSession& session, std::string_view id) {
       boolAttribute(CKA_SIGN, true),             boolAttribute(CKA_DECRYPT, true),
       textAttribute(CKA_ID, id),
   };
-  return session.generateKeyPair(plain(CKM_RSA_PKCS_KEY_PAIR_GEN), publicTemplate, privateTemplate);
+  return session.generateKeyPair(plain(CKM_RSA_PKCS_KEY_PAIR_GEN), publicTemplate, privateTemplate, {});
 }
 
 const AttributeRead& readOf(const std::vector<AttributeRead>& reads, CK_ATTRIBUTE_TYPE type) {
@@ -363,7 +363,7 @@ TEST_CASE("vendor module: sign, verify, decrypt, digest, random", "[vendor_modul
     const Bytes hash = f.session->digest(plain(CKM_SHA256), message);
     CHECK(hash == sha256(message));
     f.session->checkKeyOperation(CKA_SIGN, plain(CKM_ECDSA), ec.privateKey);
-    const Bytes signature = f.session->sign(plain(CKM_ECDSA), ec.privateKey, hash);
+    const Bytes signature = f.session->sign(plain(CKM_ECDSA), ec.privateKey, hash, {});
     CHECK(signature.size() == 64);  // raw r || s
     f.session->verify(plain(CKM_ECDSA), ec.publicKey, hash, signature);
     Bytes tampered = signature;
@@ -382,13 +382,13 @@ TEST_CASE("vendor module: sign, verify, decrypt, digest, random", "[vendor_modul
     const KeyPair rsa = generateRsa(*f.session, "rsa");
     const Pkey publicKey = rsaPublicKey(*f.session, rsa.publicKey);
 
-    const Bytes pkcs1 = f.session->sign(plain(CKM_SHA256_RSA_PKCS), rsa.privateKey, message);
+    const Bytes pkcs1 = f.session->sign(plain(CKM_SHA256_RSA_PKCS), rsa.privateKey, message, {});
     CHECK(pkcs1.size() == 256);
     f.session->verify(plain(CKM_SHA256_RSA_PKCS), rsa.publicKey, message, pkcs1);
     CHECK(opensslVerifyRsa(publicKey.get(), false, message, pkcs1));
 
     f.session->checkKeyOperation(CKA_SIGN, pssSha256(), rsa.privateKey);
-    const Bytes pss = f.session->sign(pssSha256(), rsa.privateKey, message);
+    const Bytes pss = f.session->sign(pssSha256(), rsa.privateKey, message, {});
     CHECK(pss.size() == 256);
     f.session->verify(pssSha256(), rsa.publicKey, message, pss);
     CHECK(opensslVerifyRsa(publicKey.get(), true, message, pss));
@@ -407,7 +407,7 @@ TEST_CASE("vendor module: sign, verify, decrypt, digest, random", "[vendor_modul
     oaep.params.sourceType = CKZ_DATA_SPECIFIED;
     f.session->checkKeyOperation(CKA_DECRYPT, oaep, rsa.privateKey);
     const Bytes ciphertext = opensslEncryptOaep(publicKey.get(), EVP_sha1(), secret);
-    CHECK(f.session->decrypt(oaep, rsa.privateKey, ciphertext) == secret);
+    CHECK(f.session->decrypt(oaep, rsa.privateKey, ciphertext, {}) == secret);
   }
 
   SECTION("random bytes") {
@@ -446,7 +446,7 @@ TEST_CASE("vendor module: checkKeyOperation reports what the Init call would", "
         CKR_MECHANISM_INVALID);
   // Nothing was left active: a real operation still starts.
   const Bytes hash = sha256(bytesOf("after the checks"));
-  CHECK(session.sign(plain(CKM_ECDSA), ec.privateKey, hash).size() == 64);
+  CHECK(session.sign(plain(CKM_ECDSA), ec.privateKey, hash, {}).size() == 64);
 }
 
 TEST_CASE("vendor module: certificate objects", "[vendor_module]") {
@@ -492,21 +492,46 @@ TEST_CASE("vendor module: PIN change and context-specific login", "[vendor_modul
   SECTION("CKA_ALWAYS_AUTHENTICATE keys need the PIN again for each operation") {
     const KeyPair key = generateEc(*f.session, "always", true, true);
     const Bytes hash = sha256(bytesOf("needs a fresh PIN"));
-    CHECK(rvOf([&] { (void)f.session->sign(plain(CKM_ECDSA), key.privateKey, hash); }) == CKR_USER_NOT_LOGGED_IN);
+    CHECK(rvOf([&] { (void)f.session->sign(plain(CKM_ECDSA), key.privateKey, hash, {}); }) == CKR_USER_NOT_LOGGED_IN);
 
     const SecureBytes wrong(std::string_view("000000"));
     const SecureBytes right(f.softhsm.pin());
     f.session->checkKeyOperation(CKA_SIGN, plain(CKM_ECDSA), key.privateKey);
-    CHECK(rvOf([&] { f.session->loginContextSpecific(&wrong); }) == CKR_PIN_INCORRECT);
-    f.session->loginContextSpecific(&right);
-    const Bytes signature = f.session->sign(plain(CKM_ECDSA), key.privateKey, hash);
+    CHECK(rvOf([&] { (void)f.session->sign(plain(CKM_ECDSA), key.privateKey, hash, {true, &wrong}); }) ==
+          CKR_PIN_INCORRECT);
+    const Bytes signature = f.session->sign(plain(CKM_ECDSA), key.privateKey, hash, {true, &right});
     f.session->verify(plain(CKM_ECDSA), key.publicKey, hash, signature);
+    // The PIN was for that signature only.
+    CHECK(rvOf([&] { (void)f.session->sign(plain(CKM_ECDSA), key.privateKey, hash, {}); }) == CKR_USER_NOT_LOGGED_IN);
   }
+}
 
-  SECTION("context-specific login needs a checked operation") {
-    const SecureBytes right(f.softhsm.pin());
-    CHECK(rvOf([&] { f.session->loginContextSpecific(&right); }) == CKR_OPERATION_NOT_INITIALIZED);
+// The PIN state comes from SoftHSM's CK_TOKEN_INFO flags, read afresh; a wrong PIN says what it
+// knows about the tries left (SoftHSM sets only count-low, so nothing here).
+TEST_CASE("vendor module: PIN state after a wrong PIN", "[vendor_module]") {
+  Fixture f;
+  auto pins = f.token->pinState();
+  CHECK_FALSE(pins.user.countLow);
+  CHECK_FALSE(pins.user.finalTry);
+  CHECK_FALSE(pins.user.locked);
+  CHECK_FALSE(pins.so.countLow);
+
+  const SecureBytes wrong(std::string_view("000000"));
+  try {
+    f.token->login(CKU_USER, &wrong);
+    FAIL("a wrong PIN was accepted");
+  } catch (const Error& error) {
+    CHECK(error.rv() == CKR_PIN_INCORRECT);
+    CHECK(error.kind() == ErrorKind::PinIncorrect);
+    CHECK_FALSE(error.pinRetriesLeft().has_value());
   }
+  pins = f.token->pinState();
+  CHECK(pins.user.countLow);
+  CHECK_FALSE(pins.user.locked);
+  CHECK_FALSE(pins.so.countLow);  // the SO PIN was not tried
+
+  f.loginUser();
+  CHECK_FALSE(f.token->pinState().user.countLow);
 }
 
 TEST_CASE("vendor module: sessions on several threads", "[vendor_module]") {
@@ -520,7 +545,7 @@ TEST_CASE("vendor module: sessions on several threads", "[vendor_module]") {
     threads.emplace_back([&] {
       auto session = f.token->openSession();
       for (int i = 0; i < 10; ++i) {
-        const Bytes signature = session->sign(plain(CKM_ECDSA), ec.privateKey, hash);
+        const Bytes signature = session->sign(plain(CKM_ECDSA), ec.privateKey, hash, {});
         session->verify(plain(CKM_ECDSA), ec.publicKey, hash, signature);
         ++good;
       }

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -78,8 +79,19 @@ struct FakeTokenState {
   int readCalls = 0;
   std::vector<CK_ATTRIBUTE_TYPE> typesAsked;  // every type ever passed to readAttributes
   int signCalls = 0;
-  int wrongPins = 0;        // since the last right one; describe() then says CKF_USER_PIN_COUNT_LOW
-  CK_FLAGS extraFlags = 0;  // added to describe()'s flags: a change made outside the daemon
+  int wrongPins = 0;        // since the last right one; pinState() counts them
+  int wrongSoPins = 0;
+  unsigned maxPinTries = 10;  // wrong PINs in a row that lock a PIN
+  CK_FLAGS extraFlags = 0;  // added to describe()'s flags and pinState(): a change made outside the daemon
+  // Failures a test injects into every call that talks to the token: CKR_DEVICE_REMOVED or
+  // CKR_TOKEN_NOT_PRESENT (the token went away) while set; a card reset fails the next call with
+  // ErrorKind::LoginLost once and leaves the token logged out.
+  CK_RV removedWith = CKR_OK;
+  bool resetPending = false;
+  // What reached sign() and decrypt() as a context-specific login: the PIN, "" for none given.
+  std::vector<std::string> contextPins;
+  std::optional<token::Bytes> lastIdHint;  // KeyGeneration::idHint of the last generateKeyPair
+  bool lastAdminCredential = false;        // whether it named an admin credential
   int describeCalls = 0;
   // Closed by a test to hold login() or readAttributes() inside the token (not under `mutex`).
   FakeGate loginGate;
@@ -120,6 +132,22 @@ struct FakeTokenState {
                 {CKA_TOKEN, fakeBoolBytes(true)},
                 {CKA_VERIFY, fakeBoolBytes(true)},
                 {CKA_LABEL, token::Bytes(keyLabel.begin(), keyLabel.end())}});
+  }
+  // Another program resets the card: its login is gone, the next call says so.
+  void resetCard() {
+    std::lock_guard lock(mutex);
+    loggedIn = false;
+    resetPending = true;
+  }
+  // Throws what a test injected; called with `mutex` held.
+  void checkAliveLocked() {
+    if (removedWith != CKR_OK) {
+      throw Error(removedWith, ErrorKind::TokenRemoved, "fake token: removed");
+    }
+    if (resetPending) {
+      resetPending = false;
+      throw Error(CKR_USER_NOT_LOGGED_IN, ErrorKind::LoginLost, "fake token: the card was reset");
+    }
   }
   [[nodiscard]] bool asked(CK_ATTRIBUTE_TYPE type) {
     std::lock_guard lock(mutex);
@@ -164,6 +192,7 @@ class FakeSession final : public token::TokenSession {
 
   std::vector<token::ObjectId> findObjects(const token::AttributeList& templ) override {
     std::lock_guard lock(m_state->mutex);
+    m_state->checkAliveLocked();
     std::vector<token::ObjectId> found;
     for (const auto& entry : m_state->objects) {
       const auto& attributes = entry.second;  // clang 14 cannot capture structured bindings
@@ -185,6 +214,7 @@ class FakeSession final : public token::TokenSession {
                                                    std::span<const CK_ATTRIBUTE_TYPE> types) override {
     m_state->readGate.pass();
     std::lock_guard lock(m_state->mutex);
+    m_state->checkAliveLocked();
     ++m_state->readCalls;
     const auto& attributes = objectLocked(object, CKR_OBJECT_HANDLE_INVALID);
     std::vector<token::AttributeRead> reads;
@@ -245,7 +275,8 @@ class FakeSession final : public token::TokenSession {
   }
 
   token::KeyPair generateKeyPair(const token::Mechanism& mechanism, const token::AttributeList& publicTemplate,
-                                 const token::AttributeList& privateTemplate) override {
+                                 const token::AttributeList& privateTemplate,
+                                 const token::KeyGeneration& target) override {
     CK_KEY_TYPE keyType = 0;
     if (mechanism.type == CKM_EC_KEY_PAIR_GEN) {
       keyType = CKK_EC;
@@ -255,6 +286,9 @@ class FakeSession final : public token::TokenSession {
       fail(CKR_MECHANISM_INVALID, "fake token: no such key generation");
     }
     std::lock_guard lock(m_state->mutex);
+    m_state->checkAliveLocked();
+    m_state->lastIdHint = target.idHint;
+    m_state->lastAdminCredential = target.adminCredential != nullptr;
     if (!m_state->loggedIn) {
       fail(CKR_USER_NOT_LOGGED_IN, "fake token: log in first");
     }
@@ -281,9 +315,10 @@ class FakeSession final : public token::TokenSession {
     }
   }
 
-  token::Bytes sign(const token::Mechanism&, token::ObjectId key, std::span<const std::uint8_t> data) override {
+  token::Bytes sign(const token::Mechanism&, token::ObjectId key, std::span<const std::uint8_t> data,
+                    const token::ContextLogin& context) override {
     std::lock_guard lock(m_state->mutex);
-    (void)objectLocked(key, CKR_KEY_HANDLE_INVALID);
+    privateKeyUseLocked(key, context);
     ++m_state->signCalls;
     return fake_detail::toySignature(key, data);
   }
@@ -299,9 +334,10 @@ class FakeSession final : public token::TokenSession {
     }
   }
 
-  token::Bytes decrypt(const token::Mechanism&, token::ObjectId key, std::span<const std::uint8_t> data) override {
+  token::Bytes decrypt(const token::Mechanism&, token::ObjectId key, std::span<const std::uint8_t> data,
+                       const token::ContextLogin& context) override {
     std::lock_guard lock(m_state->mutex);
-    (void)objectLocked(key, CKR_KEY_HANDLE_INVALID);
+    privateKeyUseLocked(key, context);
     return token::Bytes(data.rbegin(), data.rend());
   }
 
@@ -321,10 +357,6 @@ class FakeSession final : public token::TokenSession {
     return out;
   }
 
-  void loginContextSpecific(const SecureBytes* pin) override {
-    std::lock_guard lock(m_state->mutex);
-    checkPinLocked(pin);
-  }
   void initPin(const SecureBytes& pin) override {
     std::lock_guard lock(m_state->mutex);
     m_state->pin.assign(pin.data(), pin.data() + pin.size());
@@ -339,6 +371,25 @@ class FakeSession final : public token::TokenSession {
   }
 
  private:
+  // As a card does: a private key needs the login, and one with CKA_ALWAYS_AUTHENTICATE the PIN
+  // again for each use.
+  void privateKeyUseLocked(token::ObjectId key, const token::ContextLogin& context) {
+    m_state->checkAliveLocked();
+    m_state->contextPins.push_back(context.given && context.pin != nullptr
+                                       ? std::string(context.pin->data(), context.pin->data() + context.pin->size())
+                                       : std::string());
+    auto it = m_state->objects.find(key);
+    if (it != m_state->objects.end() && !m_state->loggedIn && fake_detail::isTrue(it->second, CKA_PRIVATE)) {
+      fail(CKR_USER_NOT_LOGGED_IN, "fake token: log in first");
+    }
+    const auto& attributes = objectLocked(key, CKR_KEY_HANDLE_INVALID);
+    if (fake_detail::isTrue(attributes, CKA_ALWAYS_AUTHENTICATE)) {
+      if (!context.given) {
+        fail(CKR_USER_NOT_LOGGED_IN, "fake token: this key needs the PIN again");
+      }
+      checkPinLocked(context.pin);
+    }
+  }
   bool visibleLocked(const token::AttributeList& attributes) const {
     return m_state->loggedIn || !fake_detail::isTrue(attributes, CKA_PRIVATE);
   }
@@ -380,12 +431,26 @@ class FakeToken final : public token::Token {
     description.serialNumber = "0001";
     ++m_state->describeCalls;
     description.flags = CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_TOKEN_INITIALIZED | m_state->extraFlags;
-    if (m_state->wrongPins > 0) {
-      description.flags |= CKF_USER_PIN_COUNT_LOW;
-    }
     description.minPinLen = 4;
     description.maxPinLen = 64;
     return description;
+  }
+  // Exact counts, as a PIV card gives them; extraFlags' PIN bits stand for a change outside.
+  token::PinStates pinState() override {
+    std::lock_guard lock(m_state->mutex);
+    const auto left = [&](int wrong) {
+      return static_cast<unsigned>(std::max(0, static_cast<int>(m_state->maxPinTries) - wrong));
+    };
+    auto user = token::PinState::fromCounts(left(m_state->wrongPins), m_state->maxPinTries);
+    auto so = token::PinState::fromCounts(left(m_state->wrongSoPins), m_state->maxPinTries);
+    const CK_FLAGS outside = m_state->extraFlags;
+    user.countLow |= (outside & CKF_USER_PIN_COUNT_LOW) != 0;
+    user.finalTry |= (outside & CKF_USER_PIN_FINAL_TRY) != 0;
+    user.locked |= (outside & CKF_USER_PIN_LOCKED) != 0;
+    so.countLow |= (outside & CKF_SO_PIN_COUNT_LOW) != 0;
+    so.finalTry |= (outside & CKF_SO_PIN_FINAL_TRY) != 0;
+    so.locked |= (outside & CKF_SO_PIN_LOCKED) != 0;
+    return {user, so};
   }
   std::vector<token::MechanismEntry> mechanisms() override {
     std::lock_guard lock(m_state->mutex);
@@ -396,18 +461,27 @@ class FakeToken final : public token::Token {
     m_state->loginGate.pass();
     std::lock_guard lock(m_state->mutex);
     ++m_state->loginCalls;
+    if (m_state->removedWith != CKR_OK) {
+      throw Error(m_state->removedWith, ErrorKind::TokenRemoved, "fake token: removed");
+    }
+    m_state->resetPending = false;  // a fresh login is what a reset card needs
     if (user != CKU_USER && user != CKU_SO) {
       fail(CKR_USER_TYPE_INVALID, "fake token: only CKU_USER and CKU_SO");
     }
     if (m_state->loggedIn) {
       fail(CKR_USER_ALREADY_LOGGED_IN, "fake token: already logged in");
     }
+    int& wrong = user == CKU_SO ? m_state->wrongSoPins : m_state->wrongPins;
+    if (wrong >= static_cast<int>(m_state->maxPinTries)) {
+      fail(CKR_PIN_LOCKED, "fake token: PIN locked");
+    }
     const std::string& expected = user == CKU_SO ? m_state->soPin : m_state->pin;
     if (pin == nullptr || std::string(pin->data(), pin->data() + pin->size()) != expected) {
-      ++m_state->wrongPins;
-      fail(CKR_PIN_INCORRECT, "fake token: wrong PIN");
+      ++wrong;
+      const auto left = static_cast<unsigned>(static_cast<int>(m_state->maxPinTries) - wrong);
+      throw Error(CKR_PIN_INCORRECT, ErrorKind::PinIncorrect, "fake token: wrong PIN", std::optional<unsigned>(left));
     }
-    m_state->wrongPins = 0;
+    wrong = 0;
     m_state->loggedIn = true;
   }
   void logout() override {

@@ -248,7 +248,7 @@ TEST_CASE("a slow token login holds up only other logins", "[login][concurrency]
     const auto found = f.state.find(*f.session, {}, bob);
     const auto facts = other.state.factsFor(*other.session, otherKey, {kBob, true});
     const std::uint8_t data[] = {1, 2, 3};
-    const auto signature = other.session->sign({CKM_ECDSA, {}}, otherKey, data);
+    const auto signature = other.session->sign({CKM_ECDSA, {}}, otherKey, data, {});
     return contains(found, publicKey) && facts.objectClass == CKO_PRIVATE_KEY && !signature.empty();
   });
   REQUIRE(bobsWork.wait_for(kPatience) == std::future_status::ready);
