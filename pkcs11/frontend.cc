@@ -94,20 +94,6 @@ bool isPssMechanism(CK_MECHANISM_TYPE type) {
   }
 }
 
-CK_FLAGS usageFlag(Frontend::Kind kind) {
-  switch (kind) {
-    case Frontend::Kind::Sign:
-      return CKF_SIGN;
-    case Frontend::Kind::Verify:
-      return CKF_VERIFY;
-    case Frontend::Kind::Decrypt:
-      return CKF_DECRYPT;
-    case Frontend::Kind::Digest:
-      return CKF_DIGEST;
-  }
-  return 0;
-}
-
 // A list result with the two-call convention: a NULL array asks for the count, a short one gets
 // CKR_BUFFER_TOO_SMALL with the count needed.
 template <class Item, class Convert, class Out>
@@ -785,7 +771,7 @@ CK_RV Frontend::operationInit(Kind kind, CK_SESSION_HANDLE session, CK_MECHANISM
     return CKR_SESSION_HANDLE_INVALID;
   }
   std::lock_guard sessionLock(state->mutex);
-  auto& operation = state->operations[static_cast<int>(kind)];
+  auto& operation = state->operations[operationIndex(kind)];
   if (operation.active) {
     return CKR_OPERATION_ACTIVE;
   }
@@ -802,14 +788,14 @@ CK_RV Frontend::operationInit(Kind kind, CK_SESSION_HANDLE session, CK_MECHANISM
   if (rv != CKR_OK) {
     return rv;
   }
-  if ((offered.flags & usageFlag(kind)) == 0) {
+  if ((offered.flags & mechanismFlag(kind)) == 0) {
     return CKR_MECHANISM_INVALID;
   }
   if (kind != Kind::Digest) {
     // The key is checked by the daemon once; after that the pair is known good.
     const CheckedUse checkKey{state->slot,           std::uint64_t{key},        mechanism->mechanism,
                               wireMechanism.hashAlg, wireMechanism.mgf, wireMechanism.saltOrSource,
-                              static_cast<int>(kind)};
+                              kind};
     bool known = false;
     {
       std::lock_guard lock(m_mutex);
@@ -818,9 +804,7 @@ CK_RV Frontend::operationInit(Kind kind, CK_SESSION_HANDLE session, CK_MECHANISM
     if (!known) {
       wire::CheckOperationRequest request;
       request.session = session;
-      request.operation = kind == Kind::Sign     ? wire::Operation::Sign
-                          : kind == Kind::Verify ? wire::Operation::Verify
-                                                 : wire::Operation::Decrypt;
+      request.operation = kind;
       request.mechanism = wireMechanism;
       request.key = key;
       wire::Empty reply;
@@ -847,7 +831,7 @@ CK_RV Frontend::operationUpdate(Kind kind, CK_SESSION_HANDLE session, CK_BYTE_PT
     return CKR_SESSION_HANDLE_INVALID;
   }
   std::lock_guard sessionLock(state->mutex);
-  auto& operation = state->operations[static_cast<int>(kind)];
+  auto& operation = state->operations[operationIndex(kind)];
   if (!operation.active) {
     return CKR_OPERATION_NOT_INITIALIZED;
   }
@@ -872,7 +856,7 @@ CK_RV Frontend::operationFinish(Kind kind, CK_SESSION_HANDLE session, CK_BYTE_PT
     return CKR_SESSION_HANDLE_INVALID;
   }
   std::lock_guard sessionLock(state->mutex);
-  auto& operation = state->operations[static_cast<int>(kind)];
+  auto& operation = state->operations[operationIndex(kind)];
   if (!operation.active) {
     return CKR_OPERATION_NOT_INITIALIZED;
   }

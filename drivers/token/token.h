@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cryptoki.h"
+#include "operation_kind.h"
 #include "secure_bytes.h"
 
 namespace dojang::token {
@@ -99,7 +100,8 @@ class TokenSession {
                                   const AttributeList& privateTemplate) = 0;
 
   // Checks what C_SignInit/C_VerifyInit/C_DecryptInit would check, without starting anything.
-  virtual void checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const Mechanism& mechanism, ObjectId key) = 0;
+  // `kind` is Sign, Verify or Decrypt.
+  virtual void checkKeyOperation(OperationKind kind, const Mechanism& mechanism, ObjectId key) = 0;
   virtual Bytes sign(const Mechanism& mechanism, ObjectId key, std::span<const std::uint8_t> data) = 0;
   // Throws Error(CKR_SIGNATURE_INVALID) for a bad signature.
   virtual void verify(const Mechanism& mechanism, ObjectId key, std::span<const std::uint8_t> data,

@@ -107,19 +107,6 @@ bool trueOf(const token::AttributeRead& read) {
   return read.status == CKR_OK && read.value.size() == sizeof(CK_BBOOL) && read.value[0] == CK_TRUE;
 }
 
-std::string usageName(CK_ATTRIBUTE_TYPE usage) {
-  switch (usage) {
-    case CKA_SIGN:
-      return "sign";
-    case CKA_VERIFY:
-      return "verify";
-    case CKA_DECRYPT:
-      return "decrypt";
-    default:
-      return "attribute " + std::to_string(usage);
-  }
-}
-
 }  // namespace
 
 VendorSession::VendorSession(std::shared_ptr<const VendorModule> module, CK_SLOT_ID slot)
@@ -272,27 +259,17 @@ token::KeyPair VendorSession::generateKeyPair(const token::Mechanism& mechanism,
 
 // What C_SignInit/C_VerifyInit/C_DecryptInit would reject, learnt from attributes and the
 // mechanism list, because PKCS#11 2.40 cannot cancel an operation once it has been started.
-void VendorSession::checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism,
+void VendorSession::checkKeyOperation(OperationKind kind, const token::Mechanism& mechanism,
                                       token::ObjectId key) {
-  CK_FLAGS neededFlag = 0;
-  switch (usage) {
-    case CKA_SIGN:
-      neededFlag = CKF_SIGN;
-      break;
-    case CKA_VERIFY:
-      neededFlag = CKF_VERIFY;
-      break;
-    case CKA_DECRYPT:
-      neededFlag = CKF_DECRYPT;
-      break;
-    default:
-      fail(CKR_ARGUMENTS_BAD, "checkKeyOperation: unsupported usage " + usageName(usage));
+  const std::optional<CK_ATTRIBUTE_TYPE> usage = keyUsageAttribute(kind);
+  if (!usage) {
+    fail(CKR_ARGUMENTS_BAD, std::string("checkKeyOperation: no key is used to ") + operationName(kind));
   }
 
   const std::string keyName = "key " + std::to_string(key);
   std::vector<token::AttributeRead> reads;
   try {
-    const CK_ATTRIBUTE_TYPE types[] = {CKA_CLASS, CKA_KEY_TYPE, usage};
+    const CK_ATTRIBUTE_TYPE types[] = {CKA_CLASS, CKA_KEY_TYPE, *usage};
     reads = readAttributes(key, types);
   } catch (const Error& error) {
     if (error.rv() == CKR_OBJECT_HANDLE_INVALID) {
@@ -309,14 +286,14 @@ void VendorSession::checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mech
 
   CK_MECHANISM_INFO info{};
   module().check("C_GetMechanismInfo", &CK_FUNCTION_LIST::C_GetMechanismInfo, m_slot, mechanism.type, &info);
-  if ((info.flags & neededFlag) == 0) {
+  if ((info.flags & mechanismFlag(kind)) == 0) {
     fail(CKR_MECHANISM_INVALID,
-         "mechanism " + std::to_string(mechanism.type) + " cannot " + usageName(usage) + " on this token");
+         "mechanism " + std::to_string(mechanism.type) + " cannot " + operationName(kind) + " on this token");
   }
 
-  const CK_OBJECT_CLASS wantedClass = usage == CKA_VERIFY ? CKO_PUBLIC_KEY : CKO_PRIVATE_KEY;
+  const CK_OBJECT_CLASS wantedClass = asymmetricKeyClass(kind);
   if (*objectClass != wantedClass && *objectClass != CKO_SECRET_KEY) {
-    fail(CKR_KEY_TYPE_INCONSISTENT, keyName + " is the wrong kind of key to " + usageName(usage));
+    fail(CKR_KEY_TYPE_INCONSISTENT, keyName + " is the wrong kind of key to " + operationName(kind));
   }
   const std::optional<CK_KEY_TYPE> required = requiredKeyType(mechanism.type);
   if (required && (*keyType != *required || *objectClass == CKO_SECRET_KEY)) {
@@ -325,15 +302,15 @@ void VendorSession::checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mech
              std::to_string(mechanism.type) + " needs " + std::to_string(*required));
   }
   if (!trueOf(reads[2])) {
-    fail(CKR_KEY_FUNCTION_NOT_PERMITTED, keyName + " may not " + usageName(usage));
+    fail(CKR_KEY_FUNCTION_NOT_PERMITTED, keyName + " may not " + operationName(kind));
   }
-  m_lastChecked = KeyOperation{usage, mechanism, key};
-  if (usage == CKA_DECRYPT && mechanism.params.kind != token::MechanismParameters::Kind::None) {
+  m_lastChecked = KeyOperation{kind, mechanism, key};
+  if (kind == OperationKind::Decrypt && mechanism.params.kind != token::MechanismParameters::Kind::None) {
     // Which OAEP parameters a token accepts only its own C_DecryptInit knows (SoftHSM takes
     // SHA-1 alone), so the real init runs now and the decryption that follows picks it up.
     abandonPrimed();
     try {
-      startOperation(usage, mechanism, key);
+      startOperation(kind, mechanism, key);
     } catch (const Error& error) {
       if (error.rv() == CKR_ARGUMENTS_BAD) {
         fail(CKR_MECHANISM_PARAM_INVALID, std::string("the token refuses these parameters: ") + error.what());
@@ -344,34 +321,35 @@ void VendorSession::checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mech
   }
 }
 
-void VendorSession::startOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism,
+void VendorSession::startOperation(OperationKind kind, const token::Mechanism& mechanism,
                                    token::ObjectId key) {
   CkMechanism ckMechanism(mechanism);
   const CK_SESSION_HANDLE session = m_session.handle();
-  switch (usage) {
-    case CKA_SIGN:
+  switch (kind) {
+    case OperationKind::Sign:
       module().check("C_SignInit", &CK_FUNCTION_LIST::C_SignInit, session, ckMechanism.get(),
                      CK_OBJECT_HANDLE{key});
       return;
-    case CKA_VERIFY:
+    case OperationKind::Verify:
       module().check("C_VerifyInit", &CK_FUNCTION_LIST::C_VerifyInit, session, ckMechanism.get(),
                      CK_OBJECT_HANDLE{key});
       return;
-    case CKA_DECRYPT:
+    case OperationKind::Decrypt:
       module().check("C_DecryptInit", &CK_FUNCTION_LIST::C_DecryptInit, session, ckMechanism.get(),
                      CK_OBJECT_HANDLE{key});
       return;
-    default:
-      fail(CKR_ARGUMENTS_BAD, "no operation for " + usageName(usage));
+    case OperationKind::Digest:
+      break;
   }
+  fail(CKR_ARGUMENTS_BAD, std::string("no key operation to ") + operationName(kind));
 }
 
-bool VendorSession::takePrimed(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism,
+bool VendorSession::takePrimed(OperationKind kind, const token::Mechanism& mechanism,
                                token::ObjectId key) {
   if (!m_primed) {
     return false;
   }
-  if (m_primed->usage == usage && m_primed->key == key && sameMechanism(m_primed->mechanism, mechanism)) {
+  if (m_primed->kind == kind && m_primed->key == key && sameMechanism(m_primed->mechanism, mechanism)) {
     m_primed.reset();
     return true;
   }
@@ -389,17 +367,17 @@ void VendorSession::abandonPrimed() noexcept {
     token::Bytes scratch(16384);
     CK_ULONG length = static_cast<CK_ULONG>(scratch.size());
     const CK_SESSION_HANDLE session = m_session.handle();
-    switch (m_primed->usage) {
-      case CKA_SIGN:
+    switch (m_primed->kind) {
+      case OperationKind::Sign:
         module().call(&CK_FUNCTION_LIST::C_Sign, session, input({}), CK_ULONG{0}, scratch.data(), &length);
         break;
-      case CKA_DECRYPT:
+      case OperationKind::Decrypt:
         module().call(&CK_FUNCTION_LIST::C_Decrypt, session, input({}), CK_ULONG{0}, scratch.data(), &length);
         break;
-      case CKA_VERIFY:
+      case OperationKind::Verify:
         module().call(&CK_FUNCTION_LIST::C_Verify, session, input({}), CK_ULONG{0}, scratch.data(), length);
         break;
-      default:
+      case OperationKind::Digest:  // never primed: checkKeyOperation refuses it
         break;
     }
   } catch (...) {  // allocation failure: nothing more we can do
@@ -409,8 +387,8 @@ void VendorSession::abandonPrimed() noexcept {
 
 token::Bytes VendorSession::sign(const token::Mechanism& mechanism, token::ObjectId key,
                                  std::span<const std::uint8_t> data) {
-  if (!takePrimed(CKA_SIGN, mechanism, key)) {
-    startOperation(CKA_SIGN, mechanism, key);
+  if (!takePrimed(OperationKind::Sign, mechanism, key)) {
+    startOperation(OperationKind::Sign, mechanism, key);
   }
   const CK_SESSION_HANDLE session = m_session.handle();
   return sizedOutput("C_Sign", [&](CK_BYTE_PTR out, CK_ULONG_PTR length) {
@@ -421,8 +399,8 @@ token::Bytes VendorSession::sign(const token::Mechanism& mechanism, token::Objec
 
 void VendorSession::verify(const token::Mechanism& mechanism, token::ObjectId key,
                            std::span<const std::uint8_t> data, std::span<const std::uint8_t> signature) {
-  if (!takePrimed(CKA_VERIFY, mechanism, key)) {
-    startOperation(CKA_VERIFY, mechanism, key);
+  if (!takePrimed(OperationKind::Verify, mechanism, key)) {
+    startOperation(OperationKind::Verify, mechanism, key);
   }
   module().check("C_Verify", &CK_FUNCTION_LIST::C_Verify, m_session.handle(), input(data),
                  static_cast<CK_ULONG>(data.size()), input(signature), static_cast<CK_ULONG>(signature.size()));
@@ -430,8 +408,8 @@ void VendorSession::verify(const token::Mechanism& mechanism, token::ObjectId ke
 
 token::Bytes VendorSession::decrypt(const token::Mechanism& mechanism, token::ObjectId key,
                                     std::span<const std::uint8_t> data) {
-  if (!takePrimed(CKA_DECRYPT, mechanism, key)) {
-    startOperation(CKA_DECRYPT, mechanism, key);
+  if (!takePrimed(OperationKind::Decrypt, mechanism, key)) {
+    startOperation(OperationKind::Decrypt, mechanism, key);
   }
   const CK_SESSION_HANDLE session = m_session.handle();
   return sizedOutput("C_Decrypt", [&](CK_BYTE_PTR out, CK_ULONG_PTR length) {
@@ -465,7 +443,7 @@ void VendorSession::loginContextSpecific(const SecureBytes* pin) {
     fail(CKR_OPERATION_NOT_INITIALIZED, "context-specific login without a key operation to authorise");
   }
   abandonPrimed();
-  startOperation(m_lastChecked->usage, m_lastChecked->mechanism, m_lastChecked->key);
+  startOperation(m_lastChecked->kind, m_lastChecked->mechanism, m_lastChecked->key);
   m_primed = m_lastChecked;
   const CK_RV rv = module().call(&CK_FUNCTION_LIST::C_Login, m_session.handle(), CK_USER_TYPE{CKU_CONTEXT_SPECIFIC},
                                  pinPointer(pin), pinLength(pin));

@@ -27,8 +27,7 @@ class VendorSession final : public token::TokenSession {
                                  const token::AttributeList& publicTemplate,
                                  const token::AttributeList& privateTemplate) override;
 
-  void checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism,
-                         token::ObjectId key) override;
+  void checkKeyOperation(OperationKind kind, const token::Mechanism& mechanism, token::ObjectId key) override;
   token::Bytes sign(const token::Mechanism& mechanism, token::ObjectId key,
                     std::span<const std::uint8_t> data) override;
   void verify(const token::Mechanism& mechanism, token::ObjectId key, std::span<const std::uint8_t> data,
@@ -49,15 +48,15 @@ class VendorSession final : public token::TokenSession {
 
  private:
   struct KeyOperation {
-    CK_ATTRIBUTE_TYPE usage = 0;
+    OperationKind kind = OperationKind::Sign;
     token::Mechanism mechanism;
     token::ObjectId key = 0;
   };
 
   [[nodiscard]] const VendorModule& module() const noexcept { return m_session.module(); }
-  void startOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism, token::ObjectId key);
+  void startOperation(OperationKind kind, const token::Mechanism& mechanism, token::ObjectId key);
   // True when the operation was already started by loginContextSpecific(); consumes it.
-  bool takePrimed(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism, token::ObjectId key);
+  bool takePrimed(OperationKind kind, const token::Mechanism& mechanism, token::ObjectId key);
   // Ends a primed operation that will not be used (2.40 has no way to cancel but finishing it).
   void abandonPrimed() noexcept;
 

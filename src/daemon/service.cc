@@ -9,6 +9,7 @@
 #include "codec.h"
 #include "error.h"
 #include "log.h"
+#include "operation_kind.h"
 #include "policy.h"
 #include "wire_limits.h"
 
@@ -80,27 +81,12 @@ class DescriptionRefresh final {
 
 wire::Version toWire(const CK_VERSION& version) { return {version.major, version.minor}; }
 
-CK_ATTRIBUTE_TYPE usageAttributeFor(wire::Operation operation) {
-  switch (operation) {
-    case wire::Operation::Sign:
-      return CKA_SIGN;
-    case wire::Operation::Verify:
-      return CKA_VERIFY;
-    case wire::Operation::Decrypt:
-      return CKA_DECRYPT;
+// CheckOperation names a key operation: Digest, or a byte that names no kind, is refused.
+OperationKind keyOperationOf(wire::Operation operation) {
+  if (!keyUsageAttribute(operation)) {
+    fail(CKR_ARGUMENTS_BAD, "unknown operation");
   }
-  fail(CKR_ARGUMENTS_BAD, "unknown operation");
-}
-
-CK_FLAGS mechanismFlagFor(CK_ATTRIBUTE_TYPE usage) {
-  switch (usage) {
-    case CKA_SIGN:
-      return CKF_SIGN;
-    case CKA_VERIFY:
-      return CKF_VERIFY;
-    default:
-      return CKF_DECRYPT;
-  }
+  return operation;
 }
 
 }  // namespace
@@ -535,8 +521,8 @@ void Service::GenerateKeyPair(CallContext& context, const wire::GenerateKeyPairR
 namespace {
 // The checks every key operation makes, from cached facts: cheap enough for each signature.
 void checkKeyUse(TokenState& token, token::TokenSession& backend, const Viewer& viewer,
-                 CK_ATTRIBUTE_TYPE usage, const wire::Mechanism& mechanism, std::uint64_t key) {
-  if (!isServedMechanism(mechanism.type) || !token.offersMechanism(mechanism.type, mechanismFlagFor(usage))) {
+                 OperationKind kind, const wire::Mechanism& mechanism, std::uint64_t key) {
+  if (!isServedMechanism(mechanism.type) || !token.offersMechanism(mechanism.type, mechanismFlag(kind))) {
     fail(CKR_MECHANISM_INVALID, "mechanism not offered for this operation");
   }
   if (!isServedMechanismParameters(toMechanism(mechanism))) {
@@ -551,7 +537,7 @@ void checkKeyUse(TokenState& token, token::TokenSession& backend, const Viewer& 
     }
     throw;
   }
-  const CK_OBJECT_CLASS wantedClass = usage == CKA_VERIFY ? CKO_PUBLIC_KEY : CKO_PRIVATE_KEY;
+  const CK_OBJECT_CLASS wantedClass = asymmetricKeyClass(kind);
   if (facts.objectClass != wantedClass) {
     fail(CKR_KEY_TYPE_INCONSISTENT, "wrong key class for this operation");
   }
@@ -567,29 +553,32 @@ void checkKeyUse(TokenState& token, token::TokenSession& backend, const Viewer& 
 void Service::CheckOperation(CallContext& context, const wire::CheckOperationRequest& in, wire::Empty&) {
   auto session = context.client->session(in.session);
   std::lock_guard lock(session->mutex);
-  const auto usage = usageAttributeFor(in.operation);
-  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), usage, in.mechanism, in.key);
-  session->backend->checkKeyOperation(usage, toMechanism(in.mechanism), in.key);
+  const OperationKind kind = keyOperationOf(in.operation);
+  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), kind, in.mechanism, in.key);
+  session->backend->checkKeyOperation(kind, toMechanism(in.mechanism), in.key);
 }
 
 void Service::Sign(CallContext& context, const wire::KeyOperationRequest& in, wire::DataReply& out) {
   auto session = context.client->session(in.session);
   std::lock_guard lock(session->mutex);
-  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), CKA_SIGN, in.mechanism, in.key);
+  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), OperationKind::Sign,
+              in.mechanism, in.key);
   out.data = session->backend->sign(toMechanism(in.mechanism), in.key, in.data);
 }
 
 void Service::Verify(CallContext& context, const wire::VerifyRequest& in, wire::Empty&) {
   auto session = context.client->session(in.session);
   std::lock_guard lock(session->mutex);
-  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), CKA_VERIFY, in.mechanism, in.key);
+  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), OperationKind::Verify,
+              in.mechanism, in.key);
   session->backend->verify(toMechanism(in.mechanism), in.key, in.data, in.signature);
 }
 
 void Service::Decrypt(CallContext& context, const wire::KeyOperationRequest& in, wire::DataReply& out) {
   auto session = context.client->session(in.session);
   std::lock_guard lock(session->mutex);
-  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), CKA_DECRYPT, in.mechanism, in.key);
+  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), OperationKind::Decrypt,
+              in.mechanism, in.key);
   out.data = session->backend->decrypt(toMechanism(in.mechanism), in.key, in.data);
 }
 
