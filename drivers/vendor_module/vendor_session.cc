@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "ck_mechanism.h"
+#include "mechanism_key_type.h"
 
 namespace dojang::vendor {
 namespace {
@@ -49,49 +50,6 @@ token::Bytes sizedOutput(std::string_view name, Call&& callWith) {
 
 bool isAllowedReadFailure(CK_RV rv) {
   return rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID;
-}
-
-// The key type a public-key mechanism needs, or nothing when we do not know the mechanism (the
-// module then decides at C_Sign time). Note CKK_RSA is 0.
-std::optional<CK_KEY_TYPE> requiredKeyType(CK_MECHANISM_TYPE mechanism) {
-  switch (mechanism) {
-    case CKM_RSA_PKCS:
-    case CKM_RSA_9796:
-    case CKM_RSA_X_509:
-    case CKM_MD2_RSA_PKCS:
-    case CKM_MD5_RSA_PKCS:
-    case CKM_SHA1_RSA_PKCS:
-    case CKM_RIPEMD128_RSA_PKCS:
-    case CKM_RIPEMD160_RSA_PKCS:
-    case CKM_RSA_PKCS_OAEP:
-    case CKM_RSA_X9_31:
-    case CKM_SHA1_RSA_X9_31:
-    case CKM_RSA_PKCS_PSS:
-    case CKM_SHA1_RSA_PKCS_PSS:
-    case CKM_SHA224_RSA_PKCS:
-    case CKM_SHA256_RSA_PKCS:
-    case CKM_SHA384_RSA_PKCS:
-    case CKM_SHA512_RSA_PKCS:
-    case CKM_SHA224_RSA_PKCS_PSS:
-    case CKM_SHA256_RSA_PKCS_PSS:
-    case CKM_SHA384_RSA_PKCS_PSS:
-    case CKM_SHA512_RSA_PKCS_PSS:
-      return CKK_RSA;
-    case CKM_ECDSA:
-    case CKM_ECDSA_SHA1:
-    case 0x1043UL:  // CKM_ECDSA_SHA224
-    case 0x1044UL:  // CKM_ECDSA_SHA256
-    case 0x1045UL:  // CKM_ECDSA_SHA384
-    case 0x1046UL:  // CKM_ECDSA_SHA512
-      return CKK_EC;
-    case CKM_EDDSA:
-      return CKK_EC_EDWARDS;
-    case CKM_DSA:
-    case CKM_DSA_SHA1:
-      return CKK_DSA;
-    default:
-      return std::nullopt;
-  }
 }
 
 std::optional<CK_ULONG> ulongOf(const token::AttributeRead& read) {
