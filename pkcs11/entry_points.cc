@@ -11,6 +11,7 @@
 #include "cryptoki.h"
 #include "frontend.h"
 #include "frontend_testing.h"
+#include "padded_text.h"
 #include "socket_path.h"
 
 namespace {
@@ -117,11 +118,6 @@ CK_RV finalize(CK_VOID_PTR reserved) noexcept {
   return CKR_OK;
 }
 
-void padInfo(CK_UTF8CHAR* field, std::size_t width, const char* text) {
-  std::memset(field, ' ', width);
-  std::memcpy(field, text, std::min(width, std::strlen(text)));
-}
-
 CK_RV getInfo(CK_INFO_PTR info) noexcept {
   if (!current()) {
     return CKR_CRYPTOKI_NOT_INITIALIZED;
@@ -130,9 +126,9 @@ CK_RV getInfo(CK_INFO_PTR info) noexcept {
     return CKR_ARGUMENTS_BAD;
   }
   info->cryptokiVersion = {2, 40};
-  padInfo(info->manufacturerID, sizeof info->manufacturerID, "dojang");
+  dojang::padText(info->manufacturerID, "dojang");
   info->flags = 0;
-  padInfo(info->libraryDescription, sizeof info->libraryDescription, "dojang PKCS#11 front end");
+  dojang::padText(info->libraryDescription, "dojang PKCS#11 front end");
   info->libraryVersion = {0, 1};
   return CKR_OK;
 }

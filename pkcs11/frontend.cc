@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "padded_text.h"
 #include "wire_limits.h"
 
 extern char* program_invocation_short_name;
@@ -30,12 +31,6 @@ wire::HelloRequest makeHello() {
   hello.pid = static_cast<std::uint32_t>(::getpid());
   hello.program = program_invocation_short_name != nullptr ? program_invocation_short_name : "unknown";
   return hello;
-}
-
-// PKCS#11 text fields are fixed-width and blank-padded, not NUL-terminated.
-void pad(CK_UTF8CHAR* field, std::size_t width, const std::string& text) {
-  std::memset(field, ' ', width);
-  std::memcpy(field, text.data(), std::min(width, text.size()));
 }
 
 constexpr bool isPointerArrayAttribute(CK_ATTRIBUTE_TYPE type) {
@@ -312,8 +307,8 @@ CK_RV Frontend::getSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info) {
   if (CK_RV rv = call<wire::CallId::GetSlotInfo>({slot}, reply); rv != CKR_OK) {
     return rv;
   }
-  pad(info->slotDescription, sizeof info->slotDescription, reply.info.description);
-  pad(info->manufacturerID, sizeof info->manufacturerID, reply.info.manufacturer);
+  padText(info->slotDescription, reply.info.description);
+  padText(info->manufacturerID, reply.info.manufacturer);
   info->flags = reply.info.flags;
   info->hardwareVersion = {reply.info.hardwareVersion.major, reply.info.hardwareVersion.minor};
   info->firmwareVersion = {reply.info.firmwareVersion.major, reply.info.firmwareVersion.minor};
@@ -333,10 +328,10 @@ CK_RV Frontend::getTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info) {
     return rv;
   }
   const auto& in = reply.info;
-  pad(info->label, sizeof info->label, in.label);
-  pad(info->manufacturerID, sizeof info->manufacturerID, in.manufacturer);
-  pad(info->model, sizeof info->model, in.model);
-  pad(info->serialNumber, sizeof info->serialNumber, in.serialNumber);
+  padText(info->label, in.label);
+  padText(info->manufacturerID, in.manufacturer);
+  padText(info->model, in.model);
+  padText(info->serialNumber, in.serialNumber);
   info->flags = in.flags;
   info->ulMaxSessionCount = in.maxSessionCount;
   info->ulSessionCount = in.sessionCount;
@@ -350,7 +345,7 @@ CK_RV Frontend::getTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info) {
   info->ulFreePrivateMemory = in.freePrivateMemory;
   info->hardwareVersion = {in.hardwareVersion.major, in.hardwareVersion.minor};
   info->firmwareVersion = {in.firmwareVersion.major, in.firmwareVersion.minor};
-  pad(info->utcTime, sizeof info->utcTime, in.utcTime);
+  padText(info->utcTime, in.utcTime);
   return CKR_OK;
 }
 

@@ -216,12 +216,4 @@ std::optional<CK_ULONG> Session::ulongAttribute(CK_OBJECT_HANDLE object, CK_ATTR
   return result;
 }
 
-std::string paddedText(const unsigned char* text, std::size_t size) {
-  std::string result(reinterpret_cast<const char*>(text), size);
-  while (!result.empty() && (result.back() == ' ' || result.back() == '\0')) {
-    result.pop_back();
-  }
-  return result;
-}
-
 }  // namespace dojang::cli

@@ -81,11 +81,4 @@ class Session final {
   CK_SESSION_HANDLE m_handle = CK_INVALID_HANDLE;
 };
 
-// A fixed-width, blank-padded PKCS#11 text field as a string without the padding.
-[[nodiscard]] std::string paddedText(const unsigned char* text, std::size_t size);
-template <std::size_t N>
-[[nodiscard]] std::string paddedText(const unsigned char (&text)[N]) {
-  return paddedText(text, N);
-}
-
 }  // namespace dojang::cli
