@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "error.h"
+#include "owners.h"
 #include "softhsm_token.h"
 #include "token_attributes.h"
 #include "vendor_driver.h"
@@ -153,14 +154,8 @@ Bytes sha256(std::span<const std::uint8_t> data) {
 }
 
 // --- OpenSSL side: the public key as EVP_PKEY, to check the token against an independent party.
-struct PkeyFree {
-  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
-};
-struct PkeyCtxFree {
-  void operator()(EVP_PKEY_CTX* ctx) const { EVP_PKEY_CTX_free(ctx); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using PkeyCtx = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree>;
+using Pkey = dojang::PkeyPtr;
+using PkeyCtx = dojang::PkeyCtxPtr;
 
 Pkey rsaPublicKey(TokenSession& session, ObjectId publicKey) {
   const CK_ATTRIBUTE_TYPE types[] = {CKA_MODULUS, CKA_PUBLIC_EXPONENT};
@@ -186,7 +181,7 @@ Pkey rsaPublicKey(TokenSession& session, ObjectId publicKey) {
 }
 
 bool opensslVerifyRsa(EVP_PKEY* key, bool pss, std::span<const std::uint8_t> data, std::span<const std::uint8_t> sig) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  dojang::MdCtxPtr md(EVP_MD_CTX_new());
   EVP_PKEY_CTX* pctx = nullptr;
   if (EVP_DigestVerifyInit(md.get(), &pctx, EVP_sha256(), nullptr, key) != 1) {
     return false;
