@@ -9,6 +9,7 @@
 #include <new>
 
 #include "cryptoki.h"
+#include "dojang_version.h"
 #include "frontend.h"
 #include "frontend_testing.h"
 #include "padded_text.h"
@@ -129,7 +130,7 @@ CK_RV getInfo(CK_INFO_PTR info) noexcept {
   dojang::padText(info->manufacturerID, "dojang");
   info->flags = 0;
   dojang::padText(info->libraryDescription, "dojang PKCS#11 front end");
-  info->libraryVersion = {0, 1};
+  info->libraryVersion = {dojang::kVersionMajor, dojang::kVersionMinor};
   return CKR_OK;
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "codec.h"
+#include "dojang_version.h"
 #include "error.h"
 #include "log.h"
 #include "operation_kind.h"
@@ -17,7 +18,6 @@ namespace dojang::daemon {
 
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
 // How often a blocked C_WaitForSlotEvent looks whether its client is still there, and sends it
 // a keepalive.
 constexpr std::chrono::milliseconds kWaitSlice = wire::kKeepaliveInterval;
