@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "error.h"
+#include "two_call_list.h"
 
 namespace dojang::cli {
 
@@ -75,19 +76,12 @@ CK_INFO Pkcs11Library::info() const {
 
 std::vector<CK_SLOT_ID> Pkcs11Library::slots(bool tokenPresent) const {
   const CK_BBOOL present = tokenPresent ? CK_TRUE : CK_FALSE;
-  // The count may change between the two calls; CKR_BUFFER_TOO_SMALL means ask again.
-  for (;;) {
-    CK_ULONG count = 0;
-    checkCkRv(m_functions->C_GetSlotList(present, nullptr, &count), "C_GetSlotList");
-    std::vector<CK_SLOT_ID> result(count);
-    const CK_RV rv = m_functions->C_GetSlotList(present, result.data(), &count);
-    if (rv == CKR_BUFFER_TOO_SMALL) {
-      continue;
-    }
-    checkCkRv(rv, "C_GetSlotList");
-    result.resize(count);
-    return result;
-  }
+  const auto getSlotList = [&](CK_SLOT_ID_PTR out, CK_ULONG_PTR count) {
+    return m_functions->C_GetSlotList(present, out, count);
+  };
+  std::vector<CK_SLOT_ID> result;
+  checkCkRv(readTwoCallList(result, getSlotList), "C_GetSlotList");
+  return result;
 }
 
 CK_SLOT_INFO Pkcs11Library::slotInfo(CK_SLOT_ID slot) const {
