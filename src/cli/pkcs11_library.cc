@@ -1,7 +1,5 @@
 #include "pkcs11_library.h"
 
-#include <dlfcn.h>
-
 #include <utility>
 
 #include "error.h"
@@ -9,64 +7,30 @@
 
 namespace dojang::cli {
 
-Pkcs11Library::Pkcs11Library(std::string path) : m_path(std::move(path)) {
-  m_handle = ::dlopen(m_path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (m_handle == nullptr) {
-    const char* reason = ::dlerror();
-    fail(CKR_GENERAL_ERROR,
-         "cannot load PKCS#11 module " + m_path + ": " + (reason != nullptr ? reason : "unknown error"));
-  }
-  auto* getFunctionList =
-      reinterpret_cast<CK_C_GetFunctionList>(::dlsym(m_handle, "C_GetFunctionList"));
-  if (getFunctionList == nullptr) {
-    release();
-    fail(CKR_GENERAL_ERROR, "not a PKCS#11 module (no C_GetFunctionList): " + m_path);
-  }
-  CK_RV rv = getFunctionList(&m_functions);
-  if (rv != CKR_OK || m_functions == nullptr) {
-    release();
-    throwCkRv(rv == CKR_OK ? CKR_GENERAL_ERROR : rv, "C_GetFunctionList");
-  }
-  CK_C_INITIALIZE_ARGS args{};
-  args.flags = CKF_OS_LOCKING_OK;
-  rv = m_functions->C_Initialize(&args);
+Pkcs11Library::Pkcs11Library(std::string path) : m_path(std::move(path)), m_library(m_path, m_path) {
+  m_functions = m_library.functionList();
+  CK_C_INITIALIZE_ARGS args = osLockingArgs();
+  const CK_RV rv = m_library.initialize(m_functions, &args);
   if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-    release();
     throwCkRv(rv, "C_Initialize");
   }
-  m_finalize = rv == CKR_OK;
 }
 
 Pkcs11Library::Pkcs11Library(Pkcs11Library&& other) noexcept
     : m_path(std::move(other.m_path)),
-      m_handle(std::exchange(other.m_handle, nullptr)),
-      m_functions(std::exchange(other.m_functions, nullptr)),
-      m_finalize(std::exchange(other.m_finalize, false)) {}
+      m_library(std::move(other.m_library)),
+      m_functions(std::exchange(other.m_functions, nullptr)) {}
 
 Pkcs11Library& Pkcs11Library::operator=(Pkcs11Library&& other) noexcept {
   if (this != &other) {
-    release();
+    m_library = std::move(other.m_library);
     m_path = std::move(other.m_path);
-    m_handle = std::exchange(other.m_handle, nullptr);
     m_functions = std::exchange(other.m_functions, nullptr);
-    m_finalize = std::exchange(other.m_finalize, false);
   }
   return *this;
 }
 
-Pkcs11Library::~Pkcs11Library() { release(); }
-
-void Pkcs11Library::release() noexcept {
-  if (m_functions != nullptr && m_finalize) {
-    m_functions->C_Finalize(nullptr);
-  }
-  m_functions = nullptr;
-  m_finalize = false;
-  if (m_handle != nullptr) {
-    ::dlclose(m_handle);
-    m_handle = nullptr;
-  }
-}
+Pkcs11Library::~Pkcs11Library() = default;
 
 CK_INFO Pkcs11Library::info() const {
   CK_INFO result{};

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cryptoki.h"
+#include "module_library.h"
 
 namespace dojang::cli {
 
@@ -34,12 +35,9 @@ class Pkcs11Library final {
   [[nodiscard]] CK_TOKEN_INFO tokenInfo(CK_SLOT_ID slot) const;
 
  private:
-  void release() noexcept;
-
   std::string m_path;
-  void* m_handle = nullptr;
+  ModuleLibrary m_library;  // finalises only what it initialised, not someone else's C_Initialize
   CK_FUNCTION_LIST* m_functions = nullptr;
-  bool m_finalize = false;  // false when someone else in the process had initialised it
 };
 
 // An attribute template that owns its values, so the pointers stay valid while it lives.
