@@ -34,20 +34,12 @@ template <wire::CallId id>
 typename wire::Call<id>::Reply call(wire::Transport& transport,
                                     const typename wire::Call<id>::Request& request) {
   wire::Bytes frame;
-  wire::encodeRequest<id>(request, frame);
-  transport.send(frame);
   wire::Bytes payload;
-  transport.receive(payload);
-  wire::Decoder decoder(payload);
-  std::uint64_t rv = 0;
-  decoder.read(rv);
+  typename wire::Call<id>::Reply reply;
+  const std::uint64_t rv = wire::roundTrip<id>(transport, request, reply, frame, payload);
   if (rv != CKR_OK) {
-    decoder.expectEnd();
     throwCkRv(static_cast<CK_RV>(rv), std::string("dojangd ") + wire::Call<id>::kName);
   }
-  typename wire::Call<id>::Reply reply;
-  decoder.read(reply);
-  decoder.expectEnd();
   return reply;
 }
 
