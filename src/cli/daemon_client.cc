@@ -8,6 +8,7 @@
 
 #include "codec.h"
 #include "error.h"
+#include "foreign_errors.h"
 #include "transport.h"
 
 namespace dojang::cli {
@@ -66,10 +67,10 @@ DaemonStatus queryDaemonStatus(const std::string& socketPath) {
     result.hello = call<wire::CallId::Hello>(*transport, hello);
     result.status = call<wire::CallId::DaemonStatus>(*transport, wire::Empty{});
     return result;
-  } catch (const wire::TransportClosed& error) {
-    throw std::runtime_error(std::string("dojangd closed the connection: ") + error.what());
-  } catch (const wire::MalformedFrame& error) {
-    throw std::runtime_error(std::string("dojangd sent a malformed reply: ") + error.what());
+  } catch (const wire::TransportClosed&) {
+    throwTransportFailure("dojangd");
+  } catch (const wire::MalformedFrame&) {
+    throwTransportFailure("dojangd");
   }
 }
 

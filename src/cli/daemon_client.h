@@ -18,7 +18,7 @@ struct DaemonStatus {
 
 // Connects, says Hello (random client id, our pid, program "dojang"), asks DaemonStatus.
 // Throws DaemonUnreachable when the connection cannot be made, dojang::Error when the daemon
-// answers with a failure, and std::runtime_error when the conversation breaks.
+// answers with a failure or when the conversation breaks (throwTransportFailure).
 [[nodiscard]] DaemonStatus queryDaemonStatus(const std::string& socketPath);
 
 }  // namespace dojang::cli

@@ -1,6 +1,5 @@
 #include "service.h"
 
-#include <openssl/rand.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include "codec.h"
 #include "dojang_version.h"
 #include "error.h"
+#include "foreign_errors.h"
 #include "log.h"
 #include "operation_kind.h"
 #include "policy.h"
@@ -93,9 +93,7 @@ OperationKind keyOperationOf(wire::Operation operation) {
 
 Service::Service(SlotTable& slots, std::vector<wire::BackendStatus> backends)
     : m_slots(slots), m_backends(std::move(backends)), m_instance(16) {
-  if (RAND_bytes(m_instance.data(), static_cast<int>(m_instance.size())) != 1) {
-    fail(CKR_GENERAL_ERROR, "no randomness for the daemon instance id");
-  }
+  opensslRandomBytes(m_instance, "RAND_bytes for the daemon instance id");
 }
 
 // ---- clients ----

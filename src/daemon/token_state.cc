@@ -25,8 +25,7 @@ constexpr std::size_t kAttributeOverhead = 64;
 
 TokenState::TokenState(std::uint64_t slotId, std::unique_ptr<token::Token> token)
     : m_slotId(slotId), m_token(std::move(token)) {
-  checkOpensslStatus(RAND_bytes(m_verifierKey.data(), static_cast<int>(m_verifierKey.size())),
-                     "RAND_bytes");
+  opensslRandomBytes(m_verifierKey, "RAND_bytes");
 }
 
 TokenState::~TokenState() { OPENSSL_cleanse(m_verifierKey.data(), m_verifierKey.size()); }
