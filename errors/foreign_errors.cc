@@ -1,8 +1,11 @@
 #include "foreign_errors.h"
 
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <winscard.h>
 
+#include <algorithm>
+#include <climits>
 #include <string>
 
 namespace dojang {
@@ -54,6 +57,14 @@ void throwOpenssl(std::string_view what, ErrorKind kind, CallSite where) {
 void checkOpensslStatus(int status, std::string_view what, CallSite where) {
   if (status != 1) {
     throwOpenssl(what, ErrorKind::Fatal, where);
+  }
+}
+
+void opensslRandomBytes(std::span<std::uint8_t> out, std::string_view what, CallSite where) {
+  while (!out.empty()) {
+    const std::size_t chunk = std::min<std::size_t>(out.size(), INT_MAX);
+    checkOpensslStatus(RAND_bytes(out.data(), static_cast<int>(chunk)), what, where);
+    out = out.subspan(chunk);
   }
 }
 

@@ -2,9 +2,13 @@
 // dependency-light PKCS#11 module never pulls in OpenSSL or pcsc-lite.
 #pragma once
 
+#include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "error.h"
+
+struct sqlite3;  // <sqlite3.h>, for those who use SQLite only
 
 namespace dojang {
 
@@ -28,5 +32,21 @@ T* checkOpenssl(T* ptr, std::string_view what,
 // For OpenSSL calls that return 1 on success.
 void checkOpensslStatus(int status, std::string_view what,
                         CallSite where = CallSite::current());
+
+// Fills `out` from OpenSSL's random generator; throws with the OpenSSL error queue when it
+// cannot (RAND_bytes failed: no entropy).
+void opensslRandomBytes(std::span<std::uint8_t> out, std::string_view what,
+                        CallSite where = CallSite::current());
+
+// The wire transport (wire/transport.h, wire/codec.h), called from a catch block: the exception
+// being handled, a closed or silent connection to `peer` or a frame that breaks the protocol,
+// becomes an Error(CKR_DEVICE_ERROR), Retryable for a timeout and Fatal otherwise. Any other
+// exception is rethrown as it is.
+[[noreturn]] void throwTransportFailure(std::string_view peer, CallSite where = CallSite::current());
+
+// SQLite: "SQLite: <what>", followed by the database's own message (sqlite3_errmsg) when
+// `database` is given. Returned rather than thrown, so a caller can close the handle first.
+[[nodiscard]] Error sqliteError(sqlite3* database, std::string_view what,
+                                CallSite where = CallSite::current());
 
 }  // namespace dojang

@@ -160,21 +160,6 @@ void ConnectionPool::armTimeout(Connection& connection, bool callMayWait) {
   }
 }
 
-void ConnectionPool::receiveReply(Connection& connection) {
-  for (;;) {
-    connection.transport->receive(connection.payload);
-    // A keepalive is a reply frame with nothing but the reserved CK_RV.
-    if (connection.payload.size() != sizeof(std::uint64_t)) {
-      return;
-    }
-    std::uint64_t rv = 0;
-    wire::Decoder(connection.payload).read(rv);
-    if (rv != wire::kReplyStillWorking) {
-      return;
-    }
-  }
-}
-
 namespace {
 HelloAnswer sayHello(wire::Transport& transport, const wire::HelloRequest& hello, wire::Bytes& frame,
                      wire::Bytes& payload) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "calls.h"
+#include "client_call.h"
 #include "codec.h"
 #include "cryptoki.h"
 #include "transport.h"
@@ -22,10 +23,7 @@ namespace dojang::frontend {
 using Connector = std::function<std::unique_ptr<wire::Transport>()>;
 
 // The daemon could not be reached (or started).
-class DaemonUnreachable final : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+using wire::DaemonUnreachable;
 
 // How long the module waits for any sign of life from dojangd: $DOJANG_TIMEOUT_MS, 30 s by
 // default, 0 for never; at least 1 s, so that keepalives (wire::kKeepaliveInterval) arrive in time.
@@ -62,8 +60,6 @@ class ConnectionPool final {
   // Gives the transport the timeout for this call: none for a call that may wait forever on a
   // daemon that cannot send keepalives.
   void armTimeout(Connection& connection, bool callMayWait);
-  // Receives the reply, skipping keepalives.
-  static void receiveReply(Connection& connection);
   std::unique_ptr<Connection> acquire();
   void release(std::unique_ptr<Connection> connection);
   void discard(std::unique_ptr<Connection> connection) noexcept;
@@ -100,12 +96,11 @@ CK_RV ConnectionPool::call(const typename wire::Call<id>::Request& request,
       release(std::move(connection));
       return CKR_FUNCTION_NOT_SUPPORTED;
     }
-    wire::encodeRequest<id>(request, connection->frame);
+    CK_RV rv = CKR_DEVICE_ERROR;
     try {
       armTimeout(*connection, id == wire::CallId::WaitForSlotEvent);
-      connection->transport->send(connection->frame);
-      wire::wipe(connection->frame);
-      receiveReply(*connection);
+      rv = static_cast<CK_RV>(wire::roundTrip<id>(*connection->transport, request, reply, connection->frame,
+                                                  connection->payload));
     } catch (const wire::TransportTimedOut&) {
       // A late reply must never be read as the answer to a later request.
       wire::wipe(connection->frame);
@@ -120,20 +115,6 @@ CK_RV ConnectionPool::call(const typename wire::Call<id>::Request& request,
       return CKR_DEVICE_ERROR;
     } catch (const wire::MalformedFrame&) {
       wire::wipe(connection->frame);
-      discard(std::move(connection));
-      return CKR_DEVICE_ERROR;
-    }
-    CK_RV rv = CKR_DEVICE_ERROR;
-    try {
-      wire::Decoder decoder(connection->payload);
-      std::uint64_t wireRv = 0;
-      decoder.read(wireRv);
-      rv = static_cast<CK_RV>(wireRv);
-      if (rv == CKR_OK) {
-        decoder.read(reply);
-        decoder.expectEnd();
-      }
-    } catch (const wire::MalformedFrame&) {
       discard(std::move(connection));  // out of step with the daemon
       return CKR_DEVICE_ERROR;
     }

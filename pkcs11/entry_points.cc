@@ -9,8 +9,10 @@
 #include <new>
 
 #include "cryptoki.h"
+#include "dojang_version.h"
 #include "frontend.h"
 #include "frontend_testing.h"
+#include "padded_text.h"
 #include "socket_path.h"
 
 namespace {
@@ -117,11 +119,6 @@ CK_RV finalize(CK_VOID_PTR reserved) noexcept {
   return CKR_OK;
 }
 
-void padInfo(CK_UTF8CHAR* field, std::size_t width, const char* text) {
-  std::memset(field, ' ', width);
-  std::memcpy(field, text, std::min(width, std::strlen(text)));
-}
-
 CK_RV getInfo(CK_INFO_PTR info) noexcept {
   if (!current()) {
     return CKR_CRYPTOKI_NOT_INITIALIZED;
@@ -130,10 +127,10 @@ CK_RV getInfo(CK_INFO_PTR info) noexcept {
     return CKR_ARGUMENTS_BAD;
   }
   info->cryptokiVersion = {2, 40};
-  padInfo(info->manufacturerID, sizeof info->manufacturerID, "dojang");
+  dojang::padText(info->manufacturerID, "dojang");
   info->flags = 0;
-  padInfo(info->libraryDescription, sizeof info->libraryDescription, "dojang PKCS#11 front end");
-  info->libraryVersion = {0, 1};
+  dojang::padText(info->libraryDescription, "dojang PKCS#11 front end");
+  info->libraryVersion = {dojang::kVersionMajor, dojang::kVersionMinor};
   return CKR_OK;
 }
 

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "padded_text.h"
 #include "wire_limits.h"
 
 extern char* program_invocation_short_name;
@@ -30,12 +31,6 @@ wire::HelloRequest makeHello() {
   hello.pid = static_cast<std::uint32_t>(::getpid());
   hello.program = program_invocation_short_name != nullptr ? program_invocation_short_name : "unknown";
   return hello;
-}
-
-// PKCS#11 text fields are fixed-width and blank-padded, not NUL-terminated.
-void pad(CK_UTF8CHAR* field, std::size_t width, const std::string& text) {
-  std::memset(field, ' ', width);
-  std::memcpy(field, text.data(), std::min(width, text.size()));
 }
 
 constexpr bool isPointerArrayAttribute(CK_ATTRIBUTE_TYPE type) {
@@ -92,20 +87,6 @@ bool isPssMechanism(CK_MECHANISM_TYPE type) {
     default:
       return false;
   }
-}
-
-CK_FLAGS usageFlag(Frontend::Kind kind) {
-  switch (kind) {
-    case Frontend::Kind::Sign:
-      return CKF_SIGN;
-    case Frontend::Kind::Verify:
-      return CKF_VERIFY;
-    case Frontend::Kind::Decrypt:
-      return CKF_DECRYPT;
-    case Frontend::Kind::Digest:
-      return CKF_DIGEST;
-  }
-  return 0;
 }
 
 // A list result with the two-call convention: a NULL array asks for the count, a short one gets
@@ -326,8 +307,8 @@ CK_RV Frontend::getSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info) {
   if (CK_RV rv = call<wire::CallId::GetSlotInfo>({slot}, reply); rv != CKR_OK) {
     return rv;
   }
-  pad(info->slotDescription, sizeof info->slotDescription, reply.info.description);
-  pad(info->manufacturerID, sizeof info->manufacturerID, reply.info.manufacturer);
+  padText(info->slotDescription, reply.info.description);
+  padText(info->manufacturerID, reply.info.manufacturer);
   info->flags = reply.info.flags;
   info->hardwareVersion = {reply.info.hardwareVersion.major, reply.info.hardwareVersion.minor};
   info->firmwareVersion = {reply.info.firmwareVersion.major, reply.info.firmwareVersion.minor};
@@ -347,10 +328,10 @@ CK_RV Frontend::getTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info) {
     return rv;
   }
   const auto& in = reply.info;
-  pad(info->label, sizeof info->label, in.label);
-  pad(info->manufacturerID, sizeof info->manufacturerID, in.manufacturer);
-  pad(info->model, sizeof info->model, in.model);
-  pad(info->serialNumber, sizeof info->serialNumber, in.serialNumber);
+  padText(info->label, in.label);
+  padText(info->manufacturerID, in.manufacturer);
+  padText(info->model, in.model);
+  padText(info->serialNumber, in.serialNumber);
   info->flags = in.flags;
   info->ulMaxSessionCount = in.maxSessionCount;
   info->ulSessionCount = in.sessionCount;
@@ -364,7 +345,7 @@ CK_RV Frontend::getTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info) {
   info->ulFreePrivateMemory = in.freePrivateMemory;
   info->hardwareVersion = {in.hardwareVersion.major, in.hardwareVersion.minor};
   info->firmwareVersion = {in.firmwareVersion.major, in.firmwareVersion.minor};
-  pad(info->utcTime, sizeof info->utcTime, in.utcTime);
+  padText(info->utcTime, in.utcTime);
   return CKR_OK;
 }
 
@@ -785,7 +766,7 @@ CK_RV Frontend::operationInit(Kind kind, CK_SESSION_HANDLE session, CK_MECHANISM
     return CKR_SESSION_HANDLE_INVALID;
   }
   std::lock_guard sessionLock(state->mutex);
-  auto& operation = state->operations[static_cast<int>(kind)];
+  auto& operation = state->operations[operationIndex(kind)];
   if (operation.active) {
     return CKR_OPERATION_ACTIVE;
   }
@@ -802,14 +783,14 @@ CK_RV Frontend::operationInit(Kind kind, CK_SESSION_HANDLE session, CK_MECHANISM
   if (rv != CKR_OK) {
     return rv;
   }
-  if ((offered.flags & usageFlag(kind)) == 0) {
+  if ((offered.flags & mechanismFlag(kind)) == 0) {
     return CKR_MECHANISM_INVALID;
   }
   if (kind != Kind::Digest) {
     // The key is checked by the daemon once; after that the pair is known good.
     const CheckedUse checkKey{state->slot,           std::uint64_t{key},        mechanism->mechanism,
                               wireMechanism.hashAlg, wireMechanism.mgf, wireMechanism.saltOrSource,
-                              static_cast<int>(kind)};
+                              kind};
     bool known = false;
     {
       std::lock_guard lock(m_mutex);
@@ -818,9 +799,7 @@ CK_RV Frontend::operationInit(Kind kind, CK_SESSION_HANDLE session, CK_MECHANISM
     if (!known) {
       wire::CheckOperationRequest request;
       request.session = session;
-      request.operation = kind == Kind::Sign     ? wire::Operation::Sign
-                          : kind == Kind::Verify ? wire::Operation::Verify
-                                                 : wire::Operation::Decrypt;
+      request.operation = kind;
       request.mechanism = wireMechanism;
       request.key = key;
       wire::Empty reply;
@@ -847,7 +826,7 @@ CK_RV Frontend::operationUpdate(Kind kind, CK_SESSION_HANDLE session, CK_BYTE_PT
     return CKR_SESSION_HANDLE_INVALID;
   }
   std::lock_guard sessionLock(state->mutex);
-  auto& operation = state->operations[static_cast<int>(kind)];
+  auto& operation = state->operations[operationIndex(kind)];
   if (!operation.active) {
     return CKR_OPERATION_NOT_INITIALIZED;
   }
@@ -872,7 +851,7 @@ CK_RV Frontend::operationFinish(Kind kind, CK_SESSION_HANDLE session, CK_BYTE_PT
     return CKR_SESSION_HANDLE_INVALID;
   }
   std::lock_guard sessionLock(state->mutex);
-  auto& operation = state->operations[static_cast<int>(kind)];
+  auto& operation = state->operations[operationIndex(kind)];
   if (!operation.active) {
     return CKR_OPERATION_NOT_INITIALIZED;
   }

@@ -14,6 +14,7 @@
 
 #include "connection_pool.h"
 #include "cryptoki.h"
+#include "operation_kind.h"
 
 namespace dojang::frontend {
 
@@ -65,7 +66,7 @@ class Frontend final {
 
   // Sign, Verify, Decrypt and Digest share one shape: Init is checked (and remembered), the
   // input is gathered here, and the work is one round trip.
-  enum class Kind { Sign, Verify, Decrypt, Digest };
+  using Kind = OperationKind;
   CK_RV operationInit(Kind kind, CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key);
   CK_RV operationUpdate(Kind kind, CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG length);
   // Single-part (data given) or final (data == nullptr after updates). For Verify, out is the
@@ -101,7 +102,7 @@ class Frontend final {
   struct SessionState {
     CK_SLOT_ID slot = 0;
     CK_FLAGS flags = 0;
-    Operation operations[4];
+    Operation operations[kOperationKindCount];
     bool findActive = false;
     std::vector<std::uint64_t> found;
     std::size_t nextFound = 0;
@@ -134,7 +135,7 @@ class Frontend final {
   std::map<CK_SLOT_ID, std::vector<wire::MechanismInfo>> m_mechanisms;
   // (slot, key, mechanism, its parameters, operation) combinations the daemon has accepted.
   using CheckedUse = std::tuple<CK_SLOT_ID, std::uint64_t, CK_MECHANISM_TYPE, std::uint64_t, std::uint64_t,
-                                std::uint64_t, int>;
+                                std::uint64_t, OperationKind>;
   std::set<CheckedUse> m_checked;
 };
 

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 
+#include "operation_kind.h"
 #include "types.h"
 
 namespace dojang::wire {
@@ -188,7 +189,8 @@ struct GenerateKeyPairReply {
   DOJANG_WIRE_FIELDS(publicKey, privateKey)
 };
 
-enum class Operation : std::uint8_t { Sign = 1, Verify = 2, Decrypt = 3 };
+// Sent as one byte: Sign = 1, Verify = 2, Decrypt = 3 (operation_kind.h keeps these values).
+using Operation = dojang::OperationKind;
 
 // C_SignInit/C_VerifyInit/C_DecryptInit: checked once per key and mechanism, then remembered by
 // the module, so steady-state signing is a single Sign round trip.

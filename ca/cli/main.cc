@@ -1,7 +1,6 @@
 // dojang-ca: a CMP certificate authority with Korean certificate profiles, for tests, demos and
 // development of dojang's renewal flow. See docs/ca.md.
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -13,6 +12,7 @@
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <span>
 #include <thread>
 
 #include "authority.h"
@@ -49,7 +49,7 @@ std::string randomString(const std::string& alphabet, size_t length) {
   std::string result;
   while (result.size() < length) {
     unsigned char byte = 0;
-    checkOpensslStatus(RAND_bytes(&byte, 1), "RAND_bytes");
+    opensslRandomBytes(std::span(&byte, 1), "RAND_bytes");
     const size_t limit = 256 - (256 % alphabet.size());
     if (byte < limit) {
       result += alphabet[byte % alphabet.size()];

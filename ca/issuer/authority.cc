@@ -72,8 +72,7 @@ void addExtension(X509* certificate, X509V3_CTX* context, int nid, const std::st
 // certificatePolicies with one PolicyInformation and no qualifiers (the config-string form needs
 // an OpenSSL config database, so build the structure and let OpenSSL encode it).
 void addPolicy(X509* certificate, const std::string& policyOid) {
-  using PoliciesPtr = OpensslPtr<CERTIFICATEPOLICIES, CERTIFICATEPOLICIES_free>;
-  PoliciesPtr policies(checkOpenssl(CERTIFICATEPOLICIES_new(), "CERTIFICATEPOLICIES_new"));
+  CertificatePoliciesPtr policies(checkOpenssl(CERTIFICATEPOLICIES_new(), "CERTIFICATEPOLICIES_new"));
   POLICYINFO* info = checkOpenssl(POLICYINFO_new(), "POLICYINFO_new");
   if (sk_POLICYINFO_push(policies.get(), info) <= 0) {
     POLICYINFO_free(info);

@@ -2,18 +2,14 @@
 
 #include <utility>
 
-#include "error.h"
+#include "foreign_errors.h"
 
 namespace dojang::ca {
 namespace {
 
-[[noreturn]] void throwSqlite(sqlite3* database, const std::string& what) {
-  std::string message = "SQLite: " + what;
-  if (database != nullptr) {
-    message += ": ";
-    message += sqlite3_errmsg(database);
-  }
-  throw Error(CKR_FUNCTION_FAILED, ErrorKind::Fatal, message);
+[[noreturn]] void throwSqlite(sqlite3* database, const std::string& what,
+                              CallSite where = CallSite::current()) {
+  throw sqliteError(database, what, where);
 }
 
 }  // namespace
@@ -23,14 +19,12 @@ Database::Database(const std::string& path) {
                                SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                                nullptr);
   if (status != SQLITE_OK) {
-    std::string message = "opening " + path;
+    const Error error = sqliteError(m_handle, "opening " + path);
     if (m_handle != nullptr) {
-      message += ": ";
-      message += sqlite3_errmsg(m_handle);
       sqlite3_close(m_handle);
       m_handle = nullptr;
     }
-    throw Error(CKR_FUNCTION_FAILED, ErrorKind::Fatal, "SQLite: " + message);
+    throw error;
   }
   sqlite3_busy_timeout(m_handle, 5000);
   execute("PRAGMA foreign_keys = ON");
@@ -58,9 +52,9 @@ Database& Database::operator=(Database&& other) noexcept {
 void Database::execute(const std::string& sql) {
   char* errorText = nullptr;
   if (sqlite3_exec(m_handle, sql.c_str(), nullptr, nullptr, &errorText) != SQLITE_OK) {
-    std::string message = errorText != nullptr ? errorText : "unknown error";
+    const std::string message = errorText != nullptr ? errorText : "unknown error";
     sqlite3_free(errorText);
-    throw Error(CKR_FUNCTION_FAILED, ErrorKind::Fatal, "SQLite: " + message + " in: " + sql);
+    throw sqliteError(nullptr, message + " in: " + sql);
   }
 }
 

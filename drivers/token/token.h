@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "cryptoki.h"
+#include "operation_kind.h"
 #include "secure_bytes.h"
 
 namespace dojang::token {
@@ -147,7 +148,8 @@ class TokenSession {
                                   const AttributeList& privateTemplate, const KeyGeneration& target) = 0;
 
   // Checks what C_SignInit/C_VerifyInit/C_DecryptInit would check, without starting anything.
-  virtual void checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const Mechanism& mechanism, ObjectId key) = 0;
+  // `kind` is Sign, Verify or Decrypt.
+  virtual void checkKeyOperation(OperationKind kind, const Mechanism& mechanism, ObjectId key) = 0;
   // `context` carries the context-specific login a CKA_ALWAYS_AUTHENTICATE key needs; it is used
   // for this operation only.
   virtual Bytes sign(const Mechanism& mechanism, ObjectId key, std::span<const std::uint8_t> data,

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "padded_text.h"
+#include "two_call_list.h"
 #include "vendor_token.h"
 
 namespace dojang::vendor {
@@ -42,23 +43,11 @@ std::string VendorDriver::name() const {
 std::string VendorDriver::location() const { return m_module->path(); }
 
 std::vector<token::SlotDescription> VendorDriver::slots() {
+  const auto getSlotList = [&](CK_SLOT_ID_PTR out, CK_ULONG_PTR count) {
+    return m_module->call(&CK_FUNCTION_LIST::C_GetSlotList, CK_BBOOL{CK_FALSE}, out, count);
+  };
   std::vector<CK_SLOT_ID> ids;
-  CK_ULONG count = 0;
-  for (int attempt = 0;; ++attempt) {
-    m_module->check("C_GetSlotList", &CK_FUNCTION_LIST::C_GetSlotList, CK_BBOOL{CK_FALSE},
-                    static_cast<CK_SLOT_ID_PTR>(nullptr), &count);
-    ids.resize(count);
-    if (count == 0) {
-      break;
-    }
-    const CK_RV rv = m_module->call(&CK_FUNCTION_LIST::C_GetSlotList, CK_BBOOL{CK_FALSE}, ids.data(), &count);
-    if (rv == CKR_BUFFER_TOO_SMALL && attempt < 3) {
-      continue;  // a reader appeared between the two calls
-    }
-    checkCkRv(rv, "C_GetSlotList");
-    ids.resize(count);
-    break;
-  }
+  checkCkRv(readTwoCallList(ids, getSlotList), "C_GetSlotList");
 
   std::vector<token::SlotDescription> result;
   result.reserve(ids.size());

@@ -1,7 +1,5 @@
 #include "vendor_module.h"
 
-#include <dlfcn.h>
-
 #include <array>
 #include <cstdlib>
 #include <filesystem>
@@ -69,9 +67,8 @@ VendorModule::~VendorModule() { release(); }
 VendorModule::VendorModule(VendorModule&& other) noexcept
     : m_path(std::move(other.m_path)),
       m_realPath(std::move(other.m_realPath)),
-      m_handle(std::exchange(other.m_handle, nullptr)),
+      m_library(std::move(other.m_library)),
       m_functions(std::exchange(other.m_functions, nullptr)),
-      m_initialised(std::exchange(other.m_initialised, false)),
       m_registered(std::exchange(other.m_registered, false)),
       m_serialise(other.m_serialise),
       m_viaInterface(other.m_viaInterface),
@@ -83,9 +80,8 @@ VendorModule& VendorModule::operator=(VendorModule&& other) noexcept {
     release();
     m_path = std::move(other.m_path);
     m_realPath = std::move(other.m_realPath);
-    m_handle = std::exchange(other.m_handle, nullptr);
+    m_library = std::move(other.m_library);
     m_functions = std::exchange(other.m_functions, nullptr);
-    m_initialised = std::exchange(other.m_initialised, false);
     m_registered = std::exchange(other.m_registered, false);
     m_serialise = other.m_serialise;
     m_viaInterface = other.m_viaInterface;
@@ -113,12 +109,7 @@ void VendorModule::load() {
     m_registered = true;
   }
 
-  m_handle = dlopen(m_realPath.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (m_handle == nullptr) {
-    const char* why = dlerror();
-    fail(CKR_GENERAL_ERROR,
-         "cannot load PKCS#11 module " + m_path + ": " + (why != nullptr ? why : "dlopen failed"));
-  }
+  m_library = ModuleLibrary(m_realPath, m_path);
   resolveFunctionList();
   initialise();
   readInfo();
@@ -145,7 +136,7 @@ void VendorModule::refuseByPath() const {
 
 void VendorModule::resolveFunctionList() {
   // dlsym returns void*; POSIX guarantees it converts to a function pointer.
-  auto getInterface = reinterpret_cast<CK_C_GetInterface>(dlsym(m_handle, "C_GetInterface"));
+  auto getInterface = reinterpret_cast<CK_C_GetInterface>(m_library.symbol("C_GetInterface"));
   if (getInterface != nullptr) {
     if (findInterface(getInterface, kSelfInterfaceName) != nullptr) {
       fail(CKR_GENERAL_ERROR, "refusing to load " + m_path +
@@ -163,32 +154,21 @@ void VendorModule::resolveFunctionList() {
       }
     }
   }
-  auto getFunctionList = reinterpret_cast<CK_C_GetFunctionList>(dlsym(m_handle, "C_GetFunctionList"));
-  if (getFunctionList == nullptr) {
-    fail(CKR_GENERAL_ERROR, m_path + " is not a PKCS#11 module (no C_GetFunctionList)");
-  }
-  CK_FUNCTION_LIST* list = nullptr;
-  checkCkRv(getFunctionList(&list), "C_GetFunctionList");
-  if (list == nullptr) {
-    fail(CKR_GENERAL_ERROR, m_path + ": C_GetFunctionList returned no function list");
-  }
-  m_functions = list;
+  m_functions = m_library.functionList();
 }
 
 void VendorModule::initialise() {
-  CK_C_INITIALIZE_ARGS args{};
-  args.flags = CKF_OS_LOCKING_OK;
-  CK_RV rv = call(&CK_FUNCTION_LIST::C_Initialize, static_cast<void*>(&args));
+  CK_C_INITIALIZE_ARGS args = osLockingArgs();
+  CK_RV rv = m_library.initialize(m_functions, &args);
   if (rv == CKR_CANT_LOCK) {
     // The module can only run single-threaded: initialise it plainly and serialise our calls.
     m_serialise = true;
-    rv = call(&CK_FUNCTION_LIST::C_Initialize, static_cast<void*>(nullptr));
+    rv = m_library.initialize(m_functions, nullptr);
   }
   if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
     fail(rv, "PKCS#11 module " + m_path + " was already initialised by someone else in this process");
   }
   checkCkRv(rv, "C_Initialize");
-  m_initialised = true;
 }
 
 void VendorModule::readInfo() {
@@ -207,15 +187,8 @@ void VendorModule::readInfo() {
 }
 
 void VendorModule::release() noexcept {
-  if (m_initialised && m_functions != nullptr && m_functions->C_Finalize != nullptr) {
-    m_functions->C_Finalize(nullptr);
-  }
-  m_initialised = false;
+  m_library.reset();
   m_functions = nullptr;
-  if (m_handle != nullptr) {
-    dlclose(m_handle);
-    m_handle = nullptr;
-  }
   if (m_registered) {
     try {
       const std::lock_guard lock(g_loadedMutex);

@@ -17,6 +17,7 @@
 
 #include "cryptoki.h"
 #include "error.h"
+#include "module_library.h"
 
 namespace dojang::vendor {
 
@@ -80,9 +81,8 @@ class VendorModule final {
 
   std::string m_path;
   std::string m_realPath;
-  void* m_handle = nullptr;
+  ModuleLibrary m_library;
   CK_FUNCTION_LIST* m_functions = nullptr;
-  bool m_initialised = false;
   bool m_registered = false;
   bool m_serialise = false;
   bool m_viaInterface = false;

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "ck_mechanism.h"
+#include "mechanism_key_type.h"
 
 namespace dojang::vendor {
 namespace {
@@ -51,49 +52,6 @@ bool isAllowedReadFailure(CK_RV rv) {
   return rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID;
 }
 
-// The key type a public-key mechanism needs, or nothing when we do not know the mechanism (the
-// module then decides at C_Sign time). Note CKK_RSA is 0.
-std::optional<CK_KEY_TYPE> requiredKeyType(CK_MECHANISM_TYPE mechanism) {
-  switch (mechanism) {
-    case CKM_RSA_PKCS:
-    case CKM_RSA_9796:
-    case CKM_RSA_X_509:
-    case CKM_MD2_RSA_PKCS:
-    case CKM_MD5_RSA_PKCS:
-    case CKM_SHA1_RSA_PKCS:
-    case CKM_RIPEMD128_RSA_PKCS:
-    case CKM_RIPEMD160_RSA_PKCS:
-    case CKM_RSA_PKCS_OAEP:
-    case CKM_RSA_X9_31:
-    case CKM_SHA1_RSA_X9_31:
-    case CKM_RSA_PKCS_PSS:
-    case CKM_SHA1_RSA_PKCS_PSS:
-    case CKM_SHA224_RSA_PKCS:
-    case CKM_SHA256_RSA_PKCS:
-    case CKM_SHA384_RSA_PKCS:
-    case CKM_SHA512_RSA_PKCS:
-    case CKM_SHA224_RSA_PKCS_PSS:
-    case CKM_SHA256_RSA_PKCS_PSS:
-    case CKM_SHA384_RSA_PKCS_PSS:
-    case CKM_SHA512_RSA_PKCS_PSS:
-      return CKK_RSA;
-    case CKM_ECDSA:
-    case CKM_ECDSA_SHA1:
-    case 0x1043UL:  // CKM_ECDSA_SHA224
-    case 0x1044UL:  // CKM_ECDSA_SHA256
-    case 0x1045UL:  // CKM_ECDSA_SHA384
-    case 0x1046UL:  // CKM_ECDSA_SHA512
-      return CKK_EC;
-    case CKM_EDDSA:
-      return CKK_EC_EDWARDS;
-    case CKM_DSA:
-    case CKM_DSA_SHA1:
-      return CKK_DSA;
-    default:
-      return std::nullopt;
-  }
-}
-
 std::optional<CK_ULONG> ulongOf(const token::AttributeRead& read) {
   if (read.status != CKR_OK || read.value.size() != sizeof(CK_ULONG)) {
     return std::nullopt;
@@ -105,19 +63,6 @@ std::optional<CK_ULONG> ulongOf(const token::AttributeRead& read) {
 
 bool trueOf(const token::AttributeRead& read) {
   return read.status == CKR_OK && read.value.size() == sizeof(CK_BBOOL) && read.value[0] == CK_TRUE;
-}
-
-std::string usageName(CK_ATTRIBUTE_TYPE usage) {
-  switch (usage) {
-    case CKA_SIGN:
-      return "sign";
-    case CKA_VERIFY:
-      return "verify";
-    case CKA_DECRYPT:
-      return "decrypt";
-    default:
-      return "attribute " + std::to_string(usage);
-  }
 }
 
 }  // namespace
@@ -274,27 +219,17 @@ token::KeyPair VendorSession::generateKeyPair(const token::Mechanism& mechanism,
 
 // What C_SignInit/C_VerifyInit/C_DecryptInit would reject, learnt from attributes and the
 // mechanism list, because PKCS#11 2.40 cannot cancel an operation once it has been started.
-void VendorSession::checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism,
+void VendorSession::checkKeyOperation(OperationKind kind, const token::Mechanism& mechanism,
                                       token::ObjectId key) {
-  CK_FLAGS neededFlag = 0;
-  switch (usage) {
-    case CKA_SIGN:
-      neededFlag = CKF_SIGN;
-      break;
-    case CKA_VERIFY:
-      neededFlag = CKF_VERIFY;
-      break;
-    case CKA_DECRYPT:
-      neededFlag = CKF_DECRYPT;
-      break;
-    default:
-      fail(CKR_ARGUMENTS_BAD, "checkKeyOperation: unsupported usage " + usageName(usage));
+  const std::optional<CK_ATTRIBUTE_TYPE> usage = keyUsageAttribute(kind);
+  if (!usage) {
+    fail(CKR_ARGUMENTS_BAD, std::string("checkKeyOperation: no key is used to ") + operationName(kind));
   }
 
   const std::string keyName = "key " + std::to_string(key);
   std::vector<token::AttributeRead> reads;
   try {
-    const CK_ATTRIBUTE_TYPE types[] = {CKA_CLASS, CKA_KEY_TYPE, usage};
+    const CK_ATTRIBUTE_TYPE types[] = {CKA_CLASS, CKA_KEY_TYPE, *usage};
     reads = readAttributes(key, types);
   } catch (const Error& error) {
     if (error.rv() == CKR_OBJECT_HANDLE_INVALID) {
@@ -311,14 +246,14 @@ void VendorSession::checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mech
 
   CK_MECHANISM_INFO info{};
   module().check("C_GetMechanismInfo", &CK_FUNCTION_LIST::C_GetMechanismInfo, m_slot, mechanism.type, &info);
-  if ((info.flags & neededFlag) == 0) {
+  if ((info.flags & mechanismFlag(kind)) == 0) {
     fail(CKR_MECHANISM_INVALID,
-         "mechanism " + std::to_string(mechanism.type) + " cannot " + usageName(usage) + " on this token");
+         "mechanism " + std::to_string(mechanism.type) + " cannot " + operationName(kind) + " on this token");
   }
 
-  const CK_OBJECT_CLASS wantedClass = usage == CKA_VERIFY ? CKO_PUBLIC_KEY : CKO_PRIVATE_KEY;
+  const CK_OBJECT_CLASS wantedClass = asymmetricKeyClass(kind);
   if (*objectClass != wantedClass && *objectClass != CKO_SECRET_KEY) {
-    fail(CKR_KEY_TYPE_INCONSISTENT, keyName + " is the wrong kind of key to " + usageName(usage));
+    fail(CKR_KEY_TYPE_INCONSISTENT, keyName + " is the wrong kind of key to " + operationName(kind));
   }
   const std::optional<CK_KEY_TYPE> required = requiredKeyType(mechanism.type);
   if (required && (*keyType != *required || *objectClass == CKO_SECRET_KEY)) {
@@ -327,52 +262,53 @@ void VendorSession::checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mech
              std::to_string(mechanism.type) + " needs " + std::to_string(*required));
   }
   if (!trueOf(reads[2])) {
-    fail(CKR_KEY_FUNCTION_NOT_PERMITTED, keyName + " may not " + usageName(usage));
+    fail(CKR_KEY_FUNCTION_NOT_PERMITTED, keyName + " may not " + operationName(kind));
   }
-  if (usage == CKA_DECRYPT && mechanism.params.kind != token::MechanismParameters::Kind::None) {
+  if (kind == OperationKind::Decrypt && mechanism.params.kind != token::MechanismParameters::Kind::None) {
     // Which OAEP parameters a token accepts only its own C_DecryptInit knows (SoftHSM takes
     // SHA-1 alone), so the real init runs now and the decryption that follows picks it up.
     abandonPrimed();
     try {
-      startOperation(usage, mechanism, key);
+      startOperation(kind, mechanism, key);
     } catch (const Error& error) {
       if (error.rv() == CKR_ARGUMENTS_BAD) {
         fail(CKR_MECHANISM_PARAM_INVALID, std::string("the token refuses these parameters: ") + error.what());
       }
       throw;
     }
-    m_primed = KeyOperation{usage, mechanism, key};
+    m_primed = KeyOperation{kind, mechanism, key};
   }
 }
 
-void VendorSession::startOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism,
+void VendorSession::startOperation(OperationKind kind, const token::Mechanism& mechanism,
                                    token::ObjectId key) {
   CkMechanism ckMechanism(mechanism);
   const CK_SESSION_HANDLE session = m_session.handle();
-  switch (usage) {
-    case CKA_SIGN:
+  switch (kind) {
+    case OperationKind::Sign:
       module().check("C_SignInit", &CK_FUNCTION_LIST::C_SignInit, session, ckMechanism.get(),
                      CK_OBJECT_HANDLE{key});
       return;
-    case CKA_VERIFY:
+    case OperationKind::Verify:
       module().check("C_VerifyInit", &CK_FUNCTION_LIST::C_VerifyInit, session, ckMechanism.get(),
                      CK_OBJECT_HANDLE{key});
       return;
-    case CKA_DECRYPT:
+    case OperationKind::Decrypt:
       module().check("C_DecryptInit", &CK_FUNCTION_LIST::C_DecryptInit, session, ckMechanism.get(),
                      CK_OBJECT_HANDLE{key});
       return;
-    default:
-      fail(CKR_ARGUMENTS_BAD, "no operation for " + usageName(usage));
+    case OperationKind::Digest:
+      break;
   }
+  fail(CKR_ARGUMENTS_BAD, std::string("no key operation to ") + operationName(kind));
 }
 
-bool VendorSession::takePrimed(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism,
+bool VendorSession::takePrimed(OperationKind kind, const token::Mechanism& mechanism,
                                token::ObjectId key) {
   if (!m_primed) {
     return false;
   }
-  if (m_primed->usage == usage && m_primed->key == key && sameMechanism(m_primed->mechanism, mechanism)) {
+  if (m_primed->kind == kind && m_primed->key == key && sameMechanism(m_primed->mechanism, mechanism)) {
     m_primed.reset();
     return true;
   }
@@ -390,17 +326,17 @@ void VendorSession::abandonPrimed() noexcept {
     token::Bytes scratch(16384);
     CK_ULONG length = static_cast<CK_ULONG>(scratch.size());
     const CK_SESSION_HANDLE session = m_session.handle();
-    switch (m_primed->usage) {
-      case CKA_SIGN:
+    switch (m_primed->kind) {
+      case OperationKind::Sign:
         module().call(&CK_FUNCTION_LIST::C_Sign, session, input({}), CK_ULONG{0}, scratch.data(), &length);
         break;
-      case CKA_DECRYPT:
+      case OperationKind::Decrypt:
         module().call(&CK_FUNCTION_LIST::C_Decrypt, session, input({}), CK_ULONG{0}, scratch.data(), &length);
         break;
-      case CKA_VERIFY:
+      case OperationKind::Verify:
         module().call(&CK_FUNCTION_LIST::C_Verify, session, input({}), CK_ULONG{0}, scratch.data(), length);
         break;
-      default:
+      case OperationKind::Digest:  // never primed: checkKeyOperation refuses it
         break;
     }
   } catch (...) {  // allocation failure: nothing more we can do
@@ -408,10 +344,10 @@ void VendorSession::abandonPrimed() noexcept {
   m_primed.reset();
 }
 
-void VendorSession::beginOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism, token::ObjectId key,
+void VendorSession::beginOperation(OperationKind kind, const token::Mechanism& mechanism, token::ObjectId key,
                                    const token::ContextLogin& context) {
-  if (!takePrimed(usage, mechanism, key)) {
-    startOperation(usage, mechanism, key);
+  if (!takePrimed(kind, mechanism, key)) {
+    startOperation(kind, mechanism, key);
   }
   if (!context.given) {
     return;
@@ -419,7 +355,7 @@ void VendorSession::beginOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechani
   const CK_RV rv = module().call(&CK_FUNCTION_LIST::C_Login, m_session.handle(), CK_USER_TYPE{CKU_CONTEXT_SPECIFIC},
                                  pinPointer(context.pin), pinLength(context.pin));
   if (rv != CKR_OK) {
-    m_primed = KeyOperation{usage, mechanism, key};
+    m_primed = KeyOperation{kind, mechanism, key};
     abandonPrimed();  // the started operation must not wait for a later call
     throwCkRv(rv, "C_Login(CKU_CONTEXT_SPECIFIC)");
   }
@@ -427,7 +363,7 @@ void VendorSession::beginOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechani
 
 token::Bytes VendorSession::sign(const token::Mechanism& mechanism, token::ObjectId key,
                                  std::span<const std::uint8_t> data, const token::ContextLogin& context) {
-  beginOperation(CKA_SIGN, mechanism, key, context);
+  beginOperation(OperationKind::Sign, mechanism, key, context);
   const CK_SESSION_HANDLE session = m_session.handle();
   return sizedOutput("C_Sign", [&](CK_BYTE_PTR out, CK_ULONG_PTR length) {
     return module().call(&CK_FUNCTION_LIST::C_Sign, session, input(data), static_cast<CK_ULONG>(data.size()),
@@ -437,8 +373,8 @@ token::Bytes VendorSession::sign(const token::Mechanism& mechanism, token::Objec
 
 void VendorSession::verify(const token::Mechanism& mechanism, token::ObjectId key,
                            std::span<const std::uint8_t> data, std::span<const std::uint8_t> signature) {
-  if (!takePrimed(CKA_VERIFY, mechanism, key)) {
-    startOperation(CKA_VERIFY, mechanism, key);
+  if (!takePrimed(OperationKind::Verify, mechanism, key)) {
+    startOperation(OperationKind::Verify, mechanism, key);
   }
   module().check("C_Verify", &CK_FUNCTION_LIST::C_Verify, m_session.handle(), input(data),
                  static_cast<CK_ULONG>(data.size()), input(signature), static_cast<CK_ULONG>(signature.size()));
@@ -446,7 +382,7 @@ void VendorSession::verify(const token::Mechanism& mechanism, token::ObjectId ke
 
 token::Bytes VendorSession::decrypt(const token::Mechanism& mechanism, token::ObjectId key,
                                     std::span<const std::uint8_t> data, const token::ContextLogin& context) {
-  beginOperation(CKA_DECRYPT, mechanism, key, context);
+  beginOperation(OperationKind::Decrypt, mechanism, key, context);
   const CK_SESSION_HANDLE session = m_session.handle();
   return sizedOutput("C_Decrypt", [&](CK_BYTE_PTR out, CK_ULONG_PTR length) {
     return module().call(&CK_FUNCTION_LIST::C_Decrypt, session, input(data),

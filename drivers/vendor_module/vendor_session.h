@@ -28,8 +28,7 @@ class VendorSession final : public token::TokenSession {
                                  const token::AttributeList& privateTemplate,
                                  const token::KeyGeneration& target) override;
 
-  void checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism,
-                         token::ObjectId key) override;
+  void checkKeyOperation(OperationKind kind, const token::Mechanism& mechanism, token::ObjectId key) override;
   // PKCS#11 wants C_Login(CKU_CONTEXT_SPECIFIC) between C_SignInit/C_DecryptInit and C_Sign/
   // C_Decrypt; sign() and decrypt() log in there when `context` says so.
   token::Bytes sign(const token::Mechanism& mechanism, token::ObjectId key, std::span<const std::uint8_t> data,
@@ -48,18 +47,18 @@ class VendorSession final : public token::TokenSession {
 
  private:
   struct KeyOperation {
-    CK_ATTRIBUTE_TYPE usage = 0;
+    OperationKind kind = OperationKind::Sign;
     token::Mechanism mechanism;
     token::ObjectId key = 0;
   };
 
   [[nodiscard]] const VendorModule& module() const noexcept { return m_session.module(); }
-  void startOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism, token::ObjectId key);
+  void startOperation(OperationKind kind, const token::Mechanism& mechanism, token::ObjectId key);
   // Starts the operation (unless checkKeyOperation already did) and logs in for it if asked.
-  void beginOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism, token::ObjectId key,
+  void beginOperation(OperationKind kind, const token::Mechanism& mechanism, token::ObjectId key,
                       const token::ContextLogin& context);
   // True when the operation was already started by checkKeyOperation(); consumes it.
-  bool takePrimed(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism, token::ObjectId key);
+  bool takePrimed(OperationKind kind, const token::Mechanism& mechanism, token::ObjectId key);
   // Ends a primed operation that will not be used (2.40 has no way to cancel but finishing it).
   void abandonPrimed() noexcept;
 

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "padded_text.h"
+#include "two_call_list.h"
 #include "vendor_session.h"
 
 namespace dojang::vendor {
@@ -55,23 +56,11 @@ token::PinStates VendorToken::pinState() {
 }
 
 std::vector<token::MechanismEntry> VendorToken::mechanisms() {
+  const auto getMechanismList = [&](CK_MECHANISM_TYPE_PTR out, CK_ULONG_PTR count) {
+    return m_module->call(&CK_FUNCTION_LIST::C_GetMechanismList, m_slot, out, count);
+  };
   std::vector<CK_MECHANISM_TYPE> types;
-  CK_ULONG count = 0;
-  for (int attempt = 0;; ++attempt) {
-    m_module->check("C_GetMechanismList", &CK_FUNCTION_LIST::C_GetMechanismList, m_slot,
-                    static_cast<CK_MECHANISM_TYPE_PTR>(nullptr), &count);
-    types.resize(count);
-    if (count == 0) {
-      break;
-    }
-    const CK_RV rv = m_module->call(&CK_FUNCTION_LIST::C_GetMechanismList, m_slot, types.data(), &count);
-    if (rv == CKR_BUFFER_TOO_SMALL && attempt < 3) {
-      continue;
-    }
-    checkCkRv(rv, "C_GetMechanismList");
-    types.resize(count);
-    break;
-  }
+  checkCkRv(readTwoCallList(types, getMechanismList), "C_GetMechanismList");
   std::vector<token::MechanismEntry> entries;
   entries.reserve(types.size());
   for (CK_MECHANISM_TYPE type : types) {

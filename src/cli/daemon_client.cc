@@ -8,6 +8,7 @@
 
 #include "codec.h"
 #include "error.h"
+#include "foreign_errors.h"
 #include "transport.h"
 
 namespace dojang::cli {
@@ -34,20 +35,12 @@ template <wire::CallId id>
 typename wire::Call<id>::Reply call(wire::Transport& transport,
                                     const typename wire::Call<id>::Request& request) {
   wire::Bytes frame;
-  wire::encodeRequest<id>(request, frame);
-  transport.send(frame);
   wire::Bytes payload;
-  transport.receive(payload);
-  wire::Decoder decoder(payload);
-  std::uint64_t rv = 0;
-  decoder.read(rv);
+  typename wire::Call<id>::Reply reply;
+  const std::uint64_t rv = wire::roundTrip<id>(transport, request, reply, frame, payload);
   if (rv != CKR_OK) {
-    decoder.expectEnd();
     throwCkRv(static_cast<CK_RV>(rv), std::string("dojangd ") + wire::Call<id>::kName);
   }
-  typename wire::Call<id>::Reply reply;
-  decoder.read(reply);
-  decoder.expectEnd();
   return reply;
 }
 
@@ -74,10 +67,10 @@ DaemonStatus queryDaemonStatus(const std::string& socketPath) {
     result.hello = call<wire::CallId::Hello>(*transport, hello);
     result.status = call<wire::CallId::DaemonStatus>(*transport, wire::Empty{});
     return result;
-  } catch (const wire::TransportClosed& error) {
-    throw std::runtime_error(std::string("dojangd closed the connection: ") + error.what());
-  } catch (const wire::MalformedFrame& error) {
-    throw std::runtime_error(std::string("dojangd sent a malformed reply: ") + error.what());
+  } catch (const wire::TransportClosed&) {
+    throwTransportFailure("dojangd");
+  } catch (const wire::MalformedFrame&) {
+    throwTransportFailure("dojangd");
   }
 }
 

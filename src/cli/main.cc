@@ -8,10 +8,7 @@
 #include <string_view>
 
 #include "commands.h"
-
-#ifndef DOJANG_VERSION
-#error "DOJANG_VERSION must be defined by the build"
-#endif
+#include "dojang_version.h"
 
 namespace {
 
@@ -41,7 +38,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"dojang: certificates and keys on your USB tokens and smart cards", "dojang"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", DOJANG_VERSION);
+  app.set_version_flag("--version", dojang::kVersion);
 
   dojang::cli::ModuleOptions tokensOptions;
   dojang::cli::CertsOptions certsOptions;

@@ -1,71 +1,36 @@
 #include "pkcs11_library.h"
 
-#include <dlfcn.h>
-
 #include <utility>
 
 #include "error.h"
+#include "two_call_list.h"
 
 namespace dojang::cli {
 
-Pkcs11Library::Pkcs11Library(std::string path) : m_path(std::move(path)) {
-  m_handle = ::dlopen(m_path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (m_handle == nullptr) {
-    const char* reason = ::dlerror();
-    fail(CKR_GENERAL_ERROR,
-         "cannot load PKCS#11 module " + m_path + ": " + (reason != nullptr ? reason : "unknown error"));
-  }
-  auto* getFunctionList =
-      reinterpret_cast<CK_C_GetFunctionList>(::dlsym(m_handle, "C_GetFunctionList"));
-  if (getFunctionList == nullptr) {
-    release();
-    fail(CKR_GENERAL_ERROR, "not a PKCS#11 module (no C_GetFunctionList): " + m_path);
-  }
-  CK_RV rv = getFunctionList(&m_functions);
-  if (rv != CKR_OK || m_functions == nullptr) {
-    release();
-    throwCkRv(rv == CKR_OK ? CKR_GENERAL_ERROR : rv, "C_GetFunctionList");
-  }
-  CK_C_INITIALIZE_ARGS args{};
-  args.flags = CKF_OS_LOCKING_OK;
-  rv = m_functions->C_Initialize(&args);
+Pkcs11Library::Pkcs11Library(std::string path) : m_path(std::move(path)), m_library(m_path, m_path) {
+  m_functions = m_library.functionList();
+  CK_C_INITIALIZE_ARGS args = osLockingArgs();
+  const CK_RV rv = m_library.initialize(m_functions, &args);
   if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-    release();
     throwCkRv(rv, "C_Initialize");
   }
-  m_finalize = rv == CKR_OK;
 }
 
 Pkcs11Library::Pkcs11Library(Pkcs11Library&& other) noexcept
     : m_path(std::move(other.m_path)),
-      m_handle(std::exchange(other.m_handle, nullptr)),
-      m_functions(std::exchange(other.m_functions, nullptr)),
-      m_finalize(std::exchange(other.m_finalize, false)) {}
+      m_library(std::move(other.m_library)),
+      m_functions(std::exchange(other.m_functions, nullptr)) {}
 
 Pkcs11Library& Pkcs11Library::operator=(Pkcs11Library&& other) noexcept {
   if (this != &other) {
-    release();
+    m_library = std::move(other.m_library);
     m_path = std::move(other.m_path);
-    m_handle = std::exchange(other.m_handle, nullptr);
     m_functions = std::exchange(other.m_functions, nullptr);
-    m_finalize = std::exchange(other.m_finalize, false);
   }
   return *this;
 }
 
-Pkcs11Library::~Pkcs11Library() { release(); }
-
-void Pkcs11Library::release() noexcept {
-  if (m_functions != nullptr && m_finalize) {
-    m_functions->C_Finalize(nullptr);
-  }
-  m_functions = nullptr;
-  m_finalize = false;
-  if (m_handle != nullptr) {
-    ::dlclose(m_handle);
-    m_handle = nullptr;
-  }
-}
+Pkcs11Library::~Pkcs11Library() = default;
 
 CK_INFO Pkcs11Library::info() const {
   CK_INFO result{};
@@ -75,19 +40,12 @@ CK_INFO Pkcs11Library::info() const {
 
 std::vector<CK_SLOT_ID> Pkcs11Library::slots(bool tokenPresent) const {
   const CK_BBOOL present = tokenPresent ? CK_TRUE : CK_FALSE;
-  // The count may change between the two calls; CKR_BUFFER_TOO_SMALL means ask again.
-  for (;;) {
-    CK_ULONG count = 0;
-    checkCkRv(m_functions->C_GetSlotList(present, nullptr, &count), "C_GetSlotList");
-    std::vector<CK_SLOT_ID> result(count);
-    const CK_RV rv = m_functions->C_GetSlotList(present, result.data(), &count);
-    if (rv == CKR_BUFFER_TOO_SMALL) {
-      continue;
-    }
-    checkCkRv(rv, "C_GetSlotList");
-    result.resize(count);
-    return result;
-  }
+  const auto getSlotList = [&](CK_SLOT_ID_PTR out, CK_ULONG_PTR count) {
+    return m_functions->C_GetSlotList(present, out, count);
+  };
+  std::vector<CK_SLOT_ID> result;
+  checkCkRv(readTwoCallList(result, getSlotList), "C_GetSlotList");
+  return result;
 }
 
 CK_SLOT_INFO Pkcs11Library::slotInfo(CK_SLOT_ID slot) const {
@@ -213,14 +171,6 @@ std::optional<CK_ULONG> Session::ulongAttribute(CK_OBJECT_HANDLE object, CK_ATTR
   }
   CK_ULONG result = 0;
   std::copy(value->begin(), value->end(), reinterpret_cast<std::uint8_t*>(&result));
-  return result;
-}
-
-std::string paddedText(const unsigned char* text, std::size_t size) {
-  std::string result(reinterpret_cast<const char*>(text), size);
-  while (!result.empty() && (result.back() == ' ' || result.back() == '\0')) {
-    result.pop_back();
-  }
   return result;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cryptoki.h"
+#include "module_library.h"
 
 namespace dojang::cli {
 
@@ -34,12 +35,9 @@ class Pkcs11Library final {
   [[nodiscard]] CK_TOKEN_INFO tokenInfo(CK_SLOT_ID slot) const;
 
  private:
-  void release() noexcept;
-
   std::string m_path;
-  void* m_handle = nullptr;
+  ModuleLibrary m_library;  // finalises only what it initialised, not someone else's C_Initialize
   CK_FUNCTION_LIST* m_functions = nullptr;
-  bool m_finalize = false;  // false when someone else in the process had initialised it
 };
 
 // An attribute template that owns its values, so the pointers stay valid while it lives.
@@ -80,12 +78,5 @@ class Session final {
   CK_FUNCTION_LIST* m_functions = nullptr;
   CK_SESSION_HANDLE m_handle = CK_INVALID_HANDLE;
 };
-
-// A fixed-width, blank-padded PKCS#11 text field as a string without the padding.
-[[nodiscard]] std::string paddedText(const unsigned char* text, std::size_t size);
-template <std::size_t N>
-[[nodiscard]] std::string paddedText(const unsigned char (&text)[N]) {
-  return paddedText(text, N);
-}
 
 }  // namespace dojang::cli

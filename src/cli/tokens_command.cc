@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "error.h"
 #include "module_command.h"
+#include "padded_text.h"
 #include "table.h"
 
 namespace dojang::cli {

@@ -81,9 +81,9 @@ token::KeyPair GuardedSession::generateKeyPair(const token::Mechanism& mechanism
   return guarded([&] { return m_inner->generateKeyPair(mechanism, publicTemplate, privateTemplate, target); });
 }
 
-void GuardedSession::checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism,
+void GuardedSession::checkKeyOperation(OperationKind kind, const token::Mechanism& mechanism,
                                        token::ObjectId key) {
-  guarded([&] { m_inner->checkKeyOperation(usage, mechanism, key); });
+  guarded([&] { m_inner->checkKeyOperation(kind, mechanism, key); });
 }
 
 token::Bytes GuardedSession::sign(const token::Mechanism& mechanism, token::ObjectId key,

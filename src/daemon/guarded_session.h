@@ -28,7 +28,7 @@ class GuardedSession final : public token::TokenSession {
   token::KeyPair generateKeyPair(const token::Mechanism& mechanism, const token::AttributeList& publicTemplate,
                                  const token::AttributeList& privateTemplate,
                                  const token::KeyGeneration& target) override;
-  void checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism& mechanism, token::ObjectId key) override;
+  void checkKeyOperation(OperationKind kind, const token::Mechanism& mechanism, token::ObjectId key) override;
   token::Bytes sign(const token::Mechanism& mechanism, token::ObjectId key, std::span<const std::uint8_t> data,
                     const token::ContextLogin& context) override;
   void verify(const token::Mechanism& mechanism, token::ObjectId key, std::span<const std::uint8_t> data,

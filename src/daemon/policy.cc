@@ -5,6 +5,7 @@
 #include <string>
 
 #include "error.h"
+#include "mechanism_key_type.h"
 #include "wire_limits.h"
 
 namespace dojang::daemon {
@@ -37,13 +38,10 @@ bool isServedMechanism(CK_MECHANISM_TYPE type) noexcept {
 }
 
 CK_KEY_TYPE keyTypeFor(CK_MECHANISM_TYPE type) noexcept {
-  if (contains(kRsaSigning, type)) {
-    return CKK_RSA;
+  if (!contains(kRsaSigning, type) && !contains(kEcSigning, type)) {
+    return ~CK_KEY_TYPE{0};
   }
-  if (contains(kEcSigning, type)) {
-    return CKK_EC;
-  }
-  return ~CK_KEY_TYPE{0};
+  return requiredKeyType(type).value_or(~CK_KEY_TYPE{0});
 }
 
 bool isServedMechanismParameters(const token::Mechanism& mechanism) noexcept {

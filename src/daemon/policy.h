@@ -13,7 +13,8 @@ namespace dojang::daemon {
 
 // Mechanisms clients may use; a backend's list is cut down to these.
 [[nodiscard]] bool isServedMechanism(CK_MECHANISM_TYPE type) noexcept;
-// Which key type a signing/decryption mechanism needs (CKK_RSA or CKK_EC); ~0 for none.
+// Which key type a served signing/decryption mechanism needs (CKK_RSA or CKK_EC, from
+// mechanism_key_type.h); ~0 for any other mechanism.
 [[nodiscard]] CK_KEY_TYPE keyTypeFor(CK_MECHANISM_TYPE type) noexcept;
 [[nodiscard]] bool isKeyGenerationMechanism(CK_MECHANISM_TYPE type) noexcept;
 

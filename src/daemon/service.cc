@@ -1,14 +1,16 @@
 #include "service.h"
 
-#include <openssl/rand.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "codec.h"
+#include "dojang_version.h"
 #include "error.h"
+#include "foreign_errors.h"
 #include "log.h"
+#include "operation_kind.h"
 #include "policy.h"
 #include "wire_limits.h"
 
@@ -16,7 +18,6 @@ namespace dojang::daemon {
 
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
 // How often a blocked C_WaitForSlotEvent looks whether its client is still there, and sends it
 // a keepalive.
 constexpr std::chrono::milliseconds kWaitSlice = wire::kKeepaliveInterval;
@@ -80,36 +81,19 @@ class DescriptionRefresh final {
 
 wire::Version toWire(const CK_VERSION& version) { return {version.major, version.minor}; }
 
-CK_ATTRIBUTE_TYPE usageAttributeFor(wire::Operation operation) {
-  switch (operation) {
-    case wire::Operation::Sign:
-      return CKA_SIGN;
-    case wire::Operation::Verify:
-      return CKA_VERIFY;
-    case wire::Operation::Decrypt:
-      return CKA_DECRYPT;
+// CheckOperation names a key operation: Digest, or a byte that names no kind, is refused.
+OperationKind keyOperationOf(wire::Operation operation) {
+  if (!keyUsageAttribute(operation)) {
+    fail(CKR_ARGUMENTS_BAD, "unknown operation");
   }
-  fail(CKR_ARGUMENTS_BAD, "unknown operation");
-}
-
-CK_FLAGS mechanismFlagFor(CK_ATTRIBUTE_TYPE usage) {
-  switch (usage) {
-    case CKA_SIGN:
-      return CKF_SIGN;
-    case CKA_VERIFY:
-      return CKF_VERIFY;
-    default:
-      return CKF_DECRYPT;
-  }
+  return operation;
 }
 
 }  // namespace
 
 Service::Service(SlotTable& slots, std::vector<wire::BackendStatus> backends)
     : m_slots(slots), m_backends(std::move(backends)), m_instance(16) {
-  if (RAND_bytes(m_instance.data(), static_cast<int>(m_instance.size())) != 1) {
-    fail(CKR_GENERAL_ERROR, "no randomness for the daemon instance id");
-  }
+  opensslRandomBytes(m_instance, "RAND_bytes for the daemon instance id");
 }
 
 // ---- clients ----
@@ -544,8 +528,8 @@ void Service::GenerateKeyPair(CallContext& context, const wire::GenerateKeyPairR
 namespace {
 // The checks every key operation makes, from cached facts: cheap enough for each signature.
 void checkKeyUse(TokenState& token, token::TokenSession& backend, const Viewer& viewer,
-                 CK_ATTRIBUTE_TYPE usage, const wire::Mechanism& mechanism, std::uint64_t key) {
-  if (!isServedMechanism(mechanism.type) || !token.offersMechanism(mechanism.type, mechanismFlagFor(usage))) {
+                 OperationKind kind, const wire::Mechanism& mechanism, std::uint64_t key) {
+  if (!isServedMechanism(mechanism.type) || !token.offersMechanism(mechanism.type, mechanismFlag(kind))) {
     fail(CKR_MECHANISM_INVALID, "mechanism not offered for this operation");
   }
   if (!isServedMechanismParameters(toMechanism(mechanism))) {
@@ -560,7 +544,7 @@ void checkKeyUse(TokenState& token, token::TokenSession& backend, const Viewer& 
     }
     throw;
   }
-  const CK_OBJECT_CLASS wantedClass = usage == CKA_VERIFY ? CKO_PUBLIC_KEY : CKO_PRIVATE_KEY;
+  const CK_OBJECT_CLASS wantedClass = asymmetricKeyClass(kind);
   if (facts.objectClass != wantedClass) {
     fail(CKR_KEY_TYPE_INCONSISTENT, "wrong key class for this operation");
   }
@@ -586,10 +570,10 @@ token::ContextLogin takeContextLogin(ClientSession& session, std::optional<Pendi
 void Service::CheckOperation(CallContext& context, const wire::CheckOperationRequest& in, wire::Empty&) {
   auto session = context.client->session(in.session);
   std::lock_guard lock(session->mutex);
-  const auto usage = usageAttributeFor(in.operation);
+  const OperationKind kind = keyOperationOf(in.operation);
   session->contextLogin.reset();  // a new operation: a PIN given before it is not for it
-  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), usage, in.mechanism, in.key);
-  session->backend->checkKeyOperation(usage, toMechanism(in.mechanism), in.key);
+  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), kind, in.mechanism, in.key);
+  session->backend->checkKeyOperation(kind, toMechanism(in.mechanism), in.key);
 }
 
 void Service::Sign(CallContext& context, const wire::KeyOperationRequest& in, wire::DataReply& out) {
@@ -597,7 +581,8 @@ void Service::Sign(CallContext& context, const wire::KeyOperationRequest& in, wi
   std::lock_guard lock(session->mutex);
   std::optional<PendingContextLogin> taken;
   const auto contextLogin = takeContextLogin(*session, taken);
-  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), CKA_SIGN, in.mechanism, in.key);
+  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), OperationKind::Sign,
+              in.mechanism, in.key);
   std::optional<DescriptionRefresh> refresh;  // a PIN checked by the token may change its flags
   if (contextLogin.given) {
     refresh.emplace(*session->token);
@@ -608,7 +593,8 @@ void Service::Sign(CallContext& context, const wire::KeyOperationRequest& in, wi
 void Service::Verify(CallContext& context, const wire::VerifyRequest& in, wire::Empty&) {
   auto session = context.client->session(in.session);
   std::lock_guard lock(session->mutex);
-  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), CKA_VERIFY, in.mechanism, in.key);
+  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), OperationKind::Verify,
+              in.mechanism, in.key);
   session->backend->verify(toMechanism(in.mechanism), in.key, in.data, in.signature);
 }
 
@@ -617,7 +603,8 @@ void Service::Decrypt(CallContext& context, const wire::KeyOperationRequest& in,
   std::lock_guard lock(session->mutex);
   std::optional<PendingContextLogin> taken;
   const auto contextLogin = takeContextLogin(*session, taken);
-  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), CKA_DECRYPT, in.mechanism, in.key);
+  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), OperationKind::Decrypt,
+              in.mechanism, in.key);
   std::optional<DescriptionRefresh> refresh;  // a PIN checked by the token may change its flags
   if (contextLogin.given) {
     refresh.emplace(*session->token);

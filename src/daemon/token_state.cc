@@ -40,8 +40,7 @@ CK_FLAGS pinFlags(const token::PinStates& pins) {
 
 TokenState::TokenState(std::uint64_t slotId, std::unique_ptr<token::Token> token)
     : m_slotId(slotId), m_token(std::move(token)) {
-  checkOpensslStatus(RAND_bytes(m_verifierKey.data(), static_cast<int>(m_verifierKey.size())),
-                     "RAND_bytes");
+  opensslRandomBytes(m_verifierKey, "RAND_bytes");
 }
 
 TokenState::~TokenState() { OPENSSL_cleanse(m_verifierKey.data(), m_verifierKey.size()); }

@@ -13,28 +13,11 @@
 #include <memory>
 
 #include "foreign_errors.h"
+#include "owners.h"
 
 namespace dojang::pki {
 
 namespace {
-
-template <auto Free>
-struct OpensslDeleter {
-  template <class T>
-  void operator()(T* pointer) const noexcept {
-    Free(pointer);
-  }
-};
-using X509Ptr = std::unique_ptr<X509, OpensslDeleter<X509_free>>;
-using BioPtr = std::unique_ptr<BIO, OpensslDeleter<BIO_free_all>>;
-using PoliciesPtr = std::unique_ptr<CERTIFICATEPOLICIES, OpensslDeleter<CERTIFICATEPOLICIES_free>>;
-using BignumPtr = std::unique_ptr<BIGNUM, OpensslDeleter<BN_free>>;
-struct OpensslStringDeleter {
-  void operator()(char* text) const noexcept { OPENSSL_free(text); }
-};
-struct OpensslBytesDeleter {
-  void operator()(unsigned char* bytes) const noexcept { OPENSSL_free(bytes); }
-};
 
 // RFC 2253 order and escaping, but UTF-8 left as UTF-8 instead of \XX escapes.
 std::string nameOneLine(const X509_NAME* name) {
@@ -60,14 +43,14 @@ std::string commonNameOf(const X509_NAME* name) {
     ERR_clear_error();
     return {};
   }
-  std::unique_ptr<unsigned char, OpensslBytesDeleter> owner(utf8);
+  OpensslBytesPtr owner(utf8);
   return std::string(reinterpret_cast<const char*>(utf8), static_cast<std::size_t>(size));
 }
 
 std::string serialHexOf(const X509* cert) {
   BignumPtr number(checkOpenssl(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr),
                                 "ASN1_INTEGER_to_BN"));
-  std::unique_ptr<char, OpensslStringDeleter> hex(checkOpenssl(BN_bn2hex(number.get()), "BN_bn2hex"));
+  OpensslStringPtr hex(checkOpenssl(BN_bn2hex(number.get()), "BN_bn2hex"));
   return hex.get();
 }
 
@@ -134,7 +117,7 @@ std::chrono::system_clock::time_point timeOf(const ASN1_TIME* time, std::string_
 
 std::string firstPolicyOid(const X509* cert) {
   int critical = 0;
-  PoliciesPtr policies(static_cast<CERTIFICATEPOLICIES*>(
+  CertificatePoliciesPtr policies(static_cast<CERTIFICATEPOLICIES*>(
       X509_get_ext_d2i(cert, NID_certificate_policies, &critical, nullptr)));
   if (!policies) {
     // critical == -1: absent; -2: repeated extension; otherwise it failed to decode.

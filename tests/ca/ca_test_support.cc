@@ -22,26 +22,13 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "owners.h"
+
 extern char** environ;
 
 namespace dojang::ca::test {
 namespace {
 
-template <auto FreeFunction>
-struct Free final {
-  template <class T>
-  void operator()(T* object) const noexcept {
-    FreeFunction(object);
-  }
-};
-using X509Owner = std::unique_ptr<X509, Free<X509_free>>;
-using PkeyOwner = std::unique_ptr<EVP_PKEY, Free<EVP_PKEY_free>>;
-using BioOwner = std::unique_ptr<BIO, Free<BIO_free_all>>;
-using CrlOwner = std::unique_ptr<X509_CRL, Free<X509_CRL_free>>;
-void freePolicies(CERTIFICATEPOLICIES* policies) { CERTIFICATEPOLICIES_free(policies); }
-void freeDistPoints(CRL_DIST_POINTS* points) { CRL_DIST_POINTS_free(points); }
-void freeBignum(BIGNUM* number) { BN_free(number); }
-void freeText(char* text) { OPENSSL_free(text); }
 
 std::vector<char*> argvPointers(const std::vector<std::string>& argv) {
   std::vector<char*> pointers;
@@ -52,12 +39,12 @@ std::vector<char*> argvPointers(const std::vector<std::string>& argv) {
   return pointers;
 }
 
-X509Owner loadCertificate(const std::string& path) {
-  BioOwner bio(BIO_new_file(path.c_str(), "r"));
+X509Ptr loadCertificate(const std::string& path) {
+  BioPtr bio(BIO_new_file(path.c_str(), "r"));
   if (!bio) {
     throw std::runtime_error("cannot open " + path);
   }
-  X509Owner certificate(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  X509Ptr certificate(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (!certificate) {
     throw std::runtime_error("not a PEM certificate: " + path);
   }
@@ -73,8 +60,8 @@ int64_t toEpoch(const ASN1_TIME* time) {
 }
 
 std::string bignumHex(const ASN1_INTEGER* serial) {
-  std::unique_ptr<BIGNUM, Free<freeBignum>> number(ASN1_INTEGER_to_BN(serial, nullptr));
-  std::unique_ptr<char, Free<freeText>> hex(BN_bn2hex(number.get()));
+  BignumPtr number(ASN1_INTEGER_to_BN(serial, nullptr));
+  OpensslStringPtr hex(BN_bn2hex(number.get()));
   return hex.get();
 }
 
@@ -264,11 +251,11 @@ void generateEcKey(const std::string& path) {
 }
 
 CertificateFacts inspectCertificate(const std::string& pemPath) {
-  X509Owner certificate = loadCertificate(pemPath);
+  X509Ptr certificate = loadCertificate(pemPath);
   CertificateFacts facts;
   facts.serialHex = bignumHex(X509_get0_serialNumber(certificate.get()));
   {
-    BioOwner out(BIO_new(BIO_s_mem()));
+    BioPtr out(BIO_new(BIO_s_mem()));
     X509_NAME_print_ex(out.get(), X509_get_subject_name(certificate.get()), 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
     char* data = nullptr;
     long length = BIO_get_mem_data(out.get(), &data);
@@ -280,7 +267,7 @@ CertificateFacts inspectCertificate(const std::string& pemPath) {
     const ASN1_STRING* value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, cnIndex));
     facts.cnIsUtf8String = ASN1_STRING_type(value) == V_ASN1_UTF8STRING;
   }
-  std::unique_ptr<CERTIFICATEPOLICIES, Free<freePolicies>> policies(static_cast<CERTIFICATEPOLICIES*>(
+  CertificatePoliciesPtr policies(static_cast<CERTIFICATEPOLICIES*>(
       X509_get_ext_d2i(certificate.get(), NID_certificate_policies, nullptr, nullptr)));
   if (policies && sk_POLICYINFO_num(policies.get()) > 0) {
     char text[128];
@@ -292,7 +279,7 @@ CertificateFacts inspectCertificate(const std::string& pemPath) {
   const uint32_t usage = X509_get_key_usage(certificate.get());
   facts.keyUsageDigitalSignature = (usage & KU_DIGITAL_SIGNATURE) != 0;
   facts.keyUsageNonRepudiation = (usage & KU_NON_REPUDIATION) != 0;
-  std::unique_ptr<CRL_DIST_POINTS, Free<freeDistPoints>> points(static_cast<CRL_DIST_POINTS*>(
+  CrlDistPointsPtr points(static_cast<CRL_DIST_POINTS*>(
       X509_get_ext_d2i(certificate.get(), NID_crl_distribution_points, nullptr, nullptr)));
   if (points && sk_DIST_POINT_num(points.get()) > 0) {
     const DIST_POINT* point = sk_DIST_POINT_value(points.get(), 0);
@@ -310,16 +297,16 @@ CertificateFacts inspectCertificate(const std::string& pemPath) {
 }
 
 bool certificateMatchesKey(const std::string& certPemPath, const std::string& keyPemPath) {
-  X509Owner certificate = loadCertificate(certPemPath);
-  BioOwner bio(BIO_new_file(keyPemPath.c_str(), "r"));
-  PkeyOwner key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  X509Ptr certificate = loadCertificate(certPemPath);
+  BioPtr bio(BIO_new_file(keyPemPath.c_str(), "r"));
+  PkeyPtr key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr);
   return key && X509_check_private_key(certificate.get(), key.get()) == 1;
 }
 
 std::vector<std::string> crlSerials(const std::string& crlPath) {
   const std::string bytes = readFile(crlPath);
-  BioOwner bio(BIO_new_mem_buf(bytes.data(), static_cast<int>(bytes.size())));
-  CrlOwner crl(bytes.rfind("-----BEGIN", 0) == 0 ? PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)
+  BioPtr bio(BIO_new_mem_buf(bytes.data(), static_cast<int>(bytes.size())));
+  X509CrlPtr crl(bytes.rfind("-----BEGIN", 0) == 0 ? PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)
                                                   : d2i_X509_CRL_bio(bio.get(), nullptr));
   if (!crl) {
     throw std::runtime_error("not a CRL: " + crlPath);

@@ -1,9 +1,12 @@
 // Pure parts of dojang-ca: the profiles file, KISA-style subjects, fee formatting.
 #include <catch2/catch.hpp>
 
+#include <sstream>
 #include <string>
+#include <string_view>
 
 #include "error.h"
+#include "korean_policy.h"
 #include "profile.h"
 #include "subject_name.h"
 
@@ -33,6 +36,40 @@ TEST_CASE("the shipped profiles carry the guide's fees and the documented policy
   CHECK(catalog.require("tradesign-creditcard").policyOid == "1.2.410.200012.1.1.105");
   CHECK(catalog.find("nope") == nullptr);
   CHECK_THROWS_WITH(catalog.require("nope"), Catch::Contains("known profiles: signkorea-general-personal"));
+}
+
+// ca/profiles.toml and src/pki's table both describe the Korean policy OIDs; this keeps them
+// telling the same story. A profile names the brand or the operator (KICA runs SignGate), and its
+// type in fewer words ("증권·보험용" for "증권·보험 (용도제한 개인)"): every word of it, without
+// the suffix 용, is in src/pki's Korean type, and 범용/개인/법인 mean the same on both sides.
+TEST_CASE("every shipped profile's policy OID is known to src/pki with the same brand and type", "[ca-unit]") {
+  const ca::ProfileCatalog catalog = ca::loadProfiles(DOJANG_CA_SOURCE_PROFILES);
+  REQUIRE_FALSE(catalog.profiles.empty());
+  for (const ca::Profile& profile : catalog.profiles) {
+    INFO("profile " << profile.id << " (" << profile.policyOid << ", " << profile.type << ")");
+    const auto policy = dojang::pki::findKoreanPolicy(profile.policyOid);
+    REQUIRE(policy);
+    CHECK((profile.brand == policy->brand || profile.brand == policy->caOperator));
+    if (profile.operatorName != profile.brand) {  // the file names an operator of its own
+      CHECK(profile.operatorName == policy->caOperator);
+    }
+    std::istringstream words(profile.type);
+    std::string word;
+    while (words >> word) {
+      constexpr std::string_view kUseSuffix = "용";
+      if (word.size() > kUseSuffix.size() && word.ends_with(kUseSuffix)) {
+        word.resize(word.size() - kUseSuffix.size());
+      }
+      CHECK(policy->typeKo.find(word) != std::string_view::npos);
+    }
+    CHECK((profile.type.find("범용") != std::string::npos) == policy->generalPurpose);
+    if (profile.type.find("개인") != std::string::npos) {
+      CHECK(policy->holder == dojang::pki::Holder::Personal);
+    }
+    if (profile.type.find("법인") != std::string::npos) {
+      CHECK(policy->holder == dojang::pki::Holder::Corporate);
+    }
+  }
 }
 
 TEST_CASE("profile file mistakes are reported with the profile and key", "[ca-unit]") {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "error.h"
+#include "owners.h"
 #include "softhsm_token.h"
 #include "token_attributes.h"
 #include "vendor_driver.h"
@@ -27,6 +28,7 @@ namespace {
 
 using dojang::Error;
 using dojang::ErrorKind;
+using dojang::OperationKind;
 using dojang::SecureBytes;
 using dojang::test::boolAttribute;
 using dojang::test::boolOf;
@@ -152,14 +154,8 @@ Bytes sha256(std::span<const std::uint8_t> data) {
 }
 
 // --- OpenSSL side: the public key as EVP_PKEY, to check the token against an independent party.
-struct PkeyFree {
-  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
-};
-struct PkeyCtxFree {
-  void operator()(EVP_PKEY_CTX* ctx) const { EVP_PKEY_CTX_free(ctx); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using PkeyCtx = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree>;
+using Pkey = dojang::PkeyPtr;
+using PkeyCtx = dojang::PkeyCtxPtr;
 
 Pkey rsaPublicKey(TokenSession& session, ObjectId publicKey) {
   const CK_ATTRIBUTE_TYPE types[] = {CKA_MODULUS, CKA_PUBLIC_EXPONENT};
@@ -185,7 +181,7 @@ Pkey rsaPublicKey(TokenSession& session, ObjectId publicKey) {
 }
 
 bool opensslVerifyRsa(EVP_PKEY* key, bool pss, std::span<const std::uint8_t> data, std::span<const std::uint8_t> sig) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  dojang::MdCtxPtr md(EVP_MD_CTX_new());
   EVP_PKEY_CTX* pctx = nullptr;
   if (EVP_DigestVerifyInit(md.get(), &pctx, EVP_sha256(), nullptr, key) != 1) {
     return false;
@@ -362,7 +358,7 @@ TEST_CASE("vendor module: sign, verify, decrypt, digest, random", "[vendor_modul
     const KeyPair ec = generateEc(*f.session, "ec");
     const Bytes hash = f.session->digest(plain(CKM_SHA256), message);
     CHECK(hash == sha256(message));
-    f.session->checkKeyOperation(CKA_SIGN, plain(CKM_ECDSA), ec.privateKey);
+    f.session->checkKeyOperation(OperationKind::Sign, plain(CKM_ECDSA), ec.privateKey);
     const Bytes signature = f.session->sign(plain(CKM_ECDSA), ec.privateKey, hash, {});
     CHECK(signature.size() == 64);  // raw r || s
     f.session->verify(plain(CKM_ECDSA), ec.publicKey, hash, signature);
@@ -387,7 +383,7 @@ TEST_CASE("vendor module: sign, verify, decrypt, digest, random", "[vendor_modul
     f.session->verify(plain(CKM_SHA256_RSA_PKCS), rsa.publicKey, message, pkcs1);
     CHECK(opensslVerifyRsa(publicKey.get(), false, message, pkcs1));
 
-    f.session->checkKeyOperation(CKA_SIGN, pssSha256(), rsa.privateKey);
+    f.session->checkKeyOperation(OperationKind::Sign, pssSha256(), rsa.privateKey);
     const Bytes pss = f.session->sign(pssSha256(), rsa.privateKey, message, {});
     CHECK(pss.size() == 256);
     f.session->verify(pssSha256(), rsa.publicKey, message, pss);
@@ -405,7 +401,7 @@ TEST_CASE("vendor module: sign, verify, decrypt, digest, random", "[vendor_modul
     oaep.params.hashAlg = CKM_SHA_1;  // SoftHSM 2.6 decrypts OAEP with SHA-1 only
     oaep.params.mgf = CKG_MGF1_SHA1;
     oaep.params.sourceType = CKZ_DATA_SPECIFIED;
-    f.session->checkKeyOperation(CKA_DECRYPT, oaep, rsa.privateKey);
+    f.session->checkKeyOperation(OperationKind::Decrypt, oaep, rsa.privateKey);
     const Bytes ciphertext = opensslEncryptOaep(publicKey.get(), EVP_sha1(), secret);
     CHECK(f.session->decrypt(oaep, rsa.privateKey, ciphertext, {}) == secret);
   }
@@ -427,22 +423,22 @@ TEST_CASE("vendor module: checkKeyOperation reports what the Init call would", "
   const KeyPair noSign = generateEc(*f.session, "nosign", false);
   auto& session = *f.session;
 
-  CHECK(rvOf([&] { session.checkKeyOperation(CKA_SIGN, plain(CKM_ECDSA), ec.privateKey); }) == CKR_OK);
-  CHECK(rvOf([&] { session.checkKeyOperation(CKA_VERIFY, plain(CKM_ECDSA), ec.publicKey); }) == CKR_OK);
-  CHECK(rvOf([&] { session.checkKeyOperation(CKA_DECRYPT, plain(CKM_RSA_PKCS), rsa.privateKey); }) == CKR_OK);
-  CHECK(rvOf([&] { session.checkKeyOperation(CKA_SIGN, plain(CKM_ECDSA), 0x7fff1234); }) ==
+  CHECK(rvOf([&] { session.checkKeyOperation(OperationKind::Sign, plain(CKM_ECDSA), ec.privateKey); }) == CKR_OK);
+  CHECK(rvOf([&] { session.checkKeyOperation(OperationKind::Verify, plain(CKM_ECDSA), ec.publicKey); }) == CKR_OK);
+  CHECK(rvOf([&] { session.checkKeyOperation(OperationKind::Decrypt, plain(CKM_RSA_PKCS), rsa.privateKey); }) == CKR_OK);
+  CHECK(rvOf([&] { session.checkKeyOperation(OperationKind::Sign, plain(CKM_ECDSA), 0x7fff1234); }) ==
         CKR_KEY_HANDLE_INVALID);
-  CHECK(rvOf([&] { session.checkKeyOperation(CKA_SIGN, plain(CKM_ECDSA), rsa.privateKey); }) ==
+  CHECK(rvOf([&] { session.checkKeyOperation(OperationKind::Sign, plain(CKM_ECDSA), rsa.privateKey); }) ==
         CKR_KEY_TYPE_INCONSISTENT);
-  CHECK(rvOf([&] { session.checkKeyOperation(CKA_SIGN, plain(CKM_SHA256_RSA_PKCS), ec.privateKey); }) ==
+  CHECK(rvOf([&] { session.checkKeyOperation(OperationKind::Sign, plain(CKM_SHA256_RSA_PKCS), ec.privateKey); }) ==
         CKR_KEY_TYPE_INCONSISTENT);
-  CHECK(rvOf([&] { session.checkKeyOperation(CKA_SIGN, plain(CKM_ECDSA), ec.publicKey); }) ==
+  CHECK(rvOf([&] { session.checkKeyOperation(OperationKind::Sign, plain(CKM_ECDSA), ec.publicKey); }) ==
         CKR_KEY_TYPE_INCONSISTENT);
-  CHECK(rvOf([&] { session.checkKeyOperation(CKA_SIGN, plain(CKM_ECDSA), noSign.privateKey); }) ==
+  CHECK(rvOf([&] { session.checkKeyOperation(OperationKind::Sign, plain(CKM_ECDSA), noSign.privateKey); }) ==
         CKR_KEY_FUNCTION_NOT_PERMITTED);
-  CHECK(rvOf([&] { session.checkKeyOperation(CKA_DECRYPT, plain(CKM_ECDSA), ec.privateKey); }) ==
+  CHECK(rvOf([&] { session.checkKeyOperation(OperationKind::Decrypt, plain(CKM_ECDSA), ec.privateKey); }) ==
         CKR_MECHANISM_INVALID);
-  CHECK(rvOf([&] { session.checkKeyOperation(CKA_SIGN, plain(CKM_VENDOR_DEFINED | 0x1234), ec.privateKey); }) ==
+  CHECK(rvOf([&] { session.checkKeyOperation(OperationKind::Sign, plain(CKM_VENDOR_DEFINED | 0x1234), ec.privateKey); }) ==
         CKR_MECHANISM_INVALID);
   // Nothing was left active: a real operation still starts.
   const Bytes hash = sha256(bytesOf("after the checks"));
@@ -496,7 +492,7 @@ TEST_CASE("vendor module: PIN change and context-specific login", "[vendor_modul
 
     const SecureBytes wrong(std::string_view("000000"));
     const SecureBytes right(f.softhsm.pin());
-    f.session->checkKeyOperation(CKA_SIGN, plain(CKM_ECDSA), key.privateKey);
+    f.session->checkKeyOperation(OperationKind::Sign, plain(CKM_ECDSA), key.privateKey);
     CHECK(rvOf([&] { (void)f.session->sign(plain(CKM_ECDSA), key.privateKey, hash, {true, &wrong}); }) ==
           CKR_PIN_INCORRECT);
     const Bytes signature = f.session->sign(plain(CKM_ECDSA), key.privateKey, hash, {true, &right});

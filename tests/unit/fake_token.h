@@ -307,10 +307,11 @@ class FakeSession final : public token::TokenSession {
     return {publicId, privateId};
   }
 
-  void checkKeyOperation(CK_ATTRIBUTE_TYPE usage, const token::Mechanism&, token::ObjectId key) override {
+  void checkKeyOperation(OperationKind kind, const token::Mechanism&, token::ObjectId key) override {
     std::lock_guard lock(m_state->mutex);
     const auto& attributes = objectLocked(key, CKR_KEY_HANDLE_INVALID);
-    if (!fake_detail::isTrue(attributes, usage)) {
+    const auto usage = keyUsageAttribute(kind);
+    if (!usage || !fake_detail::isTrue(attributes, *usage)) {
       fail(CKR_KEY_FUNCTION_NOT_PERMITTED, "fake token: key usage not allowed");
     }
   }

@@ -18,21 +18,15 @@
 #include "certificate_summary.h"
 #include "error.h"
 #include "korean_policy.h"
+#include "owners.h"
 
 namespace {
 
 using Clock = std::chrono::system_clock;
 using dojang::pki::RenewalAdvice;
 
-template <auto Free>
-struct Deleter {
-  template <class T>
-  void operator()(T* pointer) const noexcept {
-    Free(pointer);
-  }
-};
-using KeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
+using KeyPtr = dojang::PkeyPtr;
+using dojang::X509Ptr;
 
 Clock::time_point fixedNow() {
   std::tm parts{};
@@ -100,7 +94,7 @@ std::vector<std::uint8_t> makeCertificate(const CertSpec& spec) {
   REQUIRE(X509_set_pubkey(cert.get(), key) == 1);
   if (!spec.policies.empty()) {
     // certificatePolicies built directly: X509V3_EXT_conf would want a config database.
-    std::unique_ptr<CERTIFICATEPOLICIES, Deleter<CERTIFICATEPOLICIES_free>> policies(
+    dojang::CertificatePoliciesPtr policies(
         sk_POLICYINFO_new_null());
     REQUIRE(policies);
     std::size_t start = 0;

@@ -1,5 +1,6 @@
-// Move-only owners for every OpenSSL object the CA touches: one alias per type, so that no raw
-// pointer returned by OpenSSL ever outlives the statement that received it.
+// Move-only owners for every OpenSSL object dojang touches (dojang-ca, src/pki, the tests): one
+// alias per type, so that no raw pointer returned by OpenSSL ever outlives the statement that
+// received it.
 #pragma once
 
 #include <openssl/bio.h>
@@ -11,7 +12,7 @@
 
 #include <memory>
 
-namespace dojang::ca {
+namespace dojang {
 
 template <auto FreeFunction>
 struct OpensslDeleter final {
@@ -34,10 +35,13 @@ using X509RevokedPtr = OpensslPtr<X509_REVOKED, X509_REVOKED_free>;
 using X509ReqPtr = OpensslPtr<X509_REQ, X509_REQ_free>;
 using X509StorePtr = OpensslPtr<X509_STORE, X509_STORE_free>;
 using X509ExtensionPtr = OpensslPtr<X509_EXTENSION, X509_EXTENSION_free>;
+using CertificatePoliciesPtr = OpensslPtr<CERTIFICATEPOLICIES, CERTIFICATEPOLICIES_free>;
+using CrlDistPointsPtr = OpensslPtr<CRL_DIST_POINTS, CRL_DIST_POINTS_free>;
 using Asn1IntegerPtr = OpensslPtr<ASN1_INTEGER, ASN1_INTEGER_free>;
 using Asn1ObjectPtr = OpensslPtr<ASN1_OBJECT, ASN1_OBJECT_free>;
 using Asn1TimePtr = OpensslPtr<ASN1_TIME, ASN1_TIME_free>;
 using BignumPtr = OpensslPtr<BIGNUM, BN_free>;
+using MdCtxPtr = OpensslPtr<EVP_MD_CTX, EVP_MD_CTX_free>;
 using CmpMsgPtr = OpensslPtr<OSSL_CMP_MSG, OSSL_CMP_MSG_free>;
 using CmpCtxPtr = OpensslPtr<OSSL_CMP_CTX, OSSL_CMP_CTX_free>;
 using CmpSrvCtxPtr = OpensslPtr<OSSL_CMP_SRV_CTX, OSSL_CMP_SRV_CTX_free>;
@@ -51,5 +55,6 @@ using X509StackPtr = OpensslPtr<STACK_OF(X509), freeX509Stack>;
 // OPENSSL_free is a macro; this is the function it stands for.
 inline void freeOpensslMemory(void* memory) noexcept { OPENSSL_free(memory); }
 using OpensslStringPtr = OpensslPtr<char, freeOpensslMemory>;
+using OpensslBytesPtr = OpensslPtr<unsigned char, freeOpensslMemory>;
 
-}  // namespace dojang::ca
+}  // namespace dojang
