@@ -509,18 +509,23 @@ void TokenState::logout(ClientNumber client) {
   if (!m_loggedIn.empty() || !m_tokenLogin) {
     return;
   }
+  endTokenLogin(lock);
+}
+
+void TokenState::endTokenLogin(std::unique_lock<std::mutex>& lock) {
   m_tokenLogin.reset();
   m_verifier.reset();
   m_tokenBusy = true;
   lock.unlock();
   try {
+    // Whatever the token still believes, the next login must be checked by it again.
     m_token->logout();
   } catch (...) {
-    // A token that cannot log out (removed) has no login left to protect.
+    // Not logged in, or removed: either way no login is left to protect.
   }
   lock.lock();
   m_tokenBusy = false;
-  invalidateObjects();
+  invalidateObjects();  // private objects are hidden again
   m_tokenIdle.notify_all();
   descriptionChanged();
 }
@@ -559,21 +564,7 @@ void TokenState::loginLost(bool certain) {
   logWarning("slot " + std::to_string(m_slotId) + ": the token lost its login (" +
              std::to_string(m_loggedIn.size()) + " clients logged in); they must log in again");
   m_loggedIn.clear();
-  m_tokenLogin.reset();
-  m_verifier.reset();
-  m_tokenBusy = true;
-  lock.unlock();
-  try {
-    // Whatever the token still believes, the next login must be checked by it again.
-    m_token->logout();
-  } catch (...) {
-    // Not logged in, or gone: either way nothing is left to end.
-  }
-  lock.lock();
-  m_tokenBusy = false;
-  invalidateObjects();  // private objects are hidden again
-  m_tokenIdle.notify_all();
-  descriptionChanged();
+  endTokenLogin(lock);
 }
 
 void TokenState::pinChanged(const SecureBytes& newPin) {

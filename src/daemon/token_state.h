@@ -138,6 +138,9 @@ class TokenState final {
   void waitForTokenLocked(std::unique_lock<std::mutex>& lock);
   // Inside a catch of the token's login: a removed token is marked so and said as CKR_DEVICE_REMOVED.
   [[noreturn]] void rethrowLoginFailure();
+  // Logs the token out (m_loginMutex held by `lock`, released while the token works) and hides
+  // private objects again; the next login is checked by the token.
+  void endTokenLogin(std::unique_lock<std::mutex>& lock);
 
   const std::uint64_t m_slotId;
   std::unique_ptr<token::Token> m_token;
