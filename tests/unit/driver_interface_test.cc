@@ -5,6 +5,7 @@
 #include <winscard.h>
 
 #include "error.h"
+#include "fake_daemon.h"
 #include "fake_token.h"
 #include "foreign_errors.h"
 #include "service.h"
@@ -17,50 +18,16 @@ namespace wire = dojang::wire;
 
 namespace {
 
+using test::rvOf;
+
 constexpr std::uint64_t kSlot = 1;
 constexpr std::uint64_t kReadWrite = CKF_SERIAL_SESSION | CKF_RW_SESSION;
 
-CK_RV rvOf(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const dojang::Error& error) {
-    return error.rv();
-  }
-  return CKR_OK;
-}
-
 wire::Bytes bytesOf(const std::string& text) { return wire::Bytes(text.begin(), text.end()); }
 
-// One daemon over one fake token in slot 1, without monitor threads: whatever rescans happen
-// are started by the calls themselves.
-struct Daemon {
-  std::shared_ptr<test::FakeDriverState> driver = std::make_shared<test::FakeDriverState>();
-  std::shared_ptr<test::FakeTokenState> fake = driver->addSlot("a");
-  std::unique_ptr<core::SlotTable> slots;
-  std::unique_ptr<core::Service> service;
-  core::ClientNumber nextClient = 1;
-
-  Daemon() {
-    std::vector<std::unique_ptr<token::Driver>> drivers;
-    drivers.push_back(std::make_unique<test::FakeDriver>(driver));
-    slots = std::make_unique<core::SlotTable>(std::move(drivers));
-    slots->rescan();
-    service = std::make_unique<core::Service>(*slots, std::vector<wire::BackendStatus>{});
-  }
-
-  core::CallContext client() {
-    const auto number = nextClient++;
-    auto made = std::make_shared<core::Client>(number, wire::Bytes(16, static_cast<std::uint8_t>(number)),
-                                               "driver_interface_test",
-                                               core::PeerProcess{static_cast<std::uint32_t>(2000 + number), 1},
-                                               slots->eventCursor());
-    return {std::move(made), {}, {}};
-  }
-  std::uint64_t open(core::CallContext& context) {
-    wire::OpenSessionReply out;
-    service->OpenSession(context, {kSlot, kReadWrite}, out);
-    return out.session;
-  }
+// One daemon over one fake token in slot 1.
+struct Daemon : test::FakeDaemon {
+  Daemon() : FakeDaemon("driver_interface_test") {}
   CK_RV login(core::CallContext& context, std::uint64_t session, const std::string& pin = "1234",
               CK_USER_TYPE user = CKU_USER) {
     wire::Empty out;

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "error.h"
+#include "fake_daemon.h"
 #include "fake_token.h"
 #include "service.h"
 #include "slot_table.h"
@@ -16,18 +17,11 @@ namespace wire = dojang::wire;
 
 namespace {
 
+using test::rvOf;
+
 constexpr std::uint64_t kSlot = 1;
 constexpr std::uint64_t kReadWrite = CKF_SERIAL_SESSION | CKF_RW_SESSION;
 constexpr std::uint64_t kReadOnly = CKF_SERIAL_SESSION;
-
-CK_RV rvOf(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const dojang::Error& error) {
-    return error.rv();
-  }
-  return CKR_OK;
-}
 
 wire::Attribute ulongAttribute(CK_ATTRIBUTE_TYPE type, CK_ULONG value) { return {type, test::fakeUlongBytes(value)}; }
 wire::Attribute boolAttribute(CK_ATTRIBUTE_TYPE type, bool value) { return {type, test::fakeBoolBytes(value)}; }
@@ -36,36 +30,8 @@ wire::Attribute textAttribute(CK_ATTRIBUTE_TYPE type, const std::string& value) 
 }
 
 // One daemon over one fake token in slot 1.
-struct Daemon {
-  std::shared_ptr<test::FakeDriverState> driver = std::make_shared<test::FakeDriverState>();
-  std::shared_ptr<test::FakeTokenState> fake = driver->addSlot("a");
-  std::unique_ptr<core::SlotTable> slots;
-  std::unique_ptr<core::Service> service;
-  core::ClientNumber nextClient = 1;
-
-  Daemon() {
-    std::vector<std::unique_ptr<token::Driver>> drivers;
-    drivers.push_back(std::make_unique<test::FakeDriver>(driver));
-    slots = std::make_unique<core::SlotTable>(std::move(drivers));
-    slots->rescan();
-    service = std::make_unique<core::Service>(*slots, std::vector<wire::BackendStatus>{});
-  }
-
-  // A client as Service::attach makes one for a Hello.
-  core::CallContext client() {
-    const auto number = nextClient++;
-    auto made = std::make_shared<core::Client>(number, wire::Bytes(16, static_cast<std::uint8_t>(number)),
-                                               "service_test",
-                                               core::PeerProcess{static_cast<std::uint32_t>(1000 + number), 1},
-                                               slots->eventCursor());
-    return {std::move(made), {}, {}};
-  }
-
-  std::uint64_t open(core::CallContext& context, std::uint64_t flags = kReadWrite) {
-    wire::OpenSessionReply out;
-    service->OpenSession(context, {kSlot, flags}, out);
-    return out.session;
-  }
+struct Daemon : test::FakeDaemon {
+  Daemon() : FakeDaemon("service_test") {}
   CK_RV login(core::CallContext& context, std::uint64_t session, CK_USER_TYPE user = CKU_USER) {
     const std::string pin = user == CKU_SO ? "87654321" : "1234";
     wire::Empty out;
