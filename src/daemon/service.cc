@@ -565,6 +565,21 @@ token::ContextLogin takeContextLogin(ClientSession& session, std::optional<Pendi
   }
   return {true, taken->pinGiven ? &taken->pin : nullptr};
 }
+
+// Sign and decrypt: the key checked, then `operation` run with the context-specific login the
+// client gave for it (used once), and the token's flags read afresh if that PIN reached the token.
+template <class Operation>
+token::Bytes runPrivateKeyOperation(ClientSession& session, const Viewer& viewer, OperationKind kind,
+                                    const wire::KeyOperationRequest& in, Operation&& operation) {
+  std::optional<PendingContextLogin> taken;
+  const auto contextLogin = takeContextLogin(session, taken);
+  checkKeyUse(*session.token, *session.backend, viewer, kind, in.mechanism, in.key);
+  std::optional<DescriptionRefresh> refresh;
+  if (contextLogin.given) {
+    refresh.emplace(*session.token);
+  }
+  return operation(toMechanism(in.mechanism), contextLogin);
+}
 }  // namespace
 
 void Service::CheckOperation(CallContext& context, const wire::CheckOperationRequest& in, wire::Empty&) {
@@ -579,15 +594,11 @@ void Service::CheckOperation(CallContext& context, const wire::CheckOperationReq
 void Service::Sign(CallContext& context, const wire::KeyOperationRequest& in, wire::DataReply& out) {
   auto session = context.client->session(in.session);
   std::lock_guard lock(session->mutex);
-  std::optional<PendingContextLogin> taken;
-  const auto contextLogin = takeContextLogin(*session, taken);
-  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), OperationKind::Sign,
-              in.mechanism, in.key);
-  std::optional<DescriptionRefresh> refresh;  // a PIN checked by the token may change its flags
-  if (contextLogin.given) {
-    refresh.emplace(*session->token);
-  }
-  out.data = session->backend->sign(toMechanism(in.mechanism), in.key, in.data, contextLogin);
+  out.data = runPrivateKeyOperation(
+      *session, viewerOf(*context.client, *session), OperationKind::Sign, in,
+      [&](const token::Mechanism& mechanism, const token::ContextLogin& contextLogin) {
+        return session->backend->sign(mechanism, in.key, in.data, contextLogin);
+      });
 }
 
 void Service::Verify(CallContext& context, const wire::VerifyRequest& in, wire::Empty&) {
@@ -601,15 +612,11 @@ void Service::Verify(CallContext& context, const wire::VerifyRequest& in, wire::
 void Service::Decrypt(CallContext& context, const wire::KeyOperationRequest& in, wire::DataReply& out) {
   auto session = context.client->session(in.session);
   std::lock_guard lock(session->mutex);
-  std::optional<PendingContextLogin> taken;
-  const auto contextLogin = takeContextLogin(*session, taken);
-  checkKeyUse(*session->token, *session->backend, viewerOf(*context.client, *session), OperationKind::Decrypt,
-              in.mechanism, in.key);
-  std::optional<DescriptionRefresh> refresh;  // a PIN checked by the token may change its flags
-  if (contextLogin.given) {
-    refresh.emplace(*session->token);
-  }
-  out.data = session->backend->decrypt(toMechanism(in.mechanism), in.key, in.data, contextLogin);
+  out.data = runPrivateKeyOperation(
+      *session, viewerOf(*context.client, *session), OperationKind::Decrypt, in,
+      [&](const token::Mechanism& mechanism, const token::ContextLogin& contextLogin) {
+        return session->backend->decrypt(mechanism, in.key, in.data, contextLogin);
+      });
 }
 
 void Service::Digest(CallContext& context, const wire::DigestRequest& in, wire::DataReply& out) {
