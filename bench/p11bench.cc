@@ -32,7 +32,7 @@
 #include <utility>
 #include <vector>
 
-#include "cryptoki.h"
+#include "src/common/cryptoki/cryptoki.h"
 
 // p11-kit's header maps its lower-case names onto the standard ones with object-like macros;
 // `count` and `value` would otherwise rewrite std::chrono's count() and our own identifiers.

@@ -9,9 +9,9 @@
 #include <iostream>
 #include <string>
 
-#include "calls.h"
-#include "codec.h"
-#include "cryptoki.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/wire/calls.h"
+#include "src/common/wire/codec.h"
 
 namespace wire = dojang::wire;
 

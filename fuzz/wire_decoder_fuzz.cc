@@ -20,12 +20,12 @@
 #include <span>
 #include <vector>
 
-#include "calls.h"
-#include "codec.h"
-#include "dispatcher.h"
-#include "fake_token.h"
-#include "service.h"
-#include "slot_table.h"
+#include "src/common/wire/calls.h"
+#include "src/common/wire/codec.h"
+#include "src/daemon/dispatcher.h"
+#include "src/daemon/service.h"
+#include "src/daemon/slot_table.h"
+#include "tests/unit/fake_token.h"
 
 namespace core = dojang::daemon;
 namespace wire = dojang::wire;

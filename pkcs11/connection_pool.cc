@@ -1,4 +1,4 @@
-#include "connection_pool.h"
+#include "pkcs11/connection_pool.h"
 
 #include <dlfcn.h>
 #include <spawn.h>
@@ -14,7 +14,7 @@
 #include <optional>
 #include <thread>
 
-#include "frontend_testing.h"
+#include "pkcs11/frontend_testing.h"
 
 extern char** environ;
 

@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "calls.h"
-#include "client_call.h"
-#include "codec.h"
-#include "cryptoki.h"
-#include "transport.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/wire/calls.h"
+#include "src/common/wire/client_call.h"
+#include "src/common/wire/codec.h"
+#include "src/common/wire/transport.h"
 
 namespace dojang::frontend {
 

@@ -8,12 +8,12 @@
 #include <mutex>
 #include <new>
 
-#include "cryptoki.h"
-#include "dojang_version.h"
-#include "frontend.h"
-#include "frontend_testing.h"
-#include "padded_text.h"
-#include "socket_path.h"
+#include "pkcs11/frontend.h"
+#include "pkcs11/frontend_testing.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/cryptoki/padded_text.h"
+#include "src/common/version/dojang_version.h"
+#include "src/common/wire/socket_path.h"
 
 namespace {
 

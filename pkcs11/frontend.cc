@@ -1,4 +1,4 @@
-#include "frontend.h"
+#include "pkcs11/frontend.h"
 
 #include <sys/random.h>
 #include <unistd.h>
@@ -7,8 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "padded_text.h"
-#include "wire_limits.h"
+#include "src/common/cryptoki/padded_text.h"
+#include "src/common/wire/wire_limits.h"
 
 extern char* program_invocation_short_name;
 

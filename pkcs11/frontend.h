@@ -12,9 +12,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "connection_pool.h"
-#include "cryptoki.h"
-#include "operation_kind.h"
+#include "pkcs11/connection_pool.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/cryptoki/operation_kind.h"
 
 namespace dojang::frontend {
 

@@ -1,8 +1,8 @@
 // Test hooks: protocol tests drive the real entry points over an in-memory transport.
 #pragma once
 
-#include "connection_pool.h"
-#include "cryptoki.h"
+#include "pkcs11/connection_pool.h"
+#include "src/common/cryptoki/cryptoki.h"
 
 namespace dojang::frontend {
 

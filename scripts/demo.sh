@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 ./scripts/install-deps.sh
-./scripts/build.sh src/daemon/dojangd pkcs11/dojang-pkcs11.so src/cli/dojang ca/dojang-ca >/dev/null
+./scripts/build.sh src/daemon/dojangd pkcs11/dojang-pkcs11.so src/cli/dojang src/ca/dojang-ca >/dev/null
 
 work=$(mktemp -d /tmp/dojang-demo.XXXXXX)
 pids=()
@@ -52,7 +52,7 @@ pkcs11-tool --module "$module" --login --pin "$pin" --keypairgen --key-type EC:p
   --id 01 --label signkey 2>&1 | sed -n '1,6p'
 
 step "5. dojang-ca, the embedded CMP CA with Korean profiles"
-ca=$root/build/ca/dojang-ca
+ca=$root/build/src/ca/dojang-ca
 "$ca" init --dir "$work/ca" >/dev/null
 "$ca" serve --dir "$work/ca" --port 0 >"$work/ca.out" 2>"$work/ca.log" &
 pids+=($!)

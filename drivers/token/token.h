@@ -29,9 +29,9 @@
 #include <string>
 #include <vector>
 
-#include "cryptoki.h"
-#include "operation_kind.h"
-#include "secure_bytes.h"
+#include "drivers/token/secure_bytes.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/cryptoki/operation_kind.h"
 
 namespace dojang::token {
 

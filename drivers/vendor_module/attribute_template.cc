@@ -1,6 +1,6 @@
-#include "attribute_template.h"
+#include "drivers/vendor_module/attribute_template.h"
 
-#include "error.h"
+#include "src/common/errors/error.h"
 
 namespace dojang::vendor {
 namespace {

@@ -5,8 +5,8 @@
 #include <span>
 #include <vector>
 
-#include "cryptoki.h"
-#include "token.h"
+#include "drivers/token/token.h"
+#include "src/common/cryptoki/cryptoki.h"
 
 namespace dojang::vendor {
 

@@ -1,4 +1,4 @@
-#include "backend_session.h"
+#include "drivers/vendor_module/backend_session.h"
 
 #include <algorithm>
 #include <utility>

@@ -5,9 +5,9 @@
 #include <memory>
 #include <vector>
 
-#include "attribute_template.h"
-#include "cryptoki.h"
-#include "vendor_module.h"
+#include "drivers/vendor_module/attribute_template.h"
+#include "drivers/vendor_module/vendor_module.h"
+#include "src/common/cryptoki/cryptoki.h"
 
 namespace dojang::vendor {
 

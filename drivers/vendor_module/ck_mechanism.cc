@@ -1,4 +1,4 @@
-#include "ck_mechanism.h"
+#include "drivers/vendor_module/ck_mechanism.h"
 
 namespace dojang::vendor {
 

@@ -2,8 +2,8 @@
 // pParameter stays valid for as long as this object lives. Not movable: it points into itself.
 #pragma once
 
-#include "cryptoki.h"
-#include "token.h"
+#include "drivers/token/token.h"
+#include "src/common/cryptoki/cryptoki.h"
 
 namespace dojang::vendor {
 

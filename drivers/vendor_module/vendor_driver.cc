@@ -1,12 +1,12 @@
-#include "vendor_driver.h"
+#include "drivers/vendor_module/vendor_driver.h"
 
 #include <charconv>
 #include <chrono>
 #include <utility>
 
-#include "padded_text.h"
-#include "two_call_list.h"
-#include "vendor_token.h"
+#include "drivers/vendor_module/vendor_token.h"
+#include "src/common/cryptoki/padded_text.h"
+#include "src/common/cryptoki/two_call_list.h"
 
 namespace dojang::vendor {
 namespace {

@@ -10,8 +10,8 @@
 #include <utility>
 #include <vector>
 
-#include "token.h"
-#include "vendor_module.h"
+#include "drivers/token/token.h"
+#include "drivers/vendor_module/vendor_module.h"
 
 namespace dojang::vendor {
 

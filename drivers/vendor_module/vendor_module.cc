@@ -1,4 +1,4 @@
-#include "vendor_module.h"
+#include "drivers/vendor_module/vendor_module.h"
 
 #include <array>
 #include <cstdlib>
@@ -6,7 +6,7 @@
 #include <set>
 #include <utility>
 
-#include "padded_text.h"
+#include "src/common/cryptoki/padded_text.h"
 
 namespace dojang::vendor {
 namespace {

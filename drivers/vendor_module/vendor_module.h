@@ -15,9 +15,9 @@
 #include <string>
 #include <string_view>
 
-#include "cryptoki.h"
-#include "error.h"
-#include "module_library.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/errors/error.h"
+#include "src/common/module_loader/module_library.h"
 
 namespace dojang::vendor {
 

@@ -1,11 +1,11 @@
-#include "vendor_session.h"
+#include "drivers/vendor_module/vendor_session.h"
 
 #include <cstring>
 #include <string>
 #include <utility>
 
-#include "ck_mechanism.h"
-#include "mechanism_key_type.h"
+#include "drivers/vendor_module/ck_mechanism.h"
+#include "src/common/cryptoki/mechanism_key_type.h"
 
 namespace dojang::vendor {
 namespace {

@@ -5,9 +5,9 @@
 #include <memory>
 #include <optional>
 
-#include "backend_session.h"
-#include "token.h"
-#include "vendor_module.h"
+#include "drivers/token/token.h"
+#include "drivers/vendor_module/backend_session.h"
+#include "drivers/vendor_module/vendor_module.h"
 
 namespace dojang::vendor {
 

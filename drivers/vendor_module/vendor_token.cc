@@ -1,12 +1,12 @@
-#include "vendor_token.h"
+#include "drivers/vendor_module/vendor_token.h"
 
 #include <optional>
 #include <string>
 #include <utility>
 
-#include "padded_text.h"
-#include "two_call_list.h"
-#include "vendor_session.h"
+#include "drivers/vendor_module/vendor_session.h"
+#include "src/common/cryptoki/padded_text.h"
+#include "src/common/cryptoki/two_call_list.h"
 
 namespace dojang::vendor {
 

@@ -4,12 +4,12 @@
 #include <string>
 #include <vector>
 
-#include "certificate_summary.h"
-#include "commands.h"
-#include "error.h"
-#include "module_command.h"
-#include "padded_text.h"
-#include "table.h"
+#include "src/cli/commands.h"
+#include "src/cli/module_command.h"
+#include "src/cli/table.h"
+#include "src/common/cryptoki/padded_text.h"
+#include "src/common/errors/error.h"
+#include "src/pki/certificate_summary.h"
 
 namespace dojang::cli {
 

@@ -1,4 +1,4 @@
-#include "daemon_client.h"
+#include "src/cli/daemon_client.h"
 
 #include <sys/random.h>
 #include <unistd.h>
@@ -6,10 +6,10 @@
 #include <cerrno>
 #include <cstring>
 
-#include "codec.h"
-#include "error.h"
-#include "foreign_errors.h"
-#include "transport.h"
+#include "src/common/errors/error.h"
+#include "src/common/errors/foreign_errors.h"
+#include "src/common/wire/codec.h"
+#include "src/common/wire/transport.h"
 
 namespace dojang::cli {
 

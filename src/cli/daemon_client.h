@@ -3,8 +3,8 @@
 
 #include <string>
 
-#include "calls.h"
-#include "client_call.h"
+#include "src/common/wire/calls.h"
+#include "src/common/wire/client_call.h"
 
 namespace dojang::cli {
 

@@ -7,8 +7,8 @@
 #include <iostream>
 #include <string_view>
 
-#include "commands.h"
-#include "dojang_version.h"
+#include "src/cli/commands.h"
+#include "src/common/version/dojang_version.h"
 
 namespace {
 

@@ -1,10 +1,10 @@
-#include "module_command.h"
+#include "src/cli/module_command.h"
 
 #include <filesystem>
 
-#include "error.h"
-#include "socket_path.h"
-#include "transport.h"
+#include "src/common/errors/error.h"
+#include "src/common/wire/socket_path.h"
+#include "src/common/wire/transport.h"
 
 namespace dojang::cli {
 

@@ -3,9 +3,9 @@
 
 #include <functional>
 
-#include "commands.h"
-#include "module_path.h"
-#include "pkcs11_library.h"
+#include "src/cli/commands.h"
+#include "src/cli/module_path.h"
+#include "src/cli/pkcs11_library.h"
 
 namespace dojang::cli {
 

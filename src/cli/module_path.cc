@@ -1,4 +1,4 @@
-#include "module_path.h"
+#include "src/cli/module_path.h"
 
 #include <cstdlib>
 #include <filesystem>

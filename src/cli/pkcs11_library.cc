@@ -1,9 +1,9 @@
-#include "pkcs11_library.h"
+#include "src/cli/pkcs11_library.h"
 
 #include <utility>
 
-#include "error.h"
-#include "two_call_list.h"
+#include "src/common/cryptoki/two_call_list.h"
+#include "src/common/errors/error.h"
 
 namespace dojang::cli {
 

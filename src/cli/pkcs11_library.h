@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "cryptoki.h"
-#include "module_library.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/module_loader/module_library.h"
 
 namespace dojang::cli {
 

@@ -1,11 +1,11 @@
 // `dojang status`: what dojangd is doing, asked over the wire protocol directly.
 #include <string>
 
-#include "commands.h"
-#include "daemon_client.h"
-#include "error.h"
-#include "socket_path.h"
-#include "table.h"
+#include "src/cli/commands.h"
+#include "src/cli/daemon_client.h"
+#include "src/cli/table.h"
+#include "src/common/errors/error.h"
+#include "src/common/wire/socket_path.h"
 
 namespace dojang::cli {
 

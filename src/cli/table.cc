@@ -1,4 +1,4 @@
-#include "table.h"
+#include "src/cli/table.h"
 
 #include <algorithm>
 #include <cstdint>

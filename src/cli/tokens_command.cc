@@ -2,11 +2,11 @@
 #include <string>
 #include <vector>
 
-#include "commands.h"
-#include "error.h"
-#include "module_command.h"
-#include "padded_text.h"
-#include "table.h"
+#include "src/cli/commands.h"
+#include "src/cli/module_command.h"
+#include "src/cli/table.h"
+#include "src/common/cryptoki/padded_text.h"
+#include "src/common/errors/error.h"
 
 namespace dojang::cli {
 

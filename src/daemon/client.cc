@@ -1,9 +1,9 @@
-#include "client.h"
+#include "src/daemon/client.h"
 
 #include <algorithm>
 #include <random>
 
-#include "error.h"
+#include "src/common/errors/error.h"
 
 namespace dojang::daemon {
 

@@ -1,4 +1,4 @@
-#include "config.h"
+#include "src/daemon/config.h"
 
 #include <toml++/toml.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "error.h"
+#include "src/common/errors/error.h"
 
 namespace dojang::daemon {
 

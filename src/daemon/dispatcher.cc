@@ -1,10 +1,10 @@
-#include "dispatcher.h"
+#include "src/daemon/dispatcher.h"
 
 #include <new>
 
-#include "codec.h"
-#include "error.h"
-#include "log.h"
+#include "src/common/errors/error.h"
+#include "src/common/wire/codec.h"
+#include "src/daemon/log.h"
 
 namespace dojang::daemon {
 

@@ -4,8 +4,8 @@
 
 #include <span>
 
-#include "calls.h"
-#include "service.h"
+#include "src/common/wire/calls.h"
+#include "src/daemon/service.h"
 
 namespace dojang::daemon {
 

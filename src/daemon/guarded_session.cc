@@ -1,7 +1,7 @@
-#include "guarded_session.h"
+#include "src/daemon/guarded_session.h"
 
-#include "error.h"
-#include "token_state.h"
+#include "src/common/errors/error.h"
+#include "src/daemon/token_state.h"
 
 namespace dojang::daemon {
 

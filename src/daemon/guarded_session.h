@@ -5,8 +5,8 @@
 
 #include <memory>
 
-#include "error.h"
-#include "token.h"
+#include "drivers/token/token.h"
+#include "src/common/errors/error.h"
 
 namespace dojang::daemon {
 

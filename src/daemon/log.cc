@@ -1,4 +1,4 @@
-#include "log.h"
+#include "src/daemon/log.h"
 
 #include <atomic>
 #include <cstdint>

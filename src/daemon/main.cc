@@ -14,14 +14,14 @@
 #include <iostream>
 #include <thread>
 
-#include "config.h"
-#include "error.h"
-#include "log.h"
-#include "server.h"
-#include "service.h"
-#include "slot_table.h"
-#include "socket_path.h"
-#include "vendor_driver.h"
+#include "drivers/vendor_module/vendor_driver.h"
+#include "src/common/errors/error.h"
+#include "src/common/wire/socket_path.h"
+#include "src/daemon/config.h"
+#include "src/daemon/log.h"
+#include "src/daemon/server.h"
+#include "src/daemon/service.h"
+#include "src/daemon/slot_table.h"
 
 namespace {
 

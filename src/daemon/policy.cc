@@ -1,12 +1,12 @@
-#include "policy.h"
+#include "src/daemon/policy.h"
 
 #include <algorithm>
 #include <cstring>
 #include <string>
 
-#include "error.h"
-#include "mechanism_key_type.h"
-#include "wire_limits.h"
+#include "src/common/cryptoki/mechanism_key_type.h"
+#include "src/common/errors/error.h"
+#include "src/common/wire/wire_limits.h"
 
 namespace dojang::daemon {
 

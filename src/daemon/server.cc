@@ -1,4 +1,4 @@
-#include "server.h"
+#include "src/daemon/server.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -20,11 +20,11 @@
 #include <sstream>
 #include <utility>
 
-#include "codec.h"
-#include "dispatcher.h"
-#include "error.h"
-#include "log.h"
-#include "wire_limits.h"
+#include "src/common/errors/error.h"
+#include "src/common/wire/codec.h"
+#include "src/common/wire/wire_limits.h"
+#include "src/daemon/dispatcher.h"
+#include "src/daemon/log.h"
 
 namespace dojang::daemon {
 

@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "client.h"
-#include "config.h"
-#include "service.h"
-#include "transport.h"
+#include "src/common/wire/transport.h"
+#include "src/daemon/client.h"
+#include "src/daemon/config.h"
+#include "src/daemon/service.h"
 
 namespace dojang::daemon {
 

@@ -1,18 +1,18 @@
-#include "service.h"
+#include "src/daemon/service.h"
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 
-#include "codec.h"
-#include "dojang_version.h"
-#include "error.h"
-#include "foreign_errors.h"
-#include "log.h"
-#include "operation_kind.h"
-#include "policy.h"
-#include "wire_limits.h"
+#include "src/common/cryptoki/operation_kind.h"
+#include "src/common/errors/error.h"
+#include "src/common/errors/foreign_errors.h"
+#include "src/common/version/dojang_version.h"
+#include "src/common/wire/codec.h"
+#include "src/common/wire/wire_limits.h"
+#include "src/daemon/log.h"
+#include "src/daemon/policy.h"
 
 namespace dojang::daemon {
 

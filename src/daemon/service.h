@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "calls.h"
-#include "client.h"
-#include "slot_table.h"
+#include "src/common/wire/calls.h"
+#include "src/daemon/client.h"
+#include "src/daemon/slot_table.h"
 
 namespace dojang::daemon {
 

@@ -1,9 +1,9 @@
-#include "slot_table.h"
+#include "src/daemon/slot_table.h"
 
 #include <algorithm>
 
-#include "error.h"
-#include "log.h"
+#include "src/common/errors/error.h"
+#include "src/daemon/log.h"
 
 namespace dojang::daemon {
 

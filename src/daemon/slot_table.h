@@ -15,9 +15,9 @@
 #include <thread>
 #include <vector>
 
-#include "calls.h"
-#include "token.h"
-#include "token_state.h"
+#include "drivers/token/token.h"
+#include "src/common/wire/calls.h"
+#include "src/daemon/token_state.h"
 
 namespace dojang::daemon {
 

@@ -1,4 +1,4 @@
-#include "token_state.h"
+#include "src/daemon/token_state.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -6,10 +6,10 @@
 
 #include <algorithm>
 
-#include "error.h"
-#include "foreign_errors.h"
-#include "log.h"
-#include "policy.h"
+#include "src/common/errors/error.h"
+#include "src/common/errors/foreign_errors.h"
+#include "src/daemon/log.h"
+#include "src/daemon/policy.h"
 
 namespace dojang::daemon {
 

@@ -17,8 +17,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "secure_bytes.h"
-#include "token.h"
+#include "drivers/token/secure_bytes.h"
+#include "drivers/token/token.h"
 
 namespace dojang::daemon {
 

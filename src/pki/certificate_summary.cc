@@ -1,4 +1,4 @@
-#include "certificate_summary.h"
+#include "src/pki/certificate_summary.h"
 
 #include <openssl/bio.h>
 #include <openssl/ec.h>
@@ -12,8 +12,8 @@
 #include <ctime>
 #include <memory>
 
-#include "foreign_errors.h"
-#include "owners.h"
+#include "src/common/errors/foreign_errors.h"
+#include "src/common/ossl/owners.h"
 
 namespace dojang::pki {
 

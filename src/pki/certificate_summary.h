@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "korean_policy.h"
+#include "src/pki/korean_policy.h"
 
 namespace dojang::pki {
 

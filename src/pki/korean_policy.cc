@@ -1,4 +1,4 @@
-#include "korean_policy.h"
+#include "src/pki/korean_policy.h"
 
 #include <algorithm>
 #include <array>

@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "ca_test_support.h"
+#include "tests/ca/ca_test_support.h"
 
 namespace {
 

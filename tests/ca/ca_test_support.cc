@@ -1,4 +1,4 @@
-#include "ca_test_support.h"
+#include "tests/ca/ca_test_support.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -22,7 +22,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "owners.h"
+#include "src/common/ossl/owners.h"
 
 extern char** environ;
 

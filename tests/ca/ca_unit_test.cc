@@ -5,10 +5,10 @@
 #include <string>
 #include <string_view>
 
-#include "error.h"
-#include "korean_policy.h"
-#include "profile.h"
-#include "subject_name.h"
+#include "src/ca/issuer/subject_name.h"
+#include "src/ca/profiles/profile.h"
+#include "src/common/errors/error.h"
+#include "src/pki/korean_policy.h"
 
 namespace ca = dojang::ca;
 
@@ -38,7 +38,7 @@ TEST_CASE("the shipped profiles carry the guide's fees and the documented policy
   CHECK_THROWS_WITH(catalog.require("nope"), Catch::Contains("known profiles: signkorea-general-personal"));
 }
 
-// ca/profiles.toml and src/pki's table both describe the Korean policy OIDs; this keeps them
+// src/ca/profiles.toml and src/pki's table both describe the Korean policy OIDs; this keeps them
 // telling the same story. A profile names the brand or the operator (KICA runs SignGate), and its
 // type in fewer words ("증권·보험용" for "증권·보험 (용도제한 개인)"): every word of it, without
 // the suffix 용, is in src/pki's Korean type, and 범용/개인/법인 mean the same on both sides.

@@ -19,12 +19,12 @@
 #include <thread>
 #include <vector>
 
-#include "codec.h"
-#include "cryptoki.h"
-#include "run_command.h"
-#include "softhsm_token.h"
-#include "temp_dir.h"
-#include "transport.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/wire/codec.h"
+#include "src/common/wire/transport.h"
+#include "tests/support/run_command.h"
+#include "tests/support/softhsm_token.h"
+#include "tests/support/temp_dir.h"
 
 namespace {
 

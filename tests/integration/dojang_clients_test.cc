@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "dojangd_process.h"
-#include "run_command.h"
-#include "softhsm_token.h"
-#include "temp_dir.h"
+#include "tests/support/dojangd_process.h"
+#include "tests/support/run_command.h"
+#include "tests/support/softhsm_token.h"
+#include "tests/support/temp_dir.h"
 
 namespace {
 

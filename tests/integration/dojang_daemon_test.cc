@@ -7,10 +7,10 @@
 #include <fstream>
 #include <string>
 
-#include "dojangd_process.h"
-#include "run_command.h"
-#include "softhsm_token.h"
-#include "temp_dir.h"
+#include "tests/support/dojangd_process.h"
+#include "tests/support/run_command.h"
+#include "tests/support/softhsm_token.h"
+#include "tests/support/temp_dir.h"
 
 namespace {
 

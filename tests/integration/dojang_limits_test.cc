@@ -25,12 +25,12 @@
 #include <thread>
 #include <vector>
 
-#include "codec.h"
-#include "cryptoki.h"
-#include "dojangd_process.h"
-#include "error.h"
-#include "raw_wire.h"
-#include "softhsm_token.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/errors/error.h"
+#include "src/common/wire/codec.h"
+#include "tests/support/dojangd_process.h"
+#include "tests/support/raw_wire.h"
+#include "tests/support/softhsm_token.h"
 
 namespace {
 

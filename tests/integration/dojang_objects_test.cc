@@ -11,12 +11,12 @@
 #include <tuple>
 #include <vector>
 
-#include "cryptoki.h"
-#include "dojangd_process.h"
-#include "error.h"
-#include "softhsm_token.h"
-#include "token_attributes.h"
-#include "vendor_driver.h"
+#include "drivers/vendor_module/vendor_driver.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/errors/error.h"
+#include "tests/support/dojangd_process.h"
+#include "tests/support/softhsm_token.h"
+#include "tests/support/token_attributes.h"
 
 namespace {
 

@@ -22,14 +22,14 @@
 #include <thread>
 #include <vector>
 
-#include "codec.h"
-#include "cryptoki.h"
-#include "dojangd_process.h"
-#include "error.h"
-#include "raw_wire.h"
-#include "run_command.h"
-#include "softhsm_token.h"
-#include "temp_dir.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/errors/error.h"
+#include "src/common/wire/codec.h"
+#include "tests/support/dojangd_process.h"
+#include "tests/support/raw_wire.h"
+#include "tests/support/run_command.h"
+#include "tests/support/softhsm_token.h"
+#include "tests/support/temp_dir.h"
 
 namespace {
 

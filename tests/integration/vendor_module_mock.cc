@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "cryptoki.h"
+#include "src/common/cryptoki/cryptoki.h"
 
 #define MOCK_EXPORT extern "C" __attribute__((visibility("default")))
 

@@ -15,14 +15,14 @@
 #include <thread>
 #include <vector>
 
-#include "error.h"
-#include "owners.h"
-#include "softhsm_token.h"
-#include "token_attributes.h"
-#include "vendor_driver.h"
-#include "vendor_module.h"
-#include "vendor_session.h"
-#include "vendor_token.h"
+#include "drivers/vendor_module/vendor_driver.h"
+#include "drivers/vendor_module/vendor_module.h"
+#include "drivers/vendor_module/vendor_session.h"
+#include "drivers/vendor_module/vendor_token.h"
+#include "src/common/errors/error.h"
+#include "src/common/ossl/owners.h"
+#include "tests/support/softhsm_token.h"
+#include "tests/support/token_attributes.h"
 
 namespace {
 

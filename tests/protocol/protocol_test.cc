@@ -17,15 +17,15 @@
 #include <utility>
 #include <vector>
 
-#include "codec.h"
-#include "cryptoki.h"
-#include "frontend_testing.h"
-#include "server.h"
-#include "service.h"
-#include "slot_table.h"
-#include "softhsm_token.h"
-#include "transport.h"
-#include "vendor_driver.h"
+#include "drivers/vendor_module/vendor_driver.h"
+#include "pkcs11/frontend_testing.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/wire/codec.h"
+#include "src/common/wire/transport.h"
+#include "src/daemon/server.h"
+#include "src/daemon/service.h"
+#include "src/daemon/slot_table.h"
+#include "tests/support/softhsm_token.h"
 
 namespace core = dojang::daemon;
 namespace test = dojang::test;

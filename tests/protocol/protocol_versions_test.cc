@@ -18,13 +18,13 @@
 #include <thread>
 #include <vector>
 
-#include "codec.h"
-#include "cryptoki.h"
-#include "frontend_testing.h"
-#include "server.h"
-#include "service.h"
-#include "slot_table.h"
-#include "transport.h"
+#include "pkcs11/frontend_testing.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/wire/codec.h"
+#include "src/common/wire/transport.h"
+#include "src/daemon/server.h"
+#include "src/daemon/service.h"
+#include "src/daemon/slot_table.h"
 
 namespace core = dojang::daemon;
 namespace wire = dojang::wire;

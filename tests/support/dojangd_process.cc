@@ -1,4 +1,4 @@
-#include "dojangd_process.h"
+#include "tests/support/dojangd_process.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>

@@ -11,9 +11,9 @@
 #include <optional>
 #include <string>
 
-#include "cryptoki.h"
-#include "softhsm_token.h"
-#include "temp_dir.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "tests/support/softhsm_token.h"
+#include "tests/support/temp_dir.h"
 
 namespace dojang::test {
 

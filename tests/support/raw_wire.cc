@@ -1,4 +1,4 @@
-#include "raw_wire.h"
+#include "tests/support/raw_wire.h"
 
 #include <sys/socket.h>
 #include <sys/un.h>

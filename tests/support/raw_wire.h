@@ -12,8 +12,8 @@
 #include <string>
 #include <thread>
 
-#include "codec.h"
-#include "cryptoki.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/wire/codec.h"
 
 namespace dojang::test {
 

@@ -1,10 +1,10 @@
-#include "softhsm_token.h"
+#include "tests/support/softhsm_token.h"
 
 #include <cstdlib>
 #include <regex>
 #include <stdexcept>
 
-#include "run_command.h"
+#include "tests/support/run_command.h"
 
 namespace dojang::test {
 

@@ -6,7 +6,7 @@
 #include <optional>
 #include <string_view>
 
-#include "token.h"
+#include "drivers/token/token.h"
 
 namespace dojang::test {
 

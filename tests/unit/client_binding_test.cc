@@ -5,9 +5,9 @@
 #include <memory>
 #include <vector>
 
-#include "error.h"
-#include "service.h"
-#include "slot_table.h"
+#include "src/common/errors/error.h"
+#include "src/daemon/service.h"
+#include "src/daemon/slot_table.h"
 
 namespace core = dojang::daemon;
 namespace wire = dojang::wire;

@@ -2,9 +2,9 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 
-#include "config.h"
-#include "error.h"
-#include "temp_dir.h"
+#include "src/common/errors/error.h"
+#include "src/daemon/config.h"
+#include "tests/support/temp_dir.h"
 
 namespace core = dojang::daemon;
 

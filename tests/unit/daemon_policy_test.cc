@@ -1,7 +1,7 @@
 // What dojangd enforces whatever a client or a backend says (src/daemon/policy.h).
 #include <catch2/catch.hpp>
 
-#include "policy.h"
+#include "src/daemon/policy.h"
 
 namespace core = dojang::daemon;
 namespace token = dojang::token;

@@ -4,12 +4,12 @@
 #include <catch2/catch.hpp>
 #include <winscard.h>
 
-#include "error.h"
-#include "fake_daemon.h"
-#include "fake_token.h"
-#include "foreign_errors.h"
-#include "service.h"
-#include "slot_table.h"
+#include "src/common/errors/error.h"
+#include "src/common/errors/foreign_errors.h"
+#include "src/daemon/service.h"
+#include "src/daemon/slot_table.h"
+#include "tests/unit/fake_daemon.h"
+#include "tests/unit/fake_token.h"
 
 namespace core = dojang::daemon;
 namespace test = dojang::test;

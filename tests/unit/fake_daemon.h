@@ -10,10 +10,10 @@
 #include <utility>
 #include <vector>
 
-#include "error.h"
-#include "fake_token.h"
-#include "service.h"
-#include "slot_table.h"
+#include "src/common/errors/error.h"
+#include "src/daemon/service.h"
+#include "src/daemon/slot_table.h"
+#include "tests/unit/fake_token.h"
 
 namespace dojang::test {
 

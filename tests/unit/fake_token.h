@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "error.h"
-#include "token.h"
+#include "drivers/token/token.h"
+#include "src/common/errors/error.h"
 
 namespace dojang::test {
 

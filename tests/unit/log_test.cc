@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "log.h"
-#include "temp_dir.h"
+#include "src/daemon/log.h"
+#include "tests/support/temp_dir.h"
 
 namespace core = dojang::daemon;
 

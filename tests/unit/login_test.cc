@@ -6,9 +6,9 @@
 #include <future>
 #include <thread>
 
-#include "error.h"
-#include "fake_token.h"
-#include "token_state.h"
+#include "src/common/errors/error.h"
+#include "src/daemon/token_state.h"
+#include "tests/unit/fake_token.h"
 
 namespace core = dojang::daemon;
 namespace test = dojang::test;

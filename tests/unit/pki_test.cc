@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "certificate_summary.h"
-#include "error.h"
-#include "korean_policy.h"
-#include "owners.h"
+#include "src/common/errors/error.h"
+#include "src/common/ossl/owners.h"
+#include "src/pki/certificate_summary.h"
+#include "src/pki/korean_policy.h"
 
 namespace {
 

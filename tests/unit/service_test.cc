@@ -3,12 +3,12 @@
 // checks, and C_CopyObject / C_GetObjectSize. Clients are made directly, without a connection.
 #include <catch2/catch.hpp>
 
-#include "error.h"
-#include "fake_daemon.h"
-#include "fake_token.h"
-#include "service.h"
-#include "slot_table.h"
-#include "wire_limits.h"
+#include "src/common/errors/error.h"
+#include "src/common/wire/wire_limits.h"
+#include "src/daemon/service.h"
+#include "src/daemon/slot_table.h"
+#include "tests/unit/fake_daemon.h"
+#include "tests/unit/fake_token.h"
 
 namespace core = dojang::daemon;
 namespace test = dojang::test;

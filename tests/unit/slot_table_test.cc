@@ -5,9 +5,9 @@
 #include <future>
 #include <thread>
 
-#include "error.h"
-#include "fake_token.h"
-#include "slot_table.h"
+#include "src/common/errors/error.h"
+#include "src/daemon/slot_table.h"
+#include "tests/unit/fake_token.h"
 
 namespace core = dojang::daemon;
 namespace test = dojang::test;

@@ -11,10 +11,10 @@
 #include <new>
 #include <thread>
 
-#include "codec.h"
-#include "cryptoki.h"
-#include "frontend.h"
-#include "transport.h"
+#include "pkcs11/frontend.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/wire/codec.h"
+#include "src/common/wire/transport.h"
 
 namespace wire = dojang::wire;
 

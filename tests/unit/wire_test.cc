@@ -14,11 +14,11 @@
 #include <thread>
 #include <vector>
 
-#include "calls.h"
-#include "cryptoki.h"
-#include "codec.h"
-#include "transport.h"
-#include "wire_limits.h"
+#include "src/common/cryptoki/cryptoki.h"
+#include "src/common/wire/calls.h"
+#include "src/common/wire/codec.h"
+#include "src/common/wire/transport.h"
+#include "src/common/wire/wire_limits.h"
 
 namespace wire = dojang::wire;
 

@@ -1,0 +1,152 @@
+#include "src/common/errors/error.h"
+
+#include <cstdio>
+
+namespace dojang {
+
+Error::Error(CK_RV rv, ErrorKind kind, const std::string& message, CallSite where)
+    : std::runtime_error(message), m_rv(rv), m_kind(kind), m_where(where) {}
+
+Error::Error(CK_RV rv, ErrorKind kind, const std::string& message, std::optional<unsigned> pinRetriesLeft,
+             CallSite where)
+    : std::runtime_error(message), m_rv(rv), m_kind(kind), m_where(where), m_pinRetriesLeft(pinRetriesLeft) {}
+
+ErrorKind kindOfCkRv(CK_RV rv) noexcept {
+  switch (rv) {
+    case CKR_PIN_INCORRECT:
+    case CKR_PIN_INVALID:
+    case CKR_PIN_LEN_RANGE:
+      return ErrorKind::PinIncorrect;
+    case CKR_PIN_LOCKED:
+    case CKR_PIN_EXPIRED:
+      return ErrorKind::PinLocked;
+    case CKR_DEVICE_REMOVED:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_TOKEN_NOT_RECOGNIZED:
+    case CKR_SESSION_CLOSED:
+      return ErrorKind::TokenRemoved;
+    case CKR_USER_NOT_LOGGED_IN:
+      return ErrorKind::NotLoggedIn;
+    case CKR_FUNCTION_NOT_SUPPORTED:
+    case CKR_MECHANISM_INVALID:
+    case CKR_ATTRIBUTE_TYPE_INVALID:
+      return ErrorKind::Unsupported;
+    case CKR_DEVICE_MEMORY:
+    case CKR_HOST_MEMORY:
+    case CKR_SESSION_COUNT:
+    case CKR_FUNCTION_CANCELED:
+      return ErrorKind::Retryable;
+    case CKR_ARGUMENTS_BAD:
+    case CKR_ATTRIBUTE_VALUE_INVALID:
+    case CKR_DATA_INVALID:
+    case CKR_DATA_LEN_RANGE:
+    case CKR_MECHANISM_PARAM_INVALID:
+    case CKR_TEMPLATE_INCOMPLETE:
+    case CKR_TEMPLATE_INCONSISTENT:
+    case CKR_OBJECT_HANDLE_INVALID:
+    case CKR_KEY_HANDLE_INVALID:
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SIGNATURE_INVALID:
+    case CKR_SIGNATURE_LEN_RANGE:
+    case CKR_ENCRYPTED_DATA_INVALID:
+    case CKR_ENCRYPTED_DATA_LEN_RANGE:
+    case CKR_KEY_TYPE_INCONSISTENT:
+    case CKR_KEY_FUNCTION_NOT_PERMITTED:
+    case CKR_ATTRIBUTE_SENSITIVE:
+    case CKR_ATTRIBUTE_READ_ONLY:
+    case CKR_BUFFER_TOO_SMALL:
+      return ErrorKind::BadInput;
+    default:
+      return ErrorKind::Fatal;
+  }
+}
+
+std::string ckRvName(CK_RV rv) {
+  switch (rv) {
+#define DOJANG_CKR_NAME(name) \
+  case name:                  \
+    return #name;
+    DOJANG_CKR_NAME(CKR_OK)
+    DOJANG_CKR_NAME(CKR_CANCEL)
+    DOJANG_CKR_NAME(CKR_HOST_MEMORY)
+    DOJANG_CKR_NAME(CKR_SLOT_ID_INVALID)
+    DOJANG_CKR_NAME(CKR_GENERAL_ERROR)
+    DOJANG_CKR_NAME(CKR_FUNCTION_FAILED)
+    DOJANG_CKR_NAME(CKR_ARGUMENTS_BAD)
+    DOJANG_CKR_NAME(CKR_NO_EVENT)
+    DOJANG_CKR_NAME(CKR_ATTRIBUTE_READ_ONLY)
+    DOJANG_CKR_NAME(CKR_ATTRIBUTE_SENSITIVE)
+    DOJANG_CKR_NAME(CKR_ATTRIBUTE_TYPE_INVALID)
+    DOJANG_CKR_NAME(CKR_ATTRIBUTE_VALUE_INVALID)
+    DOJANG_CKR_NAME(CKR_DATA_INVALID)
+    DOJANG_CKR_NAME(CKR_DATA_LEN_RANGE)
+    DOJANG_CKR_NAME(CKR_DEVICE_ERROR)
+    DOJANG_CKR_NAME(CKR_DEVICE_MEMORY)
+    DOJANG_CKR_NAME(CKR_DEVICE_REMOVED)
+    DOJANG_CKR_NAME(CKR_ENCRYPTED_DATA_INVALID)
+    DOJANG_CKR_NAME(CKR_ENCRYPTED_DATA_LEN_RANGE)
+    DOJANG_CKR_NAME(CKR_FUNCTION_CANCELED)
+    DOJANG_CKR_NAME(CKR_FUNCTION_NOT_SUPPORTED)
+    DOJANG_CKR_NAME(CKR_KEY_HANDLE_INVALID)
+    DOJANG_CKR_NAME(CKR_KEY_TYPE_INCONSISTENT)
+    DOJANG_CKR_NAME(CKR_KEY_FUNCTION_NOT_PERMITTED)
+    DOJANG_CKR_NAME(CKR_MECHANISM_INVALID)
+    DOJANG_CKR_NAME(CKR_MECHANISM_PARAM_INVALID)
+    DOJANG_CKR_NAME(CKR_OBJECT_HANDLE_INVALID)
+    DOJANG_CKR_NAME(CKR_OPERATION_ACTIVE)
+    DOJANG_CKR_NAME(CKR_OPERATION_NOT_INITIALIZED)
+    DOJANG_CKR_NAME(CKR_PIN_INCORRECT)
+    DOJANG_CKR_NAME(CKR_PIN_INVALID)
+    DOJANG_CKR_NAME(CKR_PIN_LEN_RANGE)
+    DOJANG_CKR_NAME(CKR_PIN_EXPIRED)
+    DOJANG_CKR_NAME(CKR_PIN_LOCKED)
+    DOJANG_CKR_NAME(CKR_SESSION_CLOSED)
+    DOJANG_CKR_NAME(CKR_SESSION_COUNT)
+    DOJANG_CKR_NAME(CKR_SESSION_HANDLE_INVALID)
+    DOJANG_CKR_NAME(CKR_SESSION_PARALLEL_NOT_SUPPORTED)
+    DOJANG_CKR_NAME(CKR_SESSION_READ_ONLY)
+    DOJANG_CKR_NAME(CKR_SESSION_EXISTS)
+    DOJANG_CKR_NAME(CKR_SESSION_READ_ONLY_EXISTS)
+    DOJANG_CKR_NAME(CKR_SESSION_READ_WRITE_SO_EXISTS)
+    DOJANG_CKR_NAME(CKR_SIGNATURE_INVALID)
+    DOJANG_CKR_NAME(CKR_SIGNATURE_LEN_RANGE)
+    DOJANG_CKR_NAME(CKR_TEMPLATE_INCOMPLETE)
+    DOJANG_CKR_NAME(CKR_TEMPLATE_INCONSISTENT)
+    DOJANG_CKR_NAME(CKR_TOKEN_NOT_PRESENT)
+    DOJANG_CKR_NAME(CKR_TOKEN_NOT_RECOGNIZED)
+    DOJANG_CKR_NAME(CKR_TOKEN_WRITE_PROTECTED)
+    DOJANG_CKR_NAME(CKR_USER_ALREADY_LOGGED_IN)
+    DOJANG_CKR_NAME(CKR_USER_NOT_LOGGED_IN)
+    DOJANG_CKR_NAME(CKR_USER_PIN_NOT_INITIALIZED)
+    DOJANG_CKR_NAME(CKR_USER_TYPE_INVALID)
+    DOJANG_CKR_NAME(CKR_USER_ANOTHER_ALREADY_LOGGED_IN)
+    DOJANG_CKR_NAME(CKR_USER_TOO_MANY_TYPES)
+    DOJANG_CKR_NAME(CKR_RANDOM_NO_RNG)
+    DOJANG_CKR_NAME(CKR_BUFFER_TOO_SMALL)
+    DOJANG_CKR_NAME(CKR_CRYPTOKI_NOT_INITIALIZED)
+    DOJANG_CKR_NAME(CKR_CRYPTOKI_ALREADY_INITIALIZED)
+    DOJANG_CKR_NAME(CKR_FUNCTION_REJECTED)
+#undef DOJANG_CKR_NAME
+    default: {
+      char hex[32];
+      std::snprintf(hex, sizeof hex, "CKR_0x%08lX", static_cast<unsigned long>(rv));
+      return hex;
+    }
+  }
+}
+
+void checkCkRv(CK_RV rv, std::string_view call, CallSite where) {
+  if (rv != CKR_OK) {
+    throwCkRv(rv, call, where);
+  }
+}
+
+void throwCkRv(CK_RV rv, std::string_view call, CallSite where) {
+  throw Error(rv, kindOfCkRv(rv), std::string(call) + " failed: " + ckRvName(rv), where);
+}
+
+void fail(CK_RV rv, const std::string& message, CallSite where) {
+  throw Error(rv, kindOfCkRv(rv), message, where);
+}
+
+}  // namespace dojang

@@ -1,0 +1,52 @@
+// Translators for the non-PKCS#11 failure sources. Kept apart from error.h so that the
+// dependency-light PKCS#11 module never pulls in OpenSSL or pcsc-lite.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "src/common/errors/error.h"
+
+struct sqlite3;  // <sqlite3.h>, for those who use SQLite only
+
+namespace dojang {
+
+// PC/SC: throws unless rv is SCARD_S_SUCCESS; removal and timeouts get their own kinds.
+void checkPcsc(long rv, std::string_view call,
+               CallSite where = CallSite::current());
+
+// OpenSSL: drains the thread's error queue into the message and throws.
+[[noreturn]] void throwOpenssl(std::string_view what, ErrorKind kind = ErrorKind::Fatal,
+                               CallSite where = CallSite::current());
+
+// Returns ptr, or throws with the OpenSSL error queue when it is null.
+template <class T>
+T* checkOpenssl(T* ptr, std::string_view what,
+                CallSite where = CallSite::current()) {
+  if (ptr == nullptr) {
+    throwOpenssl(what, ErrorKind::Fatal, where);
+  }
+  return ptr;
+}
+// For OpenSSL calls that return 1 on success.
+void checkOpensslStatus(int status, std::string_view what,
+                        CallSite where = CallSite::current());
+
+// Fills `out` from OpenSSL's random generator; throws with the OpenSSL error queue when it
+// cannot (RAND_bytes failed: no entropy).
+void opensslRandomBytes(std::span<std::uint8_t> out, std::string_view what,
+                        CallSite where = CallSite::current());
+
+// The wire transport (wire/transport.h, wire/codec.h), called from a catch block: the exception
+// being handled, a closed or silent connection to `peer` or a frame that breaks the protocol,
+// becomes an Error(CKR_DEVICE_ERROR), Retryable for a timeout and Fatal otherwise. Any other
+// exception is rethrown as it is.
+[[noreturn]] void throwTransportFailure(std::string_view peer, CallSite where = CallSite::current());
+
+// SQLite: "SQLite: <what>", followed by the database's own message (sqlite3_errmsg) when
+// `database` is given. Returned rather than thrown, so a caller can close the handle first.
+[[nodiscard]] Error sqliteError(sqlite3* database, std::string_view what,
+                                CallSite where = CallSite::current());
+
+}  // namespace dojang
