@@ -66,19 +66,6 @@ token::Mechanism toMechanism(const wire::Mechanism& in) {
   return out;
 }
 
-// Token flags follow PIN checks (count low, final try, locked): read them again after one,
-// whether it succeeded or not.
-class DescriptionRefresh final {
- public:
-  explicit DescriptionRefresh(TokenState& token) : m_token(token) {}
-  DescriptionRefresh(const DescriptionRefresh&) = delete;
-  DescriptionRefresh& operator=(const DescriptionRefresh&) = delete;
-  ~DescriptionRefresh() { m_token.descriptionChanged(); }
-
- private:
-  TokenState& m_token;
-};
-
 wire::Version toWire(const CK_VERSION& version) { return {version.major, version.minor}; }
 
 // CheckOperation names a key operation: Digest, or a byte that names no kind, is refused.
@@ -253,111 +240,6 @@ void Service::WaitForSlotEvent(CallContext& context, const wire::WaitForSlotEven
       fail(CKR_CRYPTOKI_NOT_INITIALIZED, "wait cancelled");
     }
   }
-}
-
-void Service::OpenSession(CallContext& context, const wire::OpenSessionRequest& in,
-                          wire::OpenSessionReply& out) {
-  if ((in.flags & CKF_SERIAL_SESSION) == 0) {
-    fail(CKR_SESSION_PARALLEL_NOT_SUPPORTED, "sessions must be serial");
-  }
-  auto token = m_slots.tokenIn(in.slot);
-  auto& client = *context.client;
-  if (token->loginOf(client.number()) == CKU_SO && (in.flags & CKF_RW_SESSION) == 0) {
-    fail(CKR_SESSION_READ_WRITE_SO_EXISTS, "an SO session is open");
-  }
-  auto session = std::make_shared<ClientSession>();
-  session->handle = nextSessionHandle();
-  session->slot = in.slot;
-  session->flags = in.flags & (CKF_SERIAL_SESSION | CKF_RW_SESSION);
-  session->backend = token->openSession();
-  session->token = std::move(token);
-  out.session = client.addSession(std::move(session));
-}
-
-void Service::CloseSession(CallContext& context, const wire::SessionRequest& in, wire::Empty&) {
-  auto session = context.client->takeSession(in.session);
-  closeSession(*context.client, *session);
-}
-
-void Service::CloseAllSessions(CallContext& context, const wire::SlotRequest& in, wire::Empty&) {
-  (void)m_slots.slotDescription(in.slot);  // CKR_SLOT_ID_INVALID for unknown slots
-  for (auto& session : context.client->takeSessions(in.slot)) {
-    closeSession(*context.client, *session);
-  }
-}
-
-void Service::GetSessionInfo(CallContext& context, const wire::SessionRequest& in,
-                             wire::GetSessionInfoReply& out) {
-  auto session = context.client->session(in.session);
-  const auto login = session->token->loginOf(context.client->number());
-  const bool readWrite = (session->flags & CKF_RW_SESSION) != 0;
-  out.info.slot = session->slot;
-  out.info.flags = session->flags;
-  if (login == CKU_SO) {
-    out.info.state = CKS_RW_SO_FUNCTIONS;
-  } else if (login == CKU_USER) {
-    out.info.state = readWrite ? CKS_RW_USER_FUNCTIONS : CKS_RO_USER_FUNCTIONS;
-  } else {
-    out.info.state = readWrite ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION;
-  }
-}
-
-void Service::Login(CallContext& context, const wire::LoginRequest& in, wire::Empty&) {
-  if (in.userType != CKU_USER && in.userType != CKU_SO) {
-    fail(CKR_USER_TYPE_INVALID, "use LoginContextSpecific for CKU_CONTEXT_SPECIFIC");
-  }
-  auto session = context.client->session(in.session);
-  if (in.pin.size() > wire::kMaxPinBytes) {
-    fail(CKR_PIN_LEN_RANGE, "PIN too long");
-  }
-  if (in.userType == CKU_SO && context.client->hasReadOnlySessionOn(session->slot)) {
-    // PKCS#11: an SO cannot log in while the application has read-only sessions with the token.
-    fail(CKR_SESSION_READ_ONLY_EXISTS, "SO login needs read-write sessions only");
-  }
-  const SecureBytes pin(in.pin);
-  session->token->login(context.client->number(), in.userType, in.pinGiven ? &pin : nullptr);
-  logInfo("client " + std::to_string(context.client->number()) + " (" + context.client->program() +
-          ") logged in to slot " + std::to_string(session->slot));
-}
-
-void Service::LoginContextSpecific(CallContext& context, const wire::LoginRequest& in, wire::Empty&) {
-  auto session = context.client->session(in.session);
-  requireLogin(*context.client, *session);
-  if (in.pin.size() > wire::kMaxPinBytes) {
-    fail(CKR_PIN_LEN_RANGE, "PIN too long");
-  }
-  // Kept for the operation it authorises, which gets it explicitly; the token checks it there.
-  std::lock_guard lock(session->mutex);
-  session->contextLogin = PendingContextLogin{in.pinGiven, SecureBytes(in.pin)};
-}
-
-void Service::Logout(CallContext& context, const wire::SessionRequest& in, wire::Empty&) {
-  auto session = context.client->session(in.session);
-  session->token->logout(context.client->number());
-}
-
-void Service::InitPin(CallContext& context, const wire::InitPinRequest& in, wire::Empty&) {
-  auto session = context.client->session(in.session);
-  if (session->token->loginOf(context.client->number()) != CKU_SO) {
-    fail(CKR_USER_NOT_LOGGED_IN, "InitPIN needs the SO logged in");
-  }
-  const SecureBytes pin(in.pin);
-  std::lock_guard lock(session->mutex);
-  const DescriptionRefresh refresh(*session->token);
-  session->backend->initPin(pin);
-}
-
-void Service::SetPin(CallContext& context, const wire::SetPinRequest& in, wire::Empty&) {
-  auto session = context.client->session(in.session);
-  if ((session->flags & CKF_RW_SESSION) == 0) {
-    fail(CKR_SESSION_READ_ONLY, "SetPIN needs a read-write session");
-  }
-  const SecureBytes oldPin(in.oldPin);
-  const SecureBytes newPin(in.newPin);
-  std::lock_guard lock(session->mutex);
-  const DescriptionRefresh refresh(*session->token);
-  session->backend->setPin(oldPin, newPin);
-  session->token->pinChanged(newPin);
 }
 
 void Service::FindObjects(CallContext& context, const wire::FindObjectsRequest& in,

@@ -172,4 +172,17 @@ class TokenState final {
   unsigned m_verifierMismatches = 0;
 };
 
+// Token flags follow PIN checks (count low, final try, locked): a PIN check reads them again
+// when it ends, whether it succeeded or not.
+class DescriptionRefresh final {
+ public:
+  explicit DescriptionRefresh(TokenState& token) : m_token(token) {}
+  DescriptionRefresh(const DescriptionRefresh&) = delete;
+  DescriptionRefresh& operator=(const DescriptionRefresh&) = delete;
+  ~DescriptionRefresh() { m_token.descriptionChanged(); }
+
+ private:
+  TokenState& m_token;
+};
+
 }  // namespace dojang::daemon
