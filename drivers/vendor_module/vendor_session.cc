@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "drivers/vendor_module/ck_mechanism.h"
+#include "src/common/cryptoki/key_use.h"
 #include "src/common/cryptoki/mechanism_key_type.h"
 
 namespace dojang::vendor {
@@ -251,18 +252,10 @@ void VendorSession::checkKeyOperation(OperationKind kind, const token::Mechanism
          "mechanism " + std::to_string(mechanism.type) + " cannot " + operationName(kind) + " on this token");
   }
 
-  const CK_OBJECT_CLASS wantedClass = asymmetricKeyClass(kind);
-  if (*objectClass != wantedClass && *objectClass != CKO_SECRET_KEY) {
-    fail(CKR_KEY_TYPE_INCONSISTENT, keyName + " is the wrong kind of key to " + operationName(kind));
-  }
-  const std::optional<CK_KEY_TYPE> required = requiredKeyType(mechanism.type);
-  if (required && (*keyType != *required || *objectClass == CKO_SECRET_KEY)) {
-    fail(CKR_KEY_TYPE_INCONSISTENT,
-         keyName + " has key type " + std::to_string(*keyType) + ", mechanism " +
-             std::to_string(mechanism.type) + " needs " + std::to_string(*required));
-  }
-  if (!trueOf(reads[2])) {
-    fail(CKR_KEY_FUNCTION_NOT_PERMITTED, keyName + " may not " + operationName(kind));
+  if (const auto refusal =
+          refuseKeyUse(kind, requiredKeyType(mechanism.type), {*objectClass, *keyType, trueOf(reads[2])})) {
+    fail(refusal->rv, keyName + ": " + refusal->reason + " (" + operationName(kind) + ", mechanism " +
+                          std::to_string(mechanism.type) + ")");
   }
   if (kind == OperationKind::Decrypt && mechanism.params.kind != token::MechanismParameters::Kind::None) {
     // Which OAEP parameters a token accepts only its own C_DecryptInit knows (SoftHSM takes

@@ -1,5 +1,7 @@
 // The daemon's side of every wire call: one method per row of DOJANG_WIRE_CALLS. Methods throw
-// dojang::Error; the dispatcher turns that into the reply's CK_RV.
+// dojang::Error; the dispatcher turns that into the reply's CK_RV. The handlers live by group:
+// service.cc (clients, slots and tokens, status), service_sessions.cc (sessions and logins),
+// service_objects.cc (objects and keys, through TokenAccess, where the policy is).
 #pragma once
 
 #include <chrono>
@@ -48,11 +50,6 @@ class Service final {
 
  private:
   void closeSession(Client& client, ClientSession& session);
-  static Viewer viewerOf(Client& client, ClientSession& session);
-  void requireLogin(Client& client, ClientSession& session);
-  // CreateObject's checks, the token's C_CreateObject and the new object's owner; templ may be
-  // changed (key protection).
-  token::ObjectId createChecked(Client& client, ClientSession& session, token::AttributeList& templ);
 
   SlotTable& m_slots;
   const std::vector<wire::BackendStatus> m_backends;

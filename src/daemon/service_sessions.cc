@@ -1,12 +1,12 @@
 // Service's handlers for sessions and logins: opening and closing sessions, C_Login (user, SO
 // and context-specific), C_Logout, C_InitPIN and C_SetPIN.
-#include "src/daemon/service.h"
-
 #include <string>
 
 #include "src/common/errors/error.h"
 #include "src/common/wire/wire_limits.h"
 #include "src/daemon/log.h"
+#include "src/daemon/service.h"
+#include "src/daemon/token_access.h"
 
 namespace dojang::daemon {
 
@@ -77,7 +77,7 @@ void Service::Login(CallContext& context, const wire::LoginRequest& in, wire::Em
 
 void Service::LoginContextSpecific(CallContext& context, const wire::LoginRequest& in, wire::Empty&) {
   auto session = context.client->session(in.session);
-  requireLogin(*context.client, *session);
+  TokenAccess(*context.client, *session).requireLogin();
   if (in.pin.size() > wire::kMaxPinBytes) {
     fail(CKR_PIN_LEN_RANGE, "PIN too long");
   }

@@ -19,7 +19,8 @@ namespace {
 // token's own retry counter cannot see them.
 constexpr unsigned kMaxVerifierMismatches = 3;
 
-constexpr CK_ATTRIBUTE_TYPE kFactTypes[] = {CKA_CLASS, CKA_KEY_TYPE, CKA_PRIVATE, CKA_TOKEN};
+constexpr CK_ATTRIBUTE_TYPE kFactTypes[] = {CKA_CLASS, CKA_KEY_TYPE, CKA_PRIVATE, CKA_TOKEN,
+                                             CKA_SIGN,  CKA_VERIFY,   CKA_DECRYPT};
 // What one cached attribute costs besides its value, for the cache's byte count.
 constexpr std::size_t kAttributeOverhead = 64;
 
@@ -203,6 +204,14 @@ ObjectFacts TokenState::factsOf(token::TokenSession& via, token::ObjectId object
   if (reads[3].status == CKR_OK) {
     (void)readBool(reads[3].value, facts.isTokenObject);
   }
+  const auto usage = [&](std::size_t index, bool& flag) {
+    if (reads[index].status == CKR_OK) {
+      (void)readBool(reads[index].value, flag);
+    }
+  };
+  usage(4, facts.canSign);
+  usage(5, facts.canVerify);
+  usage(6, facts.canDecrypt);
   if (generation == m_generation) {
     for (const auto& read : reads) {
       storeLocked(object, read);

@@ -19,6 +19,7 @@
 
 #include "drivers/token/secure_bytes.h"
 #include "drivers/token/token.h"
+#include "src/common/cryptoki/operation_kind.h"
 
 namespace dojang::daemon {
 
@@ -36,7 +37,25 @@ struct ObjectFacts {
   CK_KEY_TYPE keyType = ~CK_KEY_TYPE{0};
   bool isPrivate = false;
   bool isTokenObject = true;
+  // CKA_SIGN, CKA_VERIFY, CKA_DECRYPT: false for objects that are not keys.
+  bool canSign = false;
+  bool canVerify = false;
+  bool canDecrypt = false;
   ClientNumber owner = 0;  // session objects belong to the client that made them; 0: unknown
+
+  [[nodiscard]] bool allows(OperationKind kind) const noexcept {
+    switch (kind) {
+      case OperationKind::Sign:
+        return canSign;
+      case OperationKind::Verify:
+        return canVerify;
+      case OperationKind::Decrypt:
+        return canDecrypt;
+      case OperationKind::Digest:
+        break;
+    }
+    return false;
+  }
 };
 
 // What the attribute cache holds, for tests and status.
