@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "pkcs11/connection_pool.h"
+#include "pkcs11/marshalling.h"
+#include "pkcs11/session_state.h"
 #include "src/common/cryptoki/cryptoki.h"
 #include "src/common/cryptoki/operation_kind.h"
 
@@ -78,39 +80,6 @@ class Frontend final {
   CK_RV refuseOnSession(CK_SESSION_HANDLE session, CK_RV rv);
 
  private:
-  struct Operation {
-    bool active = false;
-    bool updated = false;  // C_xxxUpdate was used: single-part calls are now wrong
-    wire::Mechanism mechanism;
-    std::uint64_t key = 0;
-    wire::Bytes data;
-    bool haveResult = false;
-    bool resultIsSinglePart = false;  // which call made the result: only that call may fetch it
-    wire::Bytes result;  // kept between a size query and the call that fetches it
-    void end() noexcept;
-  };
-  // The reply to a C_GetAttributeValue size query, kept for the read that follows it, so that
-  // the two-call convention costs one round trip. Any other call on the session drops it, and
-  // so does any write, login or logout in the process (a newer generation).
-  struct KeptAttributes {
-    bool valid = false;
-    std::uint64_t object = 0;
-    std::vector<std::uint64_t> types;
-    std::vector<wire::AttributeResult> attributes;
-    std::uint64_t generation = 0;
-  };
-  struct SessionState {
-    CK_SLOT_ID slot = 0;
-    CK_FLAGS flags = 0;
-    Operation operations[kOperationKindCount];
-    bool findActive = false;
-    std::vector<std::uint64_t> found;
-    std::size_t nextFound = 0;
-    std::mutex mutex;
-    std::mutex keptMutex;  // guards kept alone; nothing else is locked while holding it
-    KeptAttributes kept;
-  };
-
   // Every call on a session looks its state up here, which drops the session's kept attributes.
   std::shared_ptr<SessionState> sessionState(CK_SESSION_HANDLE session);
   std::shared_ptr<SessionState> findSession(CK_SESSION_HANDLE session);
@@ -120,6 +89,7 @@ class Frontend final {
   CK_RV lookupMechanism(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, wire::MechanismInfo& out);
   void forgetEverything();
   void forgetChecksIfLoggedOutLocked(CK_SLOT_ID slot);
+  // The round trips; defined in frontend_calls.h, which the files using them include.
   template <wire::CallId id>
   CK_RV call(const typename wire::Call<id>::Request& request, typename wire::Call<id>::Reply& reply);
   template <wire::CallId id>
@@ -138,8 +108,5 @@ class Frontend final {
                                 std::uint64_t, OperationKind>;
   std::set<CheckedUse> m_checked;
 };
-
-// Converts a caller's CK_MECHANISM into its wire form; false for malformed parameters.
-bool toWireMechanism(const CK_MECHANISM& in, wire::Mechanism& out);
 
 }  // namespace dojang::frontend
