@@ -200,7 +200,7 @@ OSSL_CMP_PKISI* CmpService::decideCertRequest(CmpTransaction& transaction, const
     }
   }
   // Everything for this certificate lands together or not at all.
-  Transaction write = m_store.begin();
+  sqlite::Transaction write = m_store.begin();
   m_store.insertCertificate(issued.record);
   if (transaction.code) {
     m_store.markCodeUsed(transaction.code->reference, issued.record.serial, now);
@@ -287,7 +287,7 @@ void CmpService::confirmCertificate(CmpTransaction& transaction, const ASN1_OCTE
     const std::string serial = serialHex(*transaction.issued);
     {
       std::lock_guard<std::mutex> state(m_stateMutex);
-      Transaction write = m_store.begin();
+      sqlite::Transaction write = m_store.begin();
       m_store.revoke(serial, std::time(nullptr), kReasonCessationOfOperation);
       write.commit();
     }

@@ -53,7 +53,7 @@ constexpr const char* kCertificateColumns =
     "serial, subject, subject_der, profile, not_before, not_after, subject_key_id, der, issued_at, "
     "origin, replaces, revoked_at, revocation_reason";
 
-CertificateRecord readCertificate(const Statement& row) {
+CertificateRecord readCertificate(const sqlite::Statement& row) {
   CertificateRecord record;
   record.serial = row.text(0);
   record.subject = row.text(1);
@@ -71,7 +71,7 @@ CertificateRecord readCertificate(const Statement& row) {
   return record;
 }
 
-std::optional<CertificateRecord> firstCertificate(Statement& statement) {
+std::optional<CertificateRecord> firstCertificate(sqlite::Statement& statement) {
   if (!statement.step()) {
     return std::nullopt;
   }
@@ -83,7 +83,7 @@ std::optional<CertificateRecord> firstCertificate(Statement& statement) {
 CaStore::CaStore(const std::string& path) : m_database(path) { m_database.execute(kSchema); }
 
 void CaStore::insertCode(const EnrolmentCode& code) {
-  Statement statement(m_database,
+  sqlite::Statement statement(m_database,
                       "INSERT INTO enrolment_codes (reference, secret, profile, subject, subject_der, "
                       "created_at, expires_at, used_at, used_by_serial, reissue_of) "
                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
@@ -94,7 +94,7 @@ void CaStore::insertCode(const EnrolmentCode& code) {
 }
 
 std::optional<EnrolmentCode> CaStore::findCode(const std::string& reference) {
-  Statement statement(m_database,
+  sqlite::Statement statement(m_database,
                       "SELECT reference, secret, profile, subject, subject_der, created_at, expires_at, "
                       "used_at, used_by_serial, reissue_of FROM enrolment_codes WHERE reference = ?1");
   statement.bind(1, reference);
@@ -116,7 +116,7 @@ std::optional<EnrolmentCode> CaStore::findCode(const std::string& reference) {
 }
 
 void CaStore::markCodeUsed(const std::string& reference, const std::string& serial, int64_t at) {
-  Statement statement(m_database,
+  sqlite::Statement statement(m_database,
                       "UPDATE enrolment_codes SET used_at = ?2, used_by_serial = ?3 "
                       "WHERE reference = ?1 AND used_at IS NULL");
   statement.bind(1, reference).bind(2, at).bind(3, serial);
@@ -128,7 +128,7 @@ void CaStore::markCodeUsed(const std::string& reference, const std::string& seri
 }
 
 void CaStore::insertCertificate(const CertificateRecord& record) {
-  Statement statement(m_database, std::string("INSERT INTO certificates (") + kCertificateColumns +
+  sqlite::Statement statement(m_database, std::string("INSERT INTO certificates (") + kCertificateColumns +
                                       ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
   statement.bind(1, record.serial).bind(2, record.subject).bindBlob(3, record.subjectDer);
   statement.bind(4, record.profile).bind(5, record.notBefore).bind(6, record.notAfter);
@@ -139,14 +139,14 @@ void CaStore::insertCertificate(const CertificateRecord& record) {
 }
 
 std::optional<CertificateRecord> CaStore::findBySerial(const std::string& serial) {
-  Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
+  sqlite::Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
                                       " FROM certificates WHERE serial = ?1");
   statement.bind(1, serial);
   return firstCertificate(statement);
 }
 
 std::optional<CertificateRecord> CaStore::findBySubjectKeyId(const std::string& hex) {
-  Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
+  sqlite::Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
                                       " FROM certificates WHERE subject_key_id = ?1 "
                                       "ORDER BY issued_at DESC LIMIT 1");
   statement.bind(1, hex);
@@ -155,7 +155,7 @@ std::optional<CertificateRecord> CaStore::findBySubjectKeyId(const std::string& 
 
 std::optional<CertificateRecord> CaStore::findCurrent(const std::vector<unsigned char>& subjectDer,
                                                       const std::string& profile) {
-  Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
+  sqlite::Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
                                       " FROM certificates WHERE subject_der = ?1 AND profile = ?2 "
                                       "AND revoked_at IS NULL ORDER BY not_after DESC LIMIT 1");
   statement.bindBlob(1, subjectDer).bind(2, profile);
@@ -164,7 +164,7 @@ std::optional<CertificateRecord> CaStore::findCurrent(const std::vector<unsigned
 
 std::optional<CertificateRecord> CaStore::findLatest(const std::vector<unsigned char>& subjectDer,
                                                      const std::string& profile) {
-  Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
+  sqlite::Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
                                       " FROM certificates WHERE subject_der = ?1 AND profile = ?2 "
                                       "ORDER BY not_after DESC, issued_at DESC LIMIT 1");
   statement.bindBlob(1, subjectDer).bind(2, profile);
@@ -172,14 +172,14 @@ std::optional<CertificateRecord> CaStore::findLatest(const std::vector<unsigned 
 }
 
 std::optional<CertificateRecord> CaStore::findSuccessor(const std::string& serial) {
-  Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
+  sqlite::Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
                                       " FROM certificates WHERE replaces = ?1 ORDER BY issued_at LIMIT 1");
   statement.bind(1, serial);
   return firstCertificate(statement);
 }
 
 std::vector<CertificateRecord> CaStore::listCertificates() {
-  Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
+  sqlite::Statement statement(m_database, std::string("SELECT ") + kCertificateColumns +
                                       " FROM certificates ORDER BY issued_at, rowid");
   std::vector<CertificateRecord> records;
   while (statement.step()) {
@@ -189,7 +189,7 @@ std::vector<CertificateRecord> CaStore::listCertificates() {
 }
 
 bool CaStore::revoke(const std::string& serial, int64_t at, int64_t reason) {
-  Statement statement(m_database,
+  sqlite::Statement statement(m_database,
                       "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3 "
                       "WHERE serial = ?1 AND revoked_at IS NULL");
   statement.bind(1, serial).bind(2, at).bind(3, reason);
@@ -198,7 +198,7 @@ bool CaStore::revoke(const std::string& serial, int64_t at, int64_t reason) {
 }
 
 std::vector<RevokedEntry> CaStore::revoked() {
-  Statement statement(m_database,
+  sqlite::Statement statement(m_database,
                       "SELECT serial, revoked_at, revocation_reason FROM certificates "
                       "WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial");
   std::vector<RevokedEntry> entries;
@@ -209,7 +209,7 @@ std::vector<RevokedEntry> CaStore::revoked() {
 }
 
 void CaStore::addLedgerEntry(const LedgerEntry& entry) {
-  Statement statement(m_database,
+  sqlite::Statement statement(m_database,
                       "INSERT INTO ledger (at, serial, profile, amount_krw, kind) VALUES (?1, ?2, ?3, ?4, ?5)");
   statement.bind(1, entry.at).bind(2, entry.serial).bind(3, entry.profile).bind(4, entry.amountKrw);
   statement.bind(5, entry.kind);
@@ -217,7 +217,7 @@ void CaStore::addLedgerEntry(const LedgerEntry& entry) {
 }
 
 std::vector<LedgerEntry> CaStore::ledger() {
-  Statement statement(m_database,
+  sqlite::Statement statement(m_database,
                       "SELECT id, at, serial, profile, amount_krw, kind FROM ledger ORDER BY id");
   std::vector<LedgerEntry> entries;
   while (statement.step()) {
@@ -228,12 +228,12 @@ std::vector<LedgerEntry> CaStore::ledger() {
 }
 
 int64_t CaStore::nextCrlNumber() {
-  Transaction transaction(m_database);
-  Statement bump(m_database,
+  sqlite::Transaction transaction(m_database);
+  sqlite::Statement bump(m_database,
                  "INSERT INTO counters (name, value) VALUES ('crl_number', 1) "
                  "ON CONFLICT(name) DO UPDATE SET value = value + 1");
   bump.run();
-  Statement read(m_database, "SELECT value FROM counters WHERE name = 'crl_number'");
+  sqlite::Statement read(m_database, "SELECT value FROM counters WHERE name = 'crl_number'");
   read.step();
   int64_t number = read.integer(0);
   transaction.commit();

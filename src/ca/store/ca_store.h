@@ -59,7 +59,7 @@ class CaStore final {
  public:
   explicit CaStore(const std::string& path);
 
-  [[nodiscard]] Transaction begin() { return Transaction(m_database); }
+  [[nodiscard]] sqlite::Transaction begin() { return sqlite::Transaction(m_database); }
 
   void insertCode(const EnrolmentCode& code);
   [[nodiscard]] std::optional<EnrolmentCode> findCode(const std::string& reference);
@@ -87,7 +87,7 @@ class CaStore final {
   [[nodiscard]] int64_t nextCrlNumber();
 
  private:
-  Database m_database;
+  sqlite::Database m_database;
 };
 
 }  // namespace dojang::ca

@@ -4,7 +4,7 @@
 
 #include "src/common/errors/foreign_errors.h"
 
-namespace dojang::ca {
+namespace dojang::sqlite {
 namespace {
 
 [[noreturn]] void throwSqlite(sqlite3* database, const std::string& what,
@@ -182,4 +182,4 @@ void Transaction::commit() {
   m_done = true;
 }
 
-}  // namespace dojang::ca
+}  // namespace dojang::sqlite

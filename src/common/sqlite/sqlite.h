@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-namespace dojang::ca {
+namespace dojang::sqlite {
 
 class Database final {
  public:
@@ -79,4 +79,4 @@ class Transaction final {
   bool m_done = false;
 };
 
-}  // namespace dojang::ca
+}  // namespace dojang::sqlite
