@@ -40,18 +40,53 @@ void checkPcsc(long rv, std::string_view call, CallSite where) {
   }
 }
 
-void throwOpenssl(std::string_view what, ErrorKind kind, CallSite where) {
-  std::string message(what);
+OpensslErrors takeOpensslErrors() {
+  OpensslErrors errors;
   unsigned long code = 0;
+  const char* data = nullptr;
+  int flags = 0;
   char text[256];
-  bool first = true;
-  while ((code = ERR_get_error()) != 0) {
+  while ((code = ERR_get_error_all(nullptr, nullptr, nullptr, &data, &flags)) != 0) {
     ERR_error_string_n(code, text, sizeof text);
-    message += first ? ": " : "; ";
-    message += text;
-    first = false;
+    if (!errors.text.empty()) {
+      errors.text += "; ";
+    }
+    errors.text += text;
+    // The data says what the code cannot: the server, the HTTP status, the CA's message.
+    if ((flags & ERR_TXT_STRING) != 0 && data != nullptr && *data != '\0') {
+      errors.text += std::string(" (") + data + ")";
+    }
+    errors.codes.push_back(code);
   }
-  throw Error(CKR_FUNCTION_FAILED, kind, message, where);
+  return errors;
+}
+
+namespace {
+
+std::string withErrors(std::string_view what, const OpensslErrors& errors) {
+  std::string message(what);
+  if (!errors.text.empty()) {
+    message += ": " + errors.text;
+  }
+  return message;
+}
+
+}  // namespace
+
+void throwOpenssl(std::string_view what, ErrorKind kind, CallSite where) {
+  throw Error(CKR_FUNCTION_FAILED, kind, withErrors(what, takeOpensslErrors()), where);
+}
+
+void throwLibp11(std::string_view what, int ckrLibrary, CallSite where) {
+  const OpensslErrors errors = takeOpensslErrors();
+  for (const unsigned long code : errors.codes) {
+    if (ERR_GET_LIB(code) == ckrLibrary && ERR_GET_REASON(code) != 0) {
+      const auto rv = static_cast<CK_RV>(ERR_GET_REASON(code));
+      throw Error(rv, kindOfCkRv(rv), withErrors(std::string(what) + " (" + ckRvName(rv) + ")", errors),
+                  where);
+    }
+  }
+  throw Error(CKR_FUNCTION_FAILED, ErrorKind::Fatal, withErrors(what, errors), where);
 }
 
 void checkOpensslStatus(int status, std::string_view what, CallSite where) {

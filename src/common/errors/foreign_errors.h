@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "src/common/errors/error.h"
 
@@ -19,6 +21,22 @@ void checkPcsc(long rv, std::string_view call,
 // OpenSSL: drains the thread's error queue into the message and throws.
 [[noreturn]] void throwOpenssl(std::string_view what, ErrorKind kind = ErrorKind::Fatal,
                                CallSite where = CallSite::current());
+
+// OpenSSL's error queue, drained: each entry's packed code (for ERR_GET_LIB / ERR_GET_REASON) and
+// all entries' text with their data, "; "-separated. For callers that classify a failure (a CMP
+// transfer that timed out, a CA that is down) before they throw.
+struct OpensslErrors final {
+  std::vector<unsigned long> codes;
+  std::string text;
+};
+[[nodiscard]] OpensslErrors takeOpensslErrors();
+
+// libp11 reports a module's CK_RV as the reason of an entry in its own error library, whose
+// number the caller passes (libp11's ERR_get_CKR_code(); errors/ does not link libp11). Throws
+// with that CK_RV and its kind (CKR_PIN_INCORRECT: PinIncorrect), or CKR_FUNCTION_FAILED and
+// Fatal when no entry carries one; the message has the drained queue.
+[[noreturn]] void throwLibp11(std::string_view what, int ckrLibrary,
+                              CallSite where = CallSite::current());
 
 // Returns ptr, or throws with the OpenSSL error queue when it is null.
 template <class T>
