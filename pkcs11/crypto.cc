@@ -188,7 +188,9 @@ CK_RV Frontend::generateRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_UL
   if (reply.data.size() != length) {
     return CKR_DEVICE_ERROR;
   }
-  std::memcpy(out, reply.data.data(), length);
+  if (length > 0) {  // C_GenerateRandom(.., 0): nothing to copy, and data() may be null
+    std::memcpy(out, reply.data.data(), length);
+  }
   return CKR_OK;
 }
 

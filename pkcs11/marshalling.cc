@@ -144,7 +144,9 @@ CK_RV deliver(const wire::Bytes& result, CK_BYTE_PTR out, CK_ULONG_PTR outLength
     *outLength = result.size();
     return CKR_BUFFER_TOO_SMALL;
   }
-  std::memcpy(out, result.data(), result.size());
+  if (!result.empty()) {  // an empty result's data() may be null
+    std::memcpy(out, result.data(), result.size());
+  }
   *outLength = result.size();
   done = true;
   return CKR_OK;

@@ -126,7 +126,9 @@ CK_RV Frontend::getAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE ob
       attribute.ulValueLen = CK_UNAVAILABLE_INFORMATION;
       result = CKR_BUFFER_TOO_SMALL;
     } else {
-      std::memcpy(attribute.pValue, read.value.data(), read.value.size());
+      if (!read.value.empty()) {  // an empty value's data() may be null, which memcpy must not get
+        std::memcpy(attribute.pValue, read.value.data(), read.value.size());
+      }
       attribute.ulValueLen = read.value.size();
     }
   }
