@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job, on the embedded defaults: a SoftHSM token behind dojangd; a key generated on the
-# token through dojang-pkcs11.so; dojang-ca (the embedded CMP CA) issuing a SignKorea 범용 개인
-# certificate for that key over CMP, with the private key never leaving the token; the
-# certificate stored on the token; and pkcs11-tool and openssl signing through dojang.
+# The main job, on the embedded defaults: a SoftHSM token behind dojangd; dojang-ca (the embedded
+# CMP CA); `dojang enroll` getting a SignKorea 범용 개인 certificate that expires soon for a key
+# generated on the token; `dojang renew` renewing it through the guide's four steps with a new
+# key generated on the token; pkcs11-tool and openssl signing with the renewed key through dojang;
+# the journal entry and the CA's ledger. No private key ever leaves the token.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -47,26 +48,49 @@ for _ in $(seq 100); do [ -S "$DOJANG_SOCKET" ] && break; sleep 0.05; done
 step "3. pkcs11-tool sees the token through dojang-pkcs11.so"
 pkcs11-tool --module "$module" -L
 
-step "4. An EC P-256 key generated on the token (sensitive, never extractable, CKA_LOCAL)"
-pkcs11-tool --module "$module" --login --pin "$pin" --keypairgen --key-type EC:prime256v1 \
-  --id 01 --label signkey 2>&1 | sed -n '1,6p'
-
-step "5. dojang-ca, the embedded CMP CA with Korean profiles"
+step "4. dojang-ca, the embedded CMP CA with Korean profiles (20-day certificates, so they expire soon)"
 ca=$root/build/src/ca/dojang-ca
 "$ca" init --dir "$work/ca" >/dev/null
-"$ca" serve --dir "$work/ca" --port 0 >"$work/ca.out" 2>"$work/ca.log" &
+"$ca" serve --dir "$work/ca" --port 0 --test-validity-days 20 >"$work/ca.out" 2>"$work/ca.log" &
 pids+=($!)
 for _ in $(seq 100); do grep -q listening "$work/ca.out" 2>/dev/null && break; sleep 0.05; done
-ca_url=$(sed -n 's/^dojang-ca listening on http:\/\/\([^/]*\)\/.*/\1/p' "$work/ca.out" | head -n 1)
+ca_url=$(sed -n 's/^dojang-ca listening on \(http:\/\/[^ ]*\).*/\1/p' "$work/ca.out" | head -n 1)
 echo "CA at $ca_url"
+export XDG_CONFIG_HOME=$work/config XDG_STATE_HOME=$work/state
+mkdir -p "$XDG_CONFIG_HOME/dojang"
+cat >"$XDG_CONFIG_HOME/dojang/renewal.toml" <<TOML
+[ca.dojang-ca]
+url = "$ca_url"
+trusted = "$work/ca/ca.cert.pem"
+validity_days = 20
+TOML
 "$ca" enroll-code --dir "$work/ca" --profile signkorea-general-personal \
   --subject "cn=홍길동()0001234567890123,ou=개인" --json >"$work/code.json"
 ref=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["reference"])' "$work/code.json")
 code=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["authorization_code"])' "$work/code.json")
-fee_oid=2.25.291284094336645414261949578006134921605.1
-echo "참조번호 $ref, 인가코드 $code, fee 4,400 KRW acknowledged"
+echo "참조번호 (reference number) $ref, 인가코드 (authorization code) $code"
 
-step "6. Enrolment over CMP (ir): the proof of possession is signed on the token through dojang"
+dojang=$root/build/src/cli/dojang
+step "5. dojang enroll: a key generated on the token, CMP ir with the reference number, the certificate stored"
+echo "$pin" | "$dojang" enroll --ref "$ref" --code "$code" --label signkey --accept-fee 4400 --pin-stdin
+
+step "6. dojang certs: the days left, and \"renew now\""
+"$dojang" certs
+
+step "7. dojang renew: the four steps (the certificate, the PIN, the 4,400 KRW fee, the result)"
+echo "$pin" | "$dojang" renew signkey --pin-stdin --accept-fee 4400 | tee "$work/renew.txt"
+key_id=$(sed -n 's/^  new key: CKA_ID \([0-9a-f]*\) .*/\1/p' "$work/renew.txt")
+"$dojang" certs
+
+step "8. Signing with the renewed key through dojang: pkcs11-tool and openssl, verified against the new certificate"
+pkcs11-tool --module "$module" --read-object --type cert --id "$key_id" -o "$work/cert.der" >/dev/null
+openssl x509 -inform DER -in "$work/cert.der" -noout -subject -startdate -enddate -nameopt utf8
+openssl x509 -inform DER -in "$work/cert.der" -pubkey -noout >"$work/pub.pem"
+echo "dojang: the seal a Korean presses to sign" >"$work/document.txt"
+openssl dgst -sha256 -binary "$work/document.txt" >"$work/document.sha256"
+pkcs11-tool --module "$module" --login --pin "$pin" --sign --id "$key_id" -m ECDSA \
+  --signature-format openssl -i "$work/document.sha256" -o "$work/sig.pkcs11-tool" 2>/dev/null
+openssl dgst -sha256 -verify "$work/pub.pem" -signature "$work/sig.pkcs11-tool" "$work/document.txt"
 cat >"$work/openssl.cnf" <<CNF
 openssl_conf = init
 [init]
@@ -78,33 +102,17 @@ engine_id = pkcs11
 MODULE_PATH = $module
 init = 0
 CNF
-key_uri="pkcs11:token=$label;object=signkey;type=private;pin-value=$pin"
-OPENSSL_CONF=$work/openssl.cnf openssl cmp -cmd ir -server "$ca_url" -path / \
-  -trusted "$work/ca/ca.cert.pem" -ref "$ref" -secret "pass:$code" \
-  -engine pkcs11 -keyform ENGINE -newkey "$key_uri" -subject "/CN=applicant" \
-  -certout "$work/cert.pem" -geninfo "$fee_oid:int:4400" 2>&1 | grep -v '^CMP info' || true
-test -s "$work/cert.pem"
-openssl x509 -in "$work/cert.pem" -noout -subject -enddate -nameopt utf8
-
-step "7. The certificate goes onto the token beside its key"
-openssl x509 -in "$work/cert.pem" -outform DER -out "$work/cert.der"
-pkcs11-tool --module "$module" --login --pin "$pin" --write-object "$work/cert.der" --type cert \
-  --id 01 --label signkey >/dev/null
-"$root/build/src/cli/dojang" certs
-
-step "8. Signing through dojang: pkcs11-tool and openssl, verified against the certificate"
-echo "dojang: the seal a Korean presses to sign" >"$work/document.txt"
-openssl x509 -in "$work/cert.pem" -pubkey -noout >"$work/pub.pem"
-openssl dgst -sha256 -binary "$work/document.txt" >"$work/document.sha256"
-pkcs11-tool --module "$module" --login --pin "$pin" --sign --id 01 -m ECDSA \
-  --signature-format openssl -i "$work/document.sha256" -o "$work/sig.pkcs11-tool" 2>/dev/null
-openssl dgst -sha256 -verify "$work/pub.pem" -signature "$work/sig.pkcs11-tool" "$work/document.txt"
+key_uri="pkcs11:token=$label;id=$(echo "$key_id" | sed 's/../%&/g');type=private;pin-value=$pin"
 OPENSSL_CONF=$work/openssl.cnf openssl dgst -sha256 -engine pkcs11 -keyform engine -sign "$key_uri" \
   -out "$work/sig.openssl" "$work/document.txt" 2>/dev/null
 openssl dgst -sha256 -verify "$work/pub.pem" -signature "$work/sig.openssl" "$work/document.txt"
 
-step "9. The private key never left the token"
-pkcs11-tool --module "$module" --login --pin "$pin" --list-objects --type privkey 2>/dev/null | grep -E "Private Key|Access"
+step "9. The private keys never left the token"
+pkcs11-tool --module "$module" --login --pin "$pin" --list-objects --type privkey 2>/dev/null | grep -E "Private Key|label|Access"
 echo "(dojangd also refuses CKA_VALUE and CKA_PRIVATE_EXPONENT of private keys with CKR_ATTRIBUTE_SENSITIVE)"
+
+step "10. The journal and the CA's ledger"
+"$dojang" renew --history
+"$ca" ledger --dir "$work/ca"
 
 step "Done: the demo's daemon, CA and token are removed on exit"

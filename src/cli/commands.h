@@ -47,8 +47,38 @@ struct StatusOptions {
   std::optional<std::string> socket;  // --socket PATH
 };
 
+struct RenewOptions {
+  ModuleOptions module;
+  std::optional<std::string> certificate;  // CERT: a label, a serial or a pkcs11: URI
+  std::optional<std::string> pinFile;      // --pin-file (mode 0600)
+  bool pinStdin = false;                   // --pin-stdin
+  std::optional<long long> acceptFee;      // --accept-fee AMOUNT (KRW)
+  std::optional<std::string> keyType;      // --key-type
+  bool deleteOld = false;                  // --delete-old
+  bool recover = false;                    // --recover: finish or undo interrupted renewals only
+  bool history = false;                    // --history: the journal's latest renewals
+  std::optional<std::string> config;       // --config (renewal.toml)
+  std::optional<std::string> ca;           // --ca NAME
+  std::optional<std::string> caUrl;        // --ca-url http://host:port/path
+  std::optional<std::string> caTrusted;    // --ca-trusted PEM
+  std::optional<std::string> journal;      // --journal PATH
+  bool json = false;
+};
+
+// `dojang enroll`: the renewal options that apply (module, PIN, CA, journal, key type, fee, json)
+// and the CA's reference number and authorization code.
+struct EnrollOptions {
+  RenewOptions common;
+  std::string reference;            // --ref (참조번호)
+  std::optional<std::string> code;  // --code (인가코드); asked on the terminal when absent
+  std::optional<std::string> token; // --token LABEL (default: the only token)
+  std::string label = "dojang";     // --label of the new pair and certificate
+};
+
 [[nodiscard]] CommandResult runTokens(const ModuleOptions& options);
 [[nodiscard]] CommandResult runCerts(const CertsOptions& options);
 [[nodiscard]] CommandResult runStatus(const StatusOptions& options);
+[[nodiscard]] CommandResult runRenew(const RenewOptions& options);
+[[nodiscard]] CommandResult runEnroll(const EnrollOptions& options);
 
 }  // namespace dojang::cli

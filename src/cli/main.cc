@@ -29,6 +29,21 @@ int reportError(bool json, int exitCode, const std::string& message,
   return exitCode;
 }
 
+// The options `renew` and `enroll` share: the module, the PIN, the fee, the key type, the CA, the journal.
+void addEngineOptions(CLI::App& command, dojang::cli::RenewOptions& options, const std::string& moduleHelp) {
+  command.add_option("--module", options.module.module, moduleHelp);
+  command.add_option("--pin-file", options.pinFile, "Read the token PIN from FILE (mode 0600)")->type_name("FILE");
+  command.add_flag("--pin-stdin", options.pinStdin, "Read the token PIN from standard input");
+  command.add_option("--accept-fee", options.acceptFee, "Accept the CA's fee of AMOUNT KRW (refused if it differs)")
+      ->type_name("AMOUNT");
+  command.add_option("--key-type", options.keyType, "ec-p256, ec-p384, rsa-2048, ... (renew: as the old key)");
+  command.add_option("--config", options.config, "renewal.toml (default: $XDG_CONFIG_HOME/dojang/renewal.toml)");
+  command.add_option("--ca", options.ca, "The CA in renewal.toml (default: its default_ca)");
+  command.add_option("--ca-url", options.caUrl, "The CA's CMP URL, http://HOST:PORT/PATH");
+  command.add_option("--ca-trusted", options.caTrusted, "The CA's trust anchors (PEM)")->type_name("FILE");
+  command.add_option("--journal", options.journal, "The journal (default: $XDG_STATE_HOME/dojang/renewal.db)");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -68,6 +83,25 @@ int main(int argc, char** argv) {
   auto* socketOption = status->add_option("--socket", socket, "dojangd's socket (default: $DOJANG_SOCKET or "
                                                               "$XDG_RUNTIME_DIR/dojang/pkcs11.sock)");
 
+  dojang::cli::RenewOptions renewOptions;
+  auto* renew = app.add_subcommand("renew", "Renew a certificate on its token: new key on the token, CMP key update");
+  renew->add_flag("--json", json, "Print JSON (never asks anything)");
+  renew->add_option("CERT", renewOptions.certificate, "The certificate: its label, serial or a pkcs11: URI");
+  addEngineOptions(*renew, renewOptions, moduleHelp);
+  renew->add_flag("--delete-old", renewOptions.deleteOld, "Delete the old pair at once (default: after retire_days)");
+  renew->add_flag("--recover", renewOptions.recover, "Only finish or undo interrupted renewals");
+  renew->add_flag("--history", renewOptions.history, "Show the journal's latest renewals and their steps");
+
+  dojang::cli::EnrollOptions enrollOptions;
+  auto* enroll = app.add_subcommand("enroll", "A first certificate: a key pair generated on the token, CMP ir with "
+                                              "the CA's reference number and authorization code");
+  enroll->add_flag("--json", json, "Print JSON");
+  enroll->add_option("--ref", enrollOptions.reference, "The CA's reference number (참조번호)")->required();
+  enroll->add_option("--code", enrollOptions.code, "The authorization code (인가코드)");
+  enroll->add_option("--token", enrollOptions.token, "The token's label (default: the only one)");
+  enroll->add_option("--label", enrollOptions.label, "Label of the new key pair and certificate");
+  addEngineOptions(*enroll, enrollOptions.common, moduleHelp);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -96,6 +130,12 @@ int main(int argc, char** argv) {
         certsOptions.token = certsToken;
       }
       result = dojang::cli::runCerts(certsOptions);
+    } else if (renew->parsed()) {
+      renewOptions.json = json;
+      result = dojang::cli::runRenew(renewOptions);
+    } else if (enroll->parsed()) {
+      enrollOptions.common.json = json;
+      result = dojang::cli::runEnroll(enrollOptions);
     } else {
       if (socketOption->count() > 0) {
         statusOptions.socket = socket;

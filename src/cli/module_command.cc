@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "src/common/cryptoki/hex_text.h"
 #include "src/common/errors/error.h"
 #include "src/common/wire/socket_path.h"
 #include "src/common/wire/transport.h"
@@ -47,15 +48,6 @@ CommandResult withModule(const ModuleOptions& options,
   }
 }
 
-std::string hex(const Bytes& bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string text;
-  text.reserve(bytes.size() * 2);
-  for (const auto byte : bytes) {
-    text += kDigits[byte >> 4];
-    text += kDigits[byte & 0x0f];
-  }
-  return text;
-}
+std::string hex(const Bytes& bytes) { return hexText(bytes); }
 
 }  // namespace dojang::cli

@@ -1,8 +1,9 @@
 #include "src/renewal/config/renewal_config.h"
 
+#include <toml++/toml.h>
+
 #include <cstdlib>
 #include <string_view>
-#include <toml++/toml.h>
 
 #include "src/common/errors/error.h"
 
@@ -25,7 +26,8 @@ const CaConfig& RenewalConfig::ca(const std::string& name) const {
   for (const auto& [key, value] : cas) {
     known += (known.empty() ? "" : ", ") + key;
   }
-  badConfig("no CA named \"" + wanted + "\" in renewal.toml (known: " + (known.empty() ? "none" : known) + ")");
+  badConfig("no CA named \"" + wanted + "\" in renewal.toml (known: " + (known.empty() ? "none" : known) +
+            ")");
 }
 
 std::filesystem::path defaultConfigPath() {
@@ -97,10 +99,15 @@ RenewalConfig loadRenewalConfig(const std::filesystem::path& path) {
       }
       ca.protocol = (*entry)["protocol"].value_or(ca.protocol);
       if (ca.protocol != "cmp") {
-        badConfig(where("ca." + name + ".protocol") + ": \"" + ca.protocol + "\" is not supported yet (cmp is)");
+        badConfig(where("ca." + name + ".protocol") + ": \"" + ca.protocol +
+                  "\" is not supported yet (cmp is)");
       }
       ca.trustedFile = (*entry)["trusted"].value_or(std::string{});
       ca.profilesFile = (*entry)["profiles"].value_or(std::string{});
+      ca.timeoutSeconds = (*entry)["timeout_seconds"].value_or(ca.timeoutSeconds);
+      if (ca.timeoutSeconds <= 0) {
+        badConfig(where("ca." + name + ".timeout_seconds") + " must be positive");
+      }
       if (const auto days = (*entry)["validity_days"].value<int>()) {
         ca.validityDays = *days;
       }

@@ -11,6 +11,7 @@
 //   protocol = "cmp"            # the only one so far
 //   trusted = "/path/to/ca.cert.pem"
 //   profiles = "/usr/share/dojang/profiles.toml"
+//   timeout_seconds = 30        # how long one CMP message may take
 //   validity_days = 365         # optional: what every certificate of this CA is valid for, when
 //                               # it is not the profile's (a test CA)
 #pragma once
@@ -31,6 +32,7 @@ struct CaConfig {
   std::string trustedFile;
   std::string profilesFile;
   std::optional<int> validityDays;
+  int timeoutSeconds = 30;  // for each CMP message (timeout_seconds)
 };
 
 struct RenewalConfig {

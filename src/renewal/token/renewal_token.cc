@@ -6,6 +6,7 @@
 
 #include <utility>
 
+#include "src/common/cryptoki/hex_text.h"
 #include "src/common/cryptoki/padded_text.h"
 #include "src/common/cryptoki/two_call_list.h"
 #include "src/common/errors/error.h"
@@ -49,15 +50,6 @@ Bytes curveParameters(const std::string& curve) {
   return der;
 }
 
-X509Ptr parseCertificate(const Bytes& der) {
-  const unsigned char* in = der.data();
-  X509Ptr certificate(d2i_X509(nullptr, &in, static_cast<long>(der.size())));
-  if (!certificate) {
-    throwOpenssl("d2i_X509: not a certificate", ErrorKind::BadInput);
-  }
-  return certificate;
-}
-
 template <class Encode, class Object>
 Bytes derOf(Encode encode, Object* object, const char* what) {
   const int length = encode(object, nullptr);
@@ -71,6 +63,17 @@ Bytes derOf(Encode encode, Object* object, const char* what) {
 }
 
 }  // namespace
+
+std::string hexOf(const Bytes& bytes) { return hexText(bytes); }
+
+X509Ptr parseCertificate(const Bytes& der) {
+  const unsigned char* in = der.data();
+  X509Ptr certificate(d2i_X509(nullptr, &in, static_cast<long>(der.size())));
+  if (!certificate) {
+    throwOpenssl("d2i_X509: not a certificate", ErrorKind::BadInput);
+  }
+  return certificate;
+}
 
 std::string KeySpec::name() const {
   if (kind == Kind::Rsa) {
@@ -116,9 +119,10 @@ KeySpec keySpecOfCertificate(const Bytes& der) {
 
 std::vector<TokenIdentity> tokensOf(CK_FUNCTION_LIST& functions) {
   std::vector<CK_SLOT_ID> slots;
-  checkCkRv(readTwoCallList(slots,
-                            [&](CK_SLOT_ID* list, CK_ULONG* count) { return functions.C_GetSlotList(CK_TRUE, list, count); }),
-            "C_GetSlotList");
+  checkCkRv(
+      readTwoCallList(slots, [&](CK_SLOT_ID* list,
+                                 CK_ULONG* count) { return functions.C_GetSlotList(CK_TRUE, list, count); }),
+      "C_GetSlotList");
   std::vector<TokenIdentity> tokens;
   for (const auto slot : slots) {
     CK_TOKEN_INFO info{};
@@ -132,7 +136,8 @@ std::vector<TokenIdentity> tokensOf(CK_FUNCTION_LIST& functions) {
 
 RenewalToken::RenewalToken(CK_FUNCTION_LIST& functions, TokenIdentity token)
     : m_functions(functions), m_token(std::move(token)) {
-  checkCkRv(m_functions.C_OpenSession(m_token.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &m_session),
+  checkCkRv(m_functions.C_OpenSession(m_token.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
+                                      &m_session),
             "C_OpenSession");
 }
 
@@ -245,8 +250,9 @@ RenewalToken::GeneratedPair RenewalToken::generateKeyPair(const KeySpec& spec, c
                                               attributeOf(CKA_VERIFY, kTrue), bytesAttribute(CKA_ID, id),
                                               textAttribute(CKA_LABEL, label)};
   std::vector<CK_ATTRIBUTE> privateTemplate = {
-      attributeOf(CKA_TOKEN, kTrue),        attributeOf(CKA_PRIVATE, kTrue), attributeOf(CKA_SENSITIVE, kTrue),
-      attributeOf(CKA_EXTRACTABLE, kFalse), attributeOf(CKA_SIGN, kTrue),    bytesAttribute(CKA_ID, id),
+      attributeOf(CKA_TOKEN, kTrue),     attributeOf(CKA_PRIVATE, kTrue),
+      attributeOf(CKA_SENSITIVE, kTrue), attributeOf(CKA_EXTRACTABLE, kFalse),
+      attributeOf(CKA_SIGN, kTrue),      bytesAttribute(CKA_ID, id),
       textAttribute(CKA_LABEL, label)};
   CK_MECHANISM mechanism{CKM_EC_KEY_PAIR_GEN, nullptr, 0};
   Bytes curve;
@@ -261,10 +267,10 @@ RenewalToken::GeneratedPair RenewalToken::generateKeyPair(const KeySpec& spec, c
     publicTemplate.push_back(bytesAttribute(CKA_PUBLIC_EXPONENT, publicExponent));
   }
   GeneratedPair pair;
-  checkCkRv(m_functions.C_GenerateKeyPair(m_session, &mechanism, publicTemplate.data(),
-                                          static_cast<CK_ULONG>(publicTemplate.size()), privateTemplate.data(),
-                                          static_cast<CK_ULONG>(privateTemplate.size()), &pair.publicKey,
-                                          &pair.privateKey),
+  checkCkRv(m_functions.C_GenerateKeyPair(
+                m_session, &mechanism, publicTemplate.data(), static_cast<CK_ULONG>(publicTemplate.size()),
+                privateTemplate.data(), static_cast<CK_ULONG>(privateTemplate.size()), &pair.publicKey,
+                &pair.privateKey),
             "C_GenerateKeyPair");
   return pair;
 }

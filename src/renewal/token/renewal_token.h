@@ -12,6 +12,7 @@
 
 #include "drivers/token/secure_bytes.h"
 #include "src/common/cryptoki/cryptoki.h"
+#include "src/common/ossl/owners.h"
 
 namespace dojang::renewal {
 
@@ -88,6 +89,12 @@ class RenewalToken final {
   TokenIdentity m_token;
   CK_SESSION_HANDLE m_session = CK_INVALID_HANDLE;
 };
+
+// Lowercase hex, no separators: how CKA_IDs are shown and journalled.
+[[nodiscard]] std::string hexOf(const Bytes& bytes);
+
+// DER into an X509; Error(BadInput) when it is not one certificate.
+[[nodiscard]] X509Ptr parseCertificate(const Bytes& der);
 
 // The key spec of a certificate's public key (from the certificate; the key itself is never read).
 [[nodiscard]] KeySpec keySpecOfCertificate(const Bytes& der);

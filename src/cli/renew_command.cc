@@ -1,0 +1,391 @@
+// `dojang renew [CERT]`: the user guide's four steps (choose the certificate, the token PIN, the
+// fee, the result) around the renewal engine (src/renewal/engine). Prompts go to the terminal on
+// stderr; the result is the command's output (text or --json).
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "src/ca/profiles/profile.h"
+#include "src/cli/commands.h"
+#include "src/cli/module_command.h"
+#include "src/cli/table.h"
+#include "src/common/errors/error.h"
+#include "src/pki/certificate_summary.h"
+#include "src/renewal/config/renewal_config.h"
+#include "src/renewal/engine/renewal_engine.h"
+#include "src/renewal/journal/journal.h"
+
+namespace dojang::cli {
+
+namespace {
+
+using renewal::RenewalCandidate;
+using renewal::WindowState;
+
+bool interactive(const RenewOptions& options) {
+  return !options.json && ::isatty(STDIN_FILENO) == 1 && ::isatty(STDERR_FILENO) == 1;
+}
+
+void step(int number, const char* korean, const char* english) {
+  std::cerr << "\n[" << number << "/4] " << korean << " — " << english << '\n';
+}
+
+const char* windowText(WindowState window) {
+  switch (window) {
+    case WindowState::Open:
+      return "renew now";
+    case WindowState::TooEarly:
+      return "too early";
+    case WindowState::Expired:
+      return "expired: reissue";
+  }
+  return "";
+}
+
+std::string candidateTable(const std::vector<RenewalCandidate>& candidates) {
+  Table table({"#", "CERTIFICATE", "TYPE", "HOLDER", "CA", "DAYS LEFT", "RENEWAL"});
+  int number = 1;
+  for (const auto& candidate : candidates) {
+    table.addRow({std::to_string(number++), candidate.certificate.label, candidate.typeLabel,
+                  candidate.summary.commonName,
+                  candidate.profile ? candidate.profile->brand + " (" + candidate.profile->operatorName + ")"
+                                    : candidate.summary.issuer,
+                  std::to_string(candidate.summary.daysLeft), windowText(candidate.window)});
+  }
+  return table.render();
+}
+
+std::string readLineFromTerminal() {
+  std::string line;
+  if (!std::getline(std::cin, line)) {
+    throw CommandError(kExitUsage, "no answer on the terminal");
+  }
+  return line;
+}
+
+// The PIN without echo: the terminal's echo is off while it is typed, and restored whatever happens.
+SecureBytes readPinFromTerminal(const std::string& tokenLabel) {
+  std::cerr << "PIN for token \"" << tokenLabel << "\": " << std::flush;
+  termios saved{};
+  const bool haveTerminal = ::tcgetattr(STDIN_FILENO, &saved) == 0;
+  if (haveTerminal) {
+    termios quiet = saved;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    (void)::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+  }
+  std::string pin;
+  const bool read = static_cast<bool>(std::getline(std::cin, pin));
+  if (haveTerminal) {
+    (void)::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+  }
+  std::cerr << '\n';
+  SecureBytes result(pin);
+  std::fill(pin.begin(), pin.end(), '\0');
+  if (!read || result.empty()) {
+    throw CommandError(kExitUsage, "no PIN was typed");
+  }
+  return result;
+}
+
+SecureBytes readPinFromStream(std::istream& in, const std::string& source) {
+  std::string pin;
+  std::getline(in, pin);
+  while (!pin.empty() && (pin.back() == '\r' || pin.back() == '\n')) {
+    pin.pop_back();
+  }
+  SecureBytes result(pin);
+  std::fill(pin.begin(), pin.end(), '\0');
+  if (result.empty()) {
+    throw CommandError(kExitUsage, "no PIN in " + source);
+  }
+  return result;
+}
+
+SecureBytes readPin(const RenewOptions& options, const std::string& tokenLabel) {
+  if (options.pinFile) {
+    struct stat status {};
+    if (::stat(options.pinFile->c_str(), &status) != 0) {
+      throw CommandError(kExitUsage, "cannot read the PIN file " + *options.pinFile);
+    }
+    if ((status.st_mode & 077) != 0) {
+      throw CommandError(kExitUsage, "the PIN file " + *options.pinFile +
+                                         " is readable by others; make it mode 0600 (chmod 600)");
+    }
+    std::ifstream file(*options.pinFile);
+    return readPinFromStream(file, *options.pinFile);
+  }
+  if (options.pinStdin) {
+    return readPinFromStream(std::cin, "standard input");
+  }
+  if (!interactive(options)) {
+    throw CommandError(kExitUsage, "no PIN: use --pin-file FILE or --pin-stdin when not on a terminal");
+  }
+  return readPinFromTerminal(tokenLabel);
+}
+
+std::string defaultProfilesPath() {
+  for (const char* candidate : {DOJANG_PROFILES_INSTALLED, DOJANG_PROFILES_SOURCE}) {
+    if (std::ifstream(candidate).good()) {
+      return candidate;
+    }
+  }
+  return DOJANG_PROFILES_INSTALLED;
+}
+
+// The engine's settings from renewal.toml, the flags, and the default paths.
+renewal::EngineSettings engineSettings(const RenewOptions& options) {
+  auto config = renewal::loadRenewalConfig(options.config ? std::filesystem::path(*options.config)
+                                                          : renewal::defaultConfigPath());
+  renewal::EngineSettings settings;
+  settings.ca = config.ca(options.ca.value_or(""));
+  if (options.caUrl) {
+    renewal::setCaUrl(settings.ca, *options.caUrl);
+  }
+  if (options.caTrusted) {
+    settings.ca.trustedFile = *options.caTrusted;
+  }
+  settings.profiles =
+      ca::loadProfiles(settings.ca.profilesFile.empty() ? defaultProfilesPath() : settings.ca.profilesFile);
+  settings.journalPath =
+      options.journal ? std::filesystem::path(*options.journal) : renewal::Journal::defaultPath();
+  settings.retireDays = config.retireDays;
+  return settings;
+}
+
+std::string resultText(const std::string& verb, const renewal::RenewalResult& outcome,
+                       const std::string& type, const std::string& tokenLabel,
+                       const std::filesystem::path& journal) {
+  return verb + " \"" + outcome.oldLabel + "\" (" + type + ") on token \"" + tokenLabel +
+         "\"\n  valid from " + outcome.notBefore + " until " + outcome.notAfter + "\n  serial " +
+         outcome.newSerialHex + "\n  new key: CKA_ID " + outcome.newKeyIdHex + " (" + outcome.keyType +
+         ", generated on the token)\n  old pair: " + outcome.oldPair +
+         "\n  fee: " + ca::formatFee(outcome.feeKrw) + "\n  journal: #" + std::to_string(outcome.journalId) +
+         " in " + journal.string() + "\n";
+}
+
+nlohmann::json resultJson(const renewal::RenewalResult& outcome, const std::string& type,
+                          const std::string& tokenLabel, const std::filesystem::path& journal) {
+  return {{"label", outcome.oldLabel},
+          {"type", type},
+          {"token", tokenLabel},
+          {"serial", outcome.newSerialHex},
+          {"not_before", outcome.notBefore},
+          {"not_after", outcome.notAfter},
+          {"key_id", outcome.newKeyIdHex},
+          {"key_type", outcome.keyType},
+          {"old_pair", outcome.oldPair},
+          {"fee_krw", outcome.feeKrw},
+          {"journal_id", outcome.journalId},
+          {"journal", journal.string()}};
+}
+
+}  // namespace
+
+// `dojang renew --history`: the journal's newest renewals, each with its steps.
+CommandResult journalHistory(const std::filesystem::path& path) {
+  renewal::Journal journal(path);
+  CommandResult result;
+  result.json = nlohmann::json::array();
+  Table table({"#", "CERTIFICATE", "KIND", "STEP", "STARTED", "TOKEN", "LAST ERROR"});
+  const auto timeText = [](std::int64_t seconds) {
+    return pki::formatIso8601Utc(std::chrono::system_clock::time_point(std::chrono::seconds(seconds)));
+  };
+  for (const auto& record : journal.history(20)) {
+    nlohmann::json events = nlohmann::json::array();
+    for (const auto& event : record.events) {
+      events.push_back(
+          {{"step", renewal::toString(event.step)}, {"at", timeText(event.at)}, {"note", event.note}});
+    }
+    result.json.push_back({{"id", record.id},
+                           {"certificate", record.plan.oldLabel},
+                           {"kind", record.plan.kind},
+                           {"step", renewal::toString(record.step)},
+                           {"token", record.plan.tokenLabel},
+                           {"key_type", record.plan.keyType},
+                           {"started", timeText(record.startedAt)},
+                           {"last_error", record.lastError.value_or("")},
+                           {"events", events}});
+    table.addRow({std::to_string(record.id), record.plan.oldLabel, record.plan.kind,
+                  std::string(renewal::toString(record.step)), timeText(record.startedAt),
+                  record.plan.tokenLabel, record.lastError.value_or("")});
+  }
+  result.text = table.empty() ? "no renewals in " + path.string() + "\n" : table.render();
+  return result;
+}
+
+CommandResult runRenew(const RenewOptions& options) {
+  auto settings = engineSettings(options);
+  if (options.history) {
+    return journalHistory(settings.journalPath);
+  }
+  return withModule(options.module, [&](const Pkcs11Library& library) {
+    settings.modulePath = library.path();
+    renewal::RenewalEngine engine(*library.functions(), settings);
+    const auto now = std::chrono::system_clock::now();
+    const bool onTerminal = interactive(options);
+
+    if (options.recover) {
+      const auto tokens = renewal::tokensOf(*library.functions());
+      const auto pin = readPin(options, tokens.empty() ? std::string("?") : tokens.front().label);
+      const auto lines = engine.recoverUnfinished(pin);
+      CommandResult result;
+      result.json = {{"recovered", lines}};
+      for (const auto& line : lines) {
+        result.text += line + '\n';
+      }
+      if (lines.empty()) {
+        result.text = "no interrupted renewal\n";
+      }
+      return result;
+    }
+
+    // Step 1: the certificate.
+    const auto candidates = engine.candidates(now);
+    const RenewalCandidate* chosen = nullptr;
+    if (options.certificate) {
+      chosen = &renewal::RenewalEngine::select(candidates, *options.certificate);
+    } else {
+      std::vector<RenewalCandidate> renewable;
+      for (const auto& candidate : candidates) {
+        if (candidate.window == WindowState::Open) {
+          renewable.push_back(candidate);
+        }
+      }
+      if (!onTerminal) {
+        nlohmann::json list = nlohmann::json::array();
+        for (const auto& candidate : renewable) {
+          list.push_back({{"label", candidate.certificate.label},
+                          {"serial", candidate.summary.serialHex},
+                          {"type", candidate.typeLabel},
+                          {"days_left", candidate.summary.daysLeft}});
+        }
+        throw CommandError(
+            kExitUsage,
+            "name the certificate to renew (a label, a serial or a pkcs11: URI); renewable now:\n" +
+                candidateTable(renewable),
+            {{"renewable", list}});
+      }
+      step(1, "인증서 선택", "choose the certificate");
+      if (renewable.empty()) {
+        throw CommandError(kExitFailure, "no certificate can be renewed now:\n" + candidateTable(candidates));
+      }
+      std::cerr << candidateTable(renewable) << "Renew which one? [1-" << renewable.size()
+                << "]: " << std::flush;
+      const auto answer = readLineFromTerminal();
+      std::size_t index = 0;
+      try {
+        index = std::stoul(answer);
+      } catch (const std::exception&) {
+      }
+      if (index < 1 || index > renewable.size()) {
+        throw CommandError(kExitUsage,
+                           "\"" + answer + "\" is not one of 1-" + std::to_string(renewable.size()));
+      }
+      chosen = &renewal::RenewalEngine::select(candidates,
+                                               "pkcs11:serial=" + renewable[index - 1].token.serial +
+                                                   ";object=" + renewable[index - 1].certificate.label);
+    }
+
+    // Step 2: the token PIN.
+    if (onTerminal) {
+      step(2, "인증서 암호 입력", "the token PIN");
+    }
+    const auto pin = readPin(options, chosen->token.label);
+
+    // Step 3: the fee (asked by the engine only when it is due).
+    renewal::RenewalChoices choices;
+    choices.acceptedFeeKrw = options.acceptFee;
+    choices.deleteOld = options.deleteOld;
+    if (options.keyType) {
+      choices.keyType = renewal::KeySpec::fromName(*options.keyType);
+      if (!choices.keyType) {
+        throw CommandError(kExitUsage, "--key-type " + *options.keyType +
+                                           ": use ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096");
+      }
+    }
+    if (onTerminal) {
+      choices.confirmFee = [&](const ca::Profile& profile) {
+        step(3, "수수료 결제", "the fee");
+        std::cerr << profile.brand << " " << profile.type << ": " << ca::formatFee(profile.feeKrw)
+                  << " per year. Pay and renew? [y/N]: " << std::flush;
+        const auto answer = readLineFromTerminal();
+        return answer == "y" || answer == "Y" || answer == "yes";
+      };
+    }
+    const auto outcome = engine.renew(*chosen, pin, choices, now);
+
+    // Step 4: the result.
+    if (onTerminal) {
+      step(4, "갱신 완료", "the result");
+    }
+    CommandResult result;
+    result.json = resultJson(outcome, chosen->typeLabel, chosen->token.label, settings.journalPath);
+    result.json["renewed"] = outcome.oldLabel;
+    result.text =
+        resultText("Renewed", outcome, chosen->typeLabel, chosen->token.label, settings.journalPath);
+    return result;
+  });
+}
+
+CommandResult runEnroll(const EnrollOptions& options) {
+  const auto& common = options.common;
+  auto settings = engineSettings(common);
+  return withModule(common.module, [&](const Pkcs11Library& library) {
+    settings.modulePath = library.path();
+    renewal::RenewalEngine engine(*library.functions(), settings);
+    const auto tokens = renewal::tokensOf(*library.functions());
+    std::vector<renewal::TokenIdentity> matching;
+    for (const auto& token : tokens) {
+      if (!options.token || token.label == *options.token) {
+        matching.push_back(token);
+      }
+    }
+    if (matching.size() != 1) {
+      std::string known;
+      for (const auto& token : tokens) {
+        known += (known.empty() ? "" : ", ") + ("\"" + token.label + "\"");
+      }
+      throw CommandError(kExitUsage,
+                         std::string(matching.empty() ? "no token" : "more than one token") +
+                             (options.token ? " is labelled \"" + *options.token + "\"" : " is present") +
+                             "; name one with --token (tokens: " + (known.empty() ? "none" : known) + ")");
+    }
+    renewal::Enrolment enrolment;
+    enrolment.reference = options.reference;
+    enrolment.label = options.label;
+    enrolment.acceptedFeeKrw = common.acceptFee;
+    enrolment.keyType = renewal::KeySpec{};
+    if (common.keyType) {
+      const auto spec = renewal::KeySpec::fromName(*common.keyType);
+      if (!spec) {
+        throw CommandError(kExitUsage,
+                           "--key-type " + *common.keyType + ": use ec-p256, ec-p384 or rsa-2048");
+      }
+      enrolment.keyType = *spec;
+    }
+    if (options.code) {
+      enrolment.authorizationCode = SecureBytes(*options.code);
+    } else if (interactive(common)) {
+      std::cerr << "Authorization code (인가코드) for reference number " << options.reference << ": "
+                << std::flush;
+      enrolment.authorizationCode = SecureBytes(readLineFromTerminal());
+    } else {
+      throw CommandError(kExitUsage, "no authorization code: give --code");
+    }
+    const auto pin = readPin(common, matching.front().label);
+    const auto outcome = engine.enroll(matching.front(), pin, enrolment, std::chrono::system_clock::now());
+    CommandResult result;
+    result.json = resultJson(outcome, outcome.typeLabel, matching.front().label, settings.journalPath);
+    result.json["enrolled"] = outcome.oldLabel;
+    result.text =
+        resultText("Enrolled", outcome, outcome.typeLabel, matching.front().label, settings.journalPath);
+    return result;
+  });
+}
+
+}  // namespace dojang::cli

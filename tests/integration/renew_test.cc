@@ -1,0 +1,299 @@
+// `dojang renew` end to end with real peers: a fresh SoftHSM token behind a real dojangd, every
+// token access through dojang-pkcs11.so, dojang-ca on 127.0.0.1 issuing 20-day certificates (inside
+// the 30-day renewal window), pkcs11-tool and `openssl cmp` for the first certificate, and openssl
+// to check what the renewed key signs.
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "tests/ca/ca_test_support.h"
+#include "tests/support/dojangd_process.h"
+#include "tests/support/run_command.h"
+#include "tests/support/softhsm_token.h"
+#include "tests/support/temp_dir.h"
+
+namespace test = dojang::test;
+namespace catest = dojang::ca::test;
+
+namespace {
+
+constexpr const char* kFeeOid = "2.25.291284094336645414261949578006134921605.1";
+constexpr const char* kLabel = "signkey";
+
+std::string dojangCli() {
+  const char* path = std::getenv("DOJANG_CLI");
+  if (path == nullptr) {
+    throw std::runtime_error("DOJANG_CLI is not set (run through meson test)");
+  }
+  return path;
+}
+
+void writeText(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+// A token with one key pair and its first certificate, a CA, and the renewal configuration.
+struct Fixture {
+  explicit Fixture(const std::string& keyType,
+                   const std::vector<std::string>& caArgs = {"--test-validity-days", "20"},
+                   bool firstCertificate = true)
+      : daemon(token), caDir(work.path() / "ca") {
+    env = daemon.env();
+    env["DOJANG_MODULE"] = test::dojangModulePath();
+    env["XDG_STATE_HOME"] = (work.path() / "state").string();
+    env["XDG_CONFIG_HOME"] = (work.path() / "config").string();
+    REQUIRE(catest::run({catest::dojangCa(), "init", "--dir", caDir.string()}).exitCode == 0);
+    server = std::make_unique<catest::CaServer>(caDir.string(), caArgs);
+    if (firstCertificate) {
+      REQUIRE(run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", token.pin(),
+                   "--keypairgen", "--key-type", keyType, "--id", "01", "--label", kLabel})
+                  .exitCode == 0);
+      enrol();
+    }
+    writeText(work.path() / "renewal.toml",
+              "[renewal]\ndefault_ca = \"test\"\n[ca.test]\nurl = \"" + server->url("/") +
+                  "\"\ntrusted = \"" + (caDir / "ca.cert.pem").string() + "\"\ntimeout_seconds = 3\n" +
+                  (caArgs.empty() ? "" : "validity_days = 20\n"));
+  }
+
+  test::CommandResult run(const std::vector<std::string>& argv, const std::string& input = {}) const {
+    test::CommandOptions options;
+    options.env = env;
+    options.input = input;
+    return test::runCommand(argv, options);
+  }
+
+  // The first certificate: ir through the token (OpenSSL's pkcs11 engine over dojang-pkcs11.so),
+  // then stored on the token beside its key, as the demo does.
+  nlohmann::json enrolmentCode() const {
+    const auto code = catest::run({catest::dojangCa(), "enroll-code", "--dir", caDir.string(), "--profile",
+                                   "signkorea-general-personal", "--subject",
+                                   "cn=홍길동()0001234567890123,ou=개인", "--json"});
+    REQUIRE(code.exitCode == 0);
+    return nlohmann::json::parse(code.output.substr(code.output.find('{')));
+  }
+
+  void enrol() {
+    const auto codes = enrolmentCode();
+    writeText(work.path() / "openssl.cnf",
+              "openssl_conf = init\n[init]\nengines = engines\n[engines]\npkcs11 = pkcs11\n[pkcs11]\n"
+              "engine_id = pkcs11\nMODULE_PATH = " +
+                  test::dojangModulePath() + "\ninit = 0\n");
+    auto withConf = env;
+    withConf["OPENSSL_CONF"] = (work.path() / "openssl.cnf").string();
+    test::CommandOptions options;
+    options.env = withConf;
+    const std::string keyUri =
+        "pkcs11:token=" + token.label() + ";object=" + kLabel + ";type=private;pin-value=" + token.pin();
+    const auto ir = test::runCommand({"openssl",  "cmp",
+                                      "-cmd",     "ir",
+                                      "-server",  server->hostPort(),
+                                      "-path",    "/",
+                                      "-trusted", (caDir / "ca.cert.pem").string(),
+                                      "-ref",     codes["reference"].get<std::string>(),
+                                      "-secret",  "pass:" + codes["authorization_code"].get<std::string>(),
+                                      "-engine",  "pkcs11",
+                                      "-keyform", "ENGINE",
+                                      "-newkey",  keyUri,
+                                      "-subject", "/CN=applicant",
+                                      "-certout", (work.path() / "first.pem").string(),
+                                      "-geninfo", std::string(kFeeOid) + ":int:4400"},
+                                     options);
+    INFO(ir.out << ir.err);
+    REQUIRE(ir.exitCode == 0);
+    REQUIRE(run({"openssl", "x509", "-in", (work.path() / "first.pem").string(), "-outform", "DER", "-out",
+                 (work.path() / "first.der").string()})
+                .exitCode == 0);
+    REQUIRE(run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", token.pin(),
+                 "--write-object", (work.path() / "first.der").string(), "--type", "cert", "--id", "01",
+                 "--label", kLabel})
+                .exitCode == 0);
+  }
+
+  test::CommandResult renew(const std::vector<std::string>& extra, const std::string& pin) const {
+    std::vector<std::string> argv = {dojangCli(), "renew", "--config",
+                                     (work.path() / "renewal.toml").string(), "--pin-stdin"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return run(argv, pin + "\n");
+  }
+
+  // Every object on the token as pkcs11-tool lists it (after a login).
+  std::string objects() const {
+    return run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", token.pin(),
+                "--list-objects"})
+        .out;
+  }
+
+  test::SoftHsmToken token;
+  test::DojangdProcess daemon;
+  test::TempDir work;
+  std::filesystem::path caDir;
+  std::map<std::string, std::string> env;
+  std::unique_ptr<catest::CaServer> server;
+};
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t found = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
+    ++found;
+  }
+  return found;
+}
+
+void checkRenewed(Fixture& f, const std::string& keyTypeName) {
+  const auto result = f.renew({kLabel, "--accept-fee", "4400", "--json"}, f.token.pin());
+  INFO(result.out << result.err);
+  REQUIRE(result.exitCode == 0);
+  const auto renewed = nlohmann::json::parse(result.out);
+  CHECK(renewed["renewed"] == kLabel);
+  CHECK(renewed["type"] == "SignKorea 범용 개인");
+  CHECK(renewed["key_type"] == keyTypeName);
+  CHECK(renewed["fee_krw"] == 4400);
+  const std::string keyId = renewed["key_id"];
+  REQUIRE(keyId.size() == 32);
+
+  // The new private key was made on the token and never left it.
+  const auto objects = f.objects();
+  INFO(objects);
+  const auto newKeyAt = objects.find("ID:         " + keyId);
+  REQUIRE(newKeyAt != std::string::npos);
+  const auto attributes = f.run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin",
+                                 f.token.pin(), "--list-objects", "--type", "privkey", "--id", keyId});
+  CHECK(attributes.out.find("Access:     sensitive, always sensitive, never extractable, local") !=
+        std::string::npos);
+  // The old pair is retired, the new one has the old label, the certificate is stored under the new ID.
+  CHECK(objects.find("signkey (retired ") != std::string::npos);
+  CHECK(count(objects, "label:      signkey\n") >= 3);
+
+  // The new certificate signs through dojang-pkcs11.so, and openssl verifies the signature.
+  const auto dir = f.work.path();
+  REQUIRE(f.run({"pkcs11-tool", "--module", test::dojangModulePath(), "--read-object", "--type", "cert",
+                 "--id", keyId, "-o", (dir / "new.der").string()})
+              .exitCode == 0);
+  REQUIRE(f.run({"openssl", "x509", "-inform", "DER", "-in", (dir / "new.der").string(), "-pubkey", "-noout",
+                 "-out", (dir / "new.pub.pem").string()})
+              .exitCode == 0);
+  writeText(dir / "document.txt", "renewed on the token");
+  REQUIRE(f.run({"openssl", "dgst", "-sha256", "-binary", "-out", (dir / "document.sha256").string(),
+                 (dir / "document.txt").string()})
+              .exitCode == 0);
+  const bool ec = keyTypeName.rfind("ec-", 0) == 0;
+  const auto sign =
+      f.run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", f.token.pin(), "--sign",
+             "--id", keyId, "-m", ec ? "ECDSA" : "SHA256-RSA-PKCS", "--signature-format", "openssl", "-i",
+             (dir / (ec ? "document.sha256" : "document.txt")).string(), "-o", (dir / "signature").string()});
+  INFO(sign.err);
+  REQUIRE(sign.exitCode == 0);
+  const auto verify = f.run({"openssl", "dgst", "-sha256", "-verify", (dir / "new.pub.pem").string(),
+                             "-signature", (dir / "signature").string(), (dir / "document.txt").string()});
+  CHECK(verify.out.find("Verified OK") != std::string::npos);
+
+  // The CA's ledger holds the first issuance and the renewal, 4,400 KRW each.
+  const auto ledger = catest::run({catest::dojangCa(), "ledger", "--dir", f.caDir.string(), "--json"});
+  INFO(ledger.output);
+  CHECK(count(ledger.output, "4400") >= 2);
+  CHECK(ledger.output.find("renewal") != std::string::npos);
+  // The journal says the renewal went through every step and ended at "retired".
+  CHECK(std::filesystem::exists(dir / "state" / "dojang" / "renewal.db"));
+  const auto history = f.run({dojangCli(), "renew", "--history", "--json"});
+  INFO(history.out << history.err);
+  REQUIRE(history.exitCode == 0);
+  const auto journal = nlohmann::json::parse(history.out);
+  REQUIRE(!journal.empty());
+  const auto& latest = journal.front();
+  CHECK(latest["kind"] == "renew");
+  CHECK(latest["step"] == "retired");
+  std::vector<std::string> steps;
+  for (const auto& event : latest["events"]) {
+    steps.push_back(event["step"]);
+  }
+  CHECK(steps == std::vector<std::string>{"keygen", "requested", "issued", "stored", "retired"});
+}
+
+}  // namespace
+
+TEST_CASE("dojang renew: an EC P-256 certificate on the token", "[renew]") {
+  Fixture f("EC:prime256v1");
+  checkRenewed(f, "ec-p256");
+}
+
+TEST_CASE("dojang renew: an RSA-2048 certificate on the token", "[renew]") {
+  Fixture f("rsa:2048");
+  checkRenewed(f, "rsa-2048");
+}
+
+TEST_CASE("dojang renew refuses before generating anything", "[renew]") {
+  Fixture f("EC:prime256v1");
+  const auto before = count(f.objects(), "Private Key Object");
+
+  SECTION("a fee that is not the CA's") {
+    const auto result = f.renew({kLabel, "--accept-fee", "4000"}, f.token.pin());
+    CHECK(result.exitCode == 1);
+    CHECK(result.err.find("4,400 KRW") != std::string::npos);
+    CHECK(result.err.find("nothing was generated") != std::string::npos);
+  }
+  SECTION("a paid profile without the fee accepted, off a terminal") {
+    const auto result = f.renew({kLabel}, f.token.pin());
+    CHECK(result.exitCode == 1);
+    CHECK(result.err.find("was not accepted") != std::string::npos);
+  }
+  SECTION("a wrong PIN, never retried") {
+    const auto result = f.renew({kLabel, "--accept-fee", "4400"}, "999999");
+    CHECK(result.exitCode == 1);
+    CHECK(result.err.find("wrong PIN") != std::string::npos);
+    CHECK(result.err.find("not retried") != std::string::npos);
+  }
+  SECTION("the CA is down: the old pair stays, no key is left behind") {
+    CHECK(f.server->stop() == 0);
+    const auto result = f.renew({kLabel, "--accept-fee", "4400"}, f.token.pin());
+    CHECK(result.exitCode == 1);
+    CHECK(result.err.find("the old certificate and key are unchanged") != std::string::npos);
+  }
+  SECTION("no certificate named, off a terminal: the list, exit 2") {
+    const auto result = f.renew({}, f.token.pin());
+    CHECK(result.exitCode == 2);
+    CHECK(result.err.find(kLabel) != std::string::npos);
+    CHECK(result.err.find("SignKorea 범용 개인") != std::string::npos);
+  }
+  const auto after = f.objects();
+  CHECK(count(after, "Private Key Object") == before);
+  // Whatever was journalled ended rolled back, never half-done.
+  const auto history = f.run({dojangCli(), "renew", "--history", "--json"});
+  REQUIRE(history.exitCode == 0);
+  for (const auto& record : nlohmann::json::parse(history.out)) {
+    CHECK(record["step"] == "rolled-back");
+  }
+  CHECK(after.find("renewal pending") == std::string::npos);
+  CHECK(after.find("retired") == std::string::npos);
+}
+
+TEST_CASE("dojang renew outside the window names the date it opens", "[renew]") {
+  Fixture f("EC:prime256v1", {});  // a real one-year certificate
+  const auto result = f.renew({kLabel, "--accept-fee", "4400"}, f.token.pin());
+  CHECK(result.exitCode == 1);
+  CHECK(result.err.find("too early to renew") != std::string::npos);
+  CHECK(result.err.find("the renewal window opens on ") != std::string::npos);
+}
+
+TEST_CASE("dojang enroll: a first certificate for a key generated on the token", "[renew]") {
+  Fixture f("", {"--test-validity-days", "20"}, false);
+  const auto codes = f.enrolmentCode();
+  test::CommandOptions options;
+  options.env = f.env;
+  options.input = f.token.pin() + "\n";
+  const auto enrolled = test::runCommand(
+      {dojangCli(), "enroll", "--config", (f.work.path() / "renewal.toml").string(), "--pin-stdin", "--json",
+       "--ref", codes["reference"].get<std::string>(), "--code",
+       codes["authorization_code"].get<std::string>(), "--label", kLabel, "--accept-fee", "4400"},
+      options);
+  INFO(enrolled.out << enrolled.err);
+  REQUIRE(enrolled.exitCode == 0);
+  const auto json = nlohmann::json::parse(enrolled.out);
+  CHECK(json["enrolled"] == kLabel);
+  CHECK(json["type"] == "SignKorea 범용 개인");
+  CHECK(json["key_type"] == "ec-p256");
+  // The certificate is on the token beside its key, and is renewable at once (20-day validity).
+  checkRenewed(f, "ec-p256");
+}
