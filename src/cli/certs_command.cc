@@ -1,6 +1,8 @@
 // `dojang certs`: every certificate object on every token, understood (src/pki). Certificates
 // are public objects, so no login is needed.
 #include <chrono>
+#include <filesystem>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -10,6 +12,7 @@
 #include "src/common/cryptoki/padded_text.h"
 #include "src/common/errors/error.h"
 #include "src/pki/certificate_summary.h"
+#include "src/renewal/journal/journal.h"
 
 namespace dojang::cli {
 
@@ -74,8 +77,9 @@ std::string dateOnly(const std::string& iso) { return iso.substr(0, 10); }
 // Appends one token's certificates to the JSON list and the table.
 void listCertificates(const Pkcs11Library& library, CK_SLOT_ID slot, const CK_TOKEN_INFO& info,
                       const CertsOptions& options, std::chrono::system_clock::time_point now,
-                      nlohmann::json& certificates, Table& table) {
+                      const std::set<std::string>& renewed, nlohmann::json& certificates, Table& table) {
   const std::string tokenLabel = paddedText(info.label);
+  const std::string tokenSerial = paddedText(info.serialNumber);
   Session session(library, slot);
   AttributeTemplate query;
   query.add(CKA_CLASS, CKO_CERTIFICATE);
@@ -120,7 +124,10 @@ void listCertificates(const Pkcs11Library& library, CK_SLOT_ID slot, const CK_TO
     entry["notBefore"] = summary->notBefore;
     entry["notAfter"] = summary->notAfter;
     entry["daysLeft"] = summary->daysLeft;
-    entry["renewal"] = std::string(pki::renewalAdviceText(summary->renewal));
+    // A certificate the journal says was renewed is the old one, kept until its pair is deleted.
+    const bool wasRenewed = renewed.count(tokenSerial + "/" + hex(id)) > 0;
+    const std::string advice = wasRenewed ? "renewed" : std::string(pki::renewalAdviceText(summary->renewal));
+    entry["renewal"] = advice;
     entry["policyOid"] = summary->policyOid.empty() ? nlohmann::json(nullptr) : nlohmann::json(summary->policyOid);
     if (summary->koreanPolicy) {
       entry["koreanType"] = typeKo;
@@ -133,10 +140,32 @@ void listCertificates(const Pkcs11Library& library, CK_SLOT_ID slot, const CK_TO
     entry["sha256Fingerprint"] = summary->sha256Fingerprint;
     table.addRow({tokenLabel, label, hex(id), typeKo.empty() ? "-" : typeKo, summary->keyAlgorithm,
                   dateOnly(summary->notAfter), std::to_string(summary->daysLeft),
-                  std::string(pki::renewalAdviceText(summary->renewal)), keyPresenceText(key),
+                  advice, keyPresenceText(key),
                   summary->subject, summary->issuer, summary->serialHex});
     certificates.push_back(std::move(entry));
   }
+}
+
+// The certificates ("<token serial>/<CKA_ID hex>") that the renewal journal says were renewed.
+// Read only if the journal exists: listing certificates creates no state.
+std::set<std::string> renewedCertificates() {
+  std::set<std::string> renewed;
+  const auto path = renewal::Journal::defaultPath();
+  std::error_code error;
+  if (!std::filesystem::exists(path, error)) {
+    return renewed;
+  }
+  try {
+    renewal::Journal journal(path);
+    for (const auto& record : journal.history(1000)) {
+      if (record.step == renewal::RenewalStep::Retired && record.plan.kind != "enroll") {
+        renewed.insert(record.plan.certificateKey);
+      }
+    }
+  } catch (const dojang::Error&) {
+    // An unreadable journal only costs the "renewed" marks.
+  }
+  return renewed;
 }
 
 }  // namespace
@@ -144,6 +173,7 @@ void listCertificates(const Pkcs11Library& library, CK_SLOT_ID slot, const CK_TO
 CommandResult runCerts(const CertsOptions& options) {
   return withModule(options.module, [&options](const Pkcs11Library& library) {
     const auto now = std::chrono::system_clock::now();
+    const auto renewed = renewedCertificates();
     nlohmann::json certificates = nlohmann::json::array();
     nlohmann::json problems = nlohmann::json::array();
     std::string warnings;
@@ -163,7 +193,7 @@ CommandResult runCerts(const CertsOptions& options) {
         continue;
       }
       try {
-        listCertificates(library, slot, info, options, now, certificates, table);
+        listCertificates(library, slot, info, options, now, renewed, certificates, table);
       } catch (const dojang::Error& error) {
         // One unreadable token must not hide the others' certificates.
         problems.push_back({{"slot", slot}, {"token", tokenLabel}, {"error", error.what()}});

@@ -82,6 +82,14 @@ expect 'Renewed "signkey" (SignKorea 범용 개인) on token "tmux-token"'
 expect "old pair: relabelled \"signkey (retired "
 expect "dojang exited 0"
 
+# `dojang certs` marks the old certificate "renewed" (it stays until its pair is deleted).
+"$dojang" certs --json | python3 -c '
+import json, sys
+advice = sorted((c["label"], c["renewal"]) for c in json.load(sys.stdin)["certificates"])
+assert [a for l, a in advice if l.startswith("signkey (retired ")] == ["renewed"], advice
+assert [a for l, a in advice if l == "signkey"] == ["renew now"], advice
+' || fail "dojang certs does not mark the renewed certificate"
+
 # Declining the fee renews nothing: a second renewal (the new certificate is in its window too).
 tmux -L "$tmux_socket" kill-session -t renew
 before=$("$dojang" renew --history --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
