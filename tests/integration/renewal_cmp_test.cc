@@ -4,10 +4,13 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/bn.h>
+#include <openssl/pem.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
+#include <csignal>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdio>
@@ -473,4 +476,113 @@ TEST_CASE("TokenKeys for a token that is not there says so", "[renewal_cmp]") {
   // Even a TokenKeys that failed to construct has closed the sessions and finalised (token_keys.h).
   CK_STATE state = 0;
   CHECK(token.sessionState(&state) == CKR_CRYPTOKI_NOT_INITIALIZED);
+}
+
+namespace {
+
+// A program running in the background for one test (OpenSSL's mock CMP server), killed at the end.
+class Background final {
+ public:
+  explicit Background(const std::vector<std::string>& argv) {
+    m_pid = ::fork();
+    REQUIRE(m_pid >= 0);
+    if (m_pid == 0) {
+      std::vector<char*> pointers;
+      for (const auto& argument : argv) {
+        pointers.push_back(const_cast<char*>(argument.c_str()));
+      }
+      pointers.push_back(nullptr);
+      ::execvp(pointers[0], pointers.data());
+      ::_exit(127);
+    }
+  }
+  ~Background() {
+    ::kill(m_pid, SIGKILL);
+    int status = 0;
+    ::waitpid(m_pid, &status, 0);
+  }
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+
+ private:
+  pid_t m_pid = -1;
+};
+
+void runOpenssl(const std::vector<std::string>& arguments) {
+  std::vector<std::string> argv = {"openssl"};
+  argv.insert(argv.end(), arguments.begin(), arguments.end());
+  const auto result = dojang::ca::test::run(argv);
+  INFO(result.output);
+  REQUIRE(result.exitCode == 0);
+}
+
+bool acceptsConnections(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  const bool connected = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+  ::close(fd);
+  return connected;
+}
+
+}  // namespace
+
+TEST_CASE("keyUpdate against OpenSSL's mock CMP server, a second and independent peer", "[renewal_cmp]") {
+  OneKey one;
+  Journal journal;
+  const cmp::Issued first = enrolFirst(one.ca, *one.key, journal);
+  one.token.generate(KeyType::Ec, kSecondId);
+  const dojang::PkeyPtr newKey = one.keys.privateKey(kSecondId);
+
+  // The mock server answers with a fixed certificate, and the client accepts only one for the new
+  // key: so the test certifies the new token key's public half with a throwaway CA.
+  dojang::ca::test::TempDir dir;
+  {
+    dojang::BioPtr out(BIO_new_file(dir.file("new.pub.pem").c_str(), "w"));
+    REQUIRE(out);
+    REQUIRE(PEM_write_bio_PUBKEY(out.get(), newKey.get()) == 1);
+  }
+  const std::vector<std::string> ec = {"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"};
+  const auto withEc = [&](std::vector<std::string> arguments) {
+    arguments.insert(arguments.begin() + 1, ec.begin(), ec.end());
+    return arguments;
+  };
+  dojang::OpensslStringPtr caName(
+      X509_NAME_oneline(X509_get_issuer_name(first.certificate.get()), nullptr, 0));  // "/C=KR/O=dojang/CN=..."
+  runOpenssl(withEc({"req", "-x509", "-keyout", dir.file("mock-ca.key"), "-out", dir.file("mock-ca.pem"), "-subj",
+                     caName.get(), "-days", "2"}));
+  runOpenssl(withEc({"req", "-keyout", dir.file("throwaway.key"), "-out", dir.file("renewed.csr"), "-subj",
+                     "/CN=renewed by the mock server"}));
+  runOpenssl({"x509", "-req", "-in", dir.file("renewed.csr"), "-CA", dir.file("mock-ca.pem"), "-CAkey",
+              dir.file("mock-ca.key"), "-set_serial", "0x" + serialHex(*first.certificate), "-force_pubkey",
+              dir.file("new.pub.pem"), "-days", "2",
+              "-out", dir.file("renewed.pem")});
+
+  const auto [probe, port] = loopbackSocket(false);
+  ::close(probe);
+  // It checks the request's protection (the old token key, certified by dojang-ca) against
+  // -srv_trusted, and signs its answers with its own key, which the client trusts. OpenSSL 3.0's
+  // mock server also wants the kur's oldCertID (issuer and serial of the old certificate) to name
+  // the certificate it returns, so that one carries dojang-ca's name and the old serial.
+  Background server({"openssl", "cmp", "-port", std::to_string(port), "-srv_cert", dir.file("mock-ca.pem"),
+                     "-srv_key", dir.file("mock-ca.key"), "-srv_trusted", one.ca.dir.file("ca.cert.pem"),
+                     "-rsp_cert", dir.file("renewed.pem")});
+  for (int i = 0; i < 200 && !acceptsConnections(port); ++i) {
+    ::usleep(25000);
+  }
+  REQUIRE(acceptsConnections(port));
+
+  const cmp::Endpoint endpoint{"127.0.0.1", port, "/", dir.file("mock-ca.pem"), std::chrono::seconds(10),
+                               std::chrono::seconds(30)};
+  const cmp::Issued renewed =
+      cmp::keyUpdate(endpoint, *one.key, *first.certificate, *newKey, std::nullopt, journal.hook());
+  CHECK(certifies(*renewed.certificate, *newKey));
+  dojang::BioPtr in(BIO_new_file(dir.file("renewed.pem").c_str(), "r"));
+  dojang::X509Ptr expected(PEM_read_bio_X509(in.get(), nullptr, nullptr, nullptr));
+  REQUIRE(expected);
+  CHECK(X509_cmp(renewed.certificate.get(), expected.get()) == 0);
+  // The hook saw it before certConf, as with dojang-ca.
+  CHECK(journal.serials.back() == serialHex(*expected));
 }
