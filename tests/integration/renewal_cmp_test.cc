@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include <array>
-#include <csignal>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -549,16 +549,15 @@ TEST_CASE("keyUpdate against OpenSSL's mock CMP server, a second and independent
     arguments.insert(arguments.begin() + 1, ec.begin(), ec.end());
     return arguments;
   };
-  dojang::OpensslStringPtr caName(
-      X509_NAME_oneline(X509_get_issuer_name(first.certificate.get()), nullptr, 0));  // "/C=KR/O=dojang/CN=..."
-  runOpenssl(withEc({"req", "-x509", "-keyout", dir.file("mock-ca.key"), "-out", dir.file("mock-ca.pem"), "-subj",
-                     caName.get(), "-days", "2"}));
+  dojang::OpensslStringPtr caName(X509_NAME_oneline(X509_get_issuer_name(first.certificate.get()), nullptr,
+                                                    0));  // "/C=KR/O=dojang/CN=..."
+  runOpenssl(withEc({"req", "-x509", "-keyout", dir.file("mock-ca.key"), "-out", dir.file("mock-ca.pem"),
+                     "-subj", caName.get(), "-days", "2"}));
   runOpenssl(withEc({"req", "-keyout", dir.file("throwaway.key"), "-out", dir.file("renewed.csr"), "-subj",
                      "/CN=renewed by the mock server"}));
   runOpenssl({"x509", "-req", "-in", dir.file("renewed.csr"), "-CA", dir.file("mock-ca.pem"), "-CAkey",
               dir.file("mock-ca.key"), "-set_serial", "0x" + serialHex(*first.certificate), "-force_pubkey",
-              dir.file("new.pub.pem"), "-days", "2",
-              "-out", dir.file("renewed.pem")});
+              dir.file("new.pub.pem"), "-days", "2", "-out", dir.file("renewed.pem")});
 
   const auto [probe, port] = loopbackSocket(false);
   ::close(probe);
@@ -574,8 +573,8 @@ TEST_CASE("keyUpdate against OpenSSL's mock CMP server, a second and independent
   }
   REQUIRE(acceptsConnections(port));
 
-  const cmp::Endpoint endpoint{"127.0.0.1", port, "/", dir.file("mock-ca.pem"), std::chrono::seconds(10),
-                               std::chrono::seconds(30)};
+  const cmp::Endpoint endpoint{
+      "127.0.0.1", port, "/", dir.file("mock-ca.pem"), std::chrono::seconds(10), std::chrono::seconds(30)};
   const cmp::Issued renewed =
       cmp::keyUpdate(endpoint, *one.key, *first.certificate, *newKey, std::nullopt, journal.hook());
   CHECK(certifies(*renewed.certificate, *newKey));
