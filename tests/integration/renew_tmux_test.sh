@@ -6,15 +6,11 @@
 set -euo pipefail
 build=$1
 dojang=$build/src/cli/dojang
-ca=$build/src/ca/dojang-ca
-work=$(mktemp -d /tmp/dojang-tmux.XXXXXX)
 tmux_socket=dojang-test-$$
-pids=()
+source "$(dirname "$0")/../../scripts/lib/sandbox.sh"
 cleanup() {
   tmux -L "$tmux_socket" kill-server 2>/dev/null || true
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
+  sandbox_cleanup
 }
 trap cleanup EXIT
 fail() {
@@ -25,30 +21,8 @@ fail() {
 }
 
 pin=735911
-mkdir -p "$work/tokens"
-printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$work" >"$work/softhsm2.conf"
-export SOFTHSM2_CONF=$work/softhsm2.conf
-softhsm2-util --init-token --free --label tmux-token --pin "$pin" --so-pin 12345678 >/dev/null
-printf '[[backend]]\nname = "softhsm"\nmodule = "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"\n' >"$work/dojangd.toml"
-export DOJANG_SOCKET=$work/dojang.sock DOJANG_NO_AUTOSTART=1 DOJANG_MODULE=$build/pkcs11/dojang-pkcs11.so
-"$build/src/daemon/dojangd" --foreground --socket "$DOJANG_SOCKET" --config "$work/dojangd.toml" 2>"$work/dojangd.log" &
-pids+=($!)
-for _ in $(seq 200); do [ -S "$DOJANG_SOCKET" ] && break; sleep 0.05; done
-
-"$ca" init --dir "$work/ca" >/dev/null
-"$ca" serve --dir "$work/ca" --port 0 --test-validity-days 20 >"$work/ca.out" 2>"$work/ca.log" &
-pids+=($!)
-for _ in $(seq 200); do grep -q listening "$work/ca.out" 2>/dev/null && break; sleep 0.05; done
-ca_url=$(sed -n 's/^dojang-ca listening on \(http:\/\/[^ ]*\).*/\1/p' "$work/ca.out" | head -n 1)
-export XDG_CONFIG_HOME=$work/config XDG_STATE_HOME=$work/state
-mkdir -p "$XDG_CONFIG_HOME/dojang"
-printf '[ca.dojang-ca]\nurl = "%s"\ntrusted = "%s"\nvalidity_days = 20\n' "$ca_url" "$work/ca/ca.cert.pem" \
-  >"$XDG_CONFIG_HOME/dojang/renewal.toml"
-"$ca" enroll-code --dir "$work/ca" --profile signkorea-general-personal \
-  --subject "cn=홍길동()0001234567890123,ou=개인" --json >"$work/code.json"
-ref=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["reference"])' "$work/code.json")
-code=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["authorization_code"])' "$work/code.json")
-echo "$pin" | "$dojang" enroll --ref "$ref" --code "$code" --label signkey --accept-fee 4400 --pin-stdin >/dev/null
+sandbox_start "$build" tmux-token "$pin" --test-validity-days 20
+sandbox_enrol signkey >/dev/null
 
 # The pane is wide enough for the table; the command's exit status is printed after it.
 tmux -L "$tmux_socket" -f /dev/null new-session -d -s renew -x 220 -y 60 \
