@@ -3,144 +3,21 @@
 // the 30-day renewal window), pkcs11-tool and `openssl cmp` for the first certificate, and openssl
 // to check what the renewed key signs.
 #include <catch2/catch.hpp>
-#include <cstdlib>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "tests/ca/ca_test_support.h"
-#include "tests/support/dojangd_process.h"
-#include "tests/support/run_command.h"
-#include "tests/support/softhsm_token.h"
-#include "tests/support/temp_dir.h"
+#include "tests/integration/renewal_fixture.h"
 
 namespace test = dojang::test;
 namespace catest = dojang::ca::test;
 
 namespace {
 
-constexpr const char* kFeeOid = "2.25.291284094336645414261949578006134921605.1";
-constexpr const char* kLabel = "signkey";
-
-std::string dojangCli() {
-  const char* path = std::getenv("DOJANG_CLI");
-  if (path == nullptr) {
-    throw std::runtime_error("DOJANG_CLI is not set (run through meson test)");
-  }
-  return path;
-}
-
-void writeText(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream(path) << text;
-}
-
-// A token with one key pair and its first certificate, a CA, and the renewal configuration.
-struct Fixture {
-  explicit Fixture(const std::string& keyType,
-                   const std::vector<std::string>& caArgs = {"--test-validity-days", "20"},
-                   bool firstCertificate = true)
-      : daemon(token), caDir(work.path() / "ca") {
-    env = daemon.env();
-    env["DOJANG_MODULE"] = test::dojangModulePath();
-    env["XDG_STATE_HOME"] = (work.path() / "state").string();
-    env["XDG_CONFIG_HOME"] = (work.path() / "config").string();
-    REQUIRE(catest::run({catest::dojangCa(), "init", "--dir", caDir.string()}).exitCode == 0);
-    server = std::make_unique<catest::CaServer>(caDir.string(), caArgs);
-    if (firstCertificate) {
-      REQUIRE(run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", token.pin(),
-                   "--keypairgen", "--key-type", keyType, "--id", "01", "--label", kLabel})
-                  .exitCode == 0);
-      enrol();
-    }
-    writeText(work.path() / "renewal.toml",
-              "[renewal]\ndefault_ca = \"test\"\n[ca.test]\nurl = \"" + server->url("/") +
-                  "\"\ntrusted = \"" + (caDir / "ca.cert.pem").string() + "\"\ntimeout_seconds = 3\n" +
-                  (caArgs.empty() ? "" : "validity_days = 20\n"));
-  }
-
-  test::CommandResult run(const std::vector<std::string>& argv, const std::string& input = {}) const {
-    test::CommandOptions options;
-    options.env = env;
-    options.input = input;
-    return test::runCommand(argv, options);
-  }
-
-  // The first certificate: ir through the token (OpenSSL's pkcs11 engine over dojang-pkcs11.so),
-  // then stored on the token beside its key, as the demo does.
-  nlohmann::json enrolmentCode() const {
-    const auto code = catest::run({catest::dojangCa(), "enroll-code", "--dir", caDir.string(), "--profile",
-                                   "signkorea-general-personal", "--subject",
-                                   "cn=홍길동()0001234567890123,ou=개인", "--json"});
-    REQUIRE(code.exitCode == 0);
-    return nlohmann::json::parse(code.output.substr(code.output.find('{')));
-  }
-
-  void enrol() {
-    const auto codes = enrolmentCode();
-    writeText(work.path() / "openssl.cnf",
-              "openssl_conf = init\n[init]\nengines = engines\n[engines]\npkcs11 = pkcs11\n[pkcs11]\n"
-              "engine_id = pkcs11\nMODULE_PATH = " +
-                  test::dojangModulePath() + "\ninit = 0\n");
-    auto withConf = env;
-    withConf["OPENSSL_CONF"] = (work.path() / "openssl.cnf").string();
-    test::CommandOptions options;
-    options.env = withConf;
-    const std::string keyUri =
-        "pkcs11:token=" + token.label() + ";object=" + kLabel + ";type=private;pin-value=" + token.pin();
-    const auto ir = test::runCommand({"openssl",  "cmp",
-                                      "-cmd",     "ir",
-                                      "-server",  server->hostPort(),
-                                      "-path",    "/",
-                                      "-trusted", (caDir / "ca.cert.pem").string(),
-                                      "-ref",     codes["reference"].get<std::string>(),
-                                      "-secret",  "pass:" + codes["authorization_code"].get<std::string>(),
-                                      "-engine",  "pkcs11",
-                                      "-keyform", "ENGINE",
-                                      "-newkey",  keyUri,
-                                      "-subject", "/CN=applicant",
-                                      "-certout", (work.path() / "first.pem").string(),
-                                      "-geninfo", std::string(kFeeOid) + ":int:4400"},
-                                     options);
-    INFO(ir.out << ir.err);
-    REQUIRE(ir.exitCode == 0);
-    REQUIRE(run({"openssl", "x509", "-in", (work.path() / "first.pem").string(), "-outform", "DER", "-out",
-                 (work.path() / "first.der").string()})
-                .exitCode == 0);
-    REQUIRE(run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", token.pin(),
-                 "--write-object", (work.path() / "first.der").string(), "--type", "cert", "--id", "01",
-                 "--label", kLabel})
-                .exitCode == 0);
-  }
-
-  test::CommandResult renew(const std::vector<std::string>& extra, const std::string& pin) const {
-    std::vector<std::string> argv = {dojangCli(), "renew", "--config",
-                                     (work.path() / "renewal.toml").string(), "--pin-stdin"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return run(argv, pin + "\n");
-  }
-
-  // Every object on the token as pkcs11-tool lists it (after a login).
-  std::string objects() const {
-    return run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", token.pin(),
-                "--list-objects"})
-        .out;
-  }
-
-  test::SoftHsmToken token;
-  test::DojangdProcess daemon;
-  test::TempDir work;
-  std::filesystem::path caDir;
-  std::map<std::string, std::string> env;
-  std::unique_ptr<catest::CaServer> server;
-};
-
-std::size_t count(const std::string& text, const std::string& what) {
-  std::size_t found = 0;
-  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
-    ++found;
-  }
-  return found;
-}
+constexpr const char* kLabel = test::kRenewalLabel;
+using test::count;
+using test::dojangCli;
+using test::writeText;
+using Fixture = test::RenewalFixture;
 
 void checkRenewed(Fixture& f, const std::string& keyTypeName) {
   const auto result = f.renew({kLabel, "--accept-fee", "4400", "--json"}, f.token.pin());

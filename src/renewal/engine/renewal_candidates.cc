@@ -2,10 +2,12 @@
 // window each has, and CERT as a person names it.
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <string_view>
 
 #include "src/common/errors/error.h"
 #include "src/renewal/engine/renewal_engine.h"
+#include "src/renewal/journal/journal.h"
 
 namespace dojang::renewal {
 
@@ -55,10 +57,30 @@ RenewalEngine::RenewalEngine(CK_FUNCTION_LIST& functions, EngineSettings setting
     : m_functions(functions), m_settings(std::move(settings)) {}
 
 std::vector<RenewalCandidate> RenewalEngine::candidates(std::chrono::system_clock::time_point now) const {
+  // While a renewal is unfinished its certificate is shown as before it: the new certificate (stored
+  // but not yet installed) is no candidate of its own, and the old one keeps its label even when
+  // already relabelled "retired". A crash after storing leaves two certificates with the old label;
+  // this way naming it finds the old one, whose renewal renew() then finishes.
+  std::vector<RenewalRecord> unfinished;
+  if (std::filesystem::exists(m_settings.journalPath)) {
+    unfinished = Journal(m_settings.journalPath).unfinished();
+  }
   std::vector<RenewalCandidate> result;
   for (const auto& token : tokensOf(m_functions)) {
     RenewalToken session(m_functions, token);
     for (auto& certificate : session.certificates()) {
+      const auto renewing = [&](const Bytes RenewalPlan::*keyId) {
+        return std::find_if(unfinished.begin(), unfinished.end(), [&](const RenewalRecord& record) {
+          return record.plan.tokenSerial == token.serial && !certificate.id.empty() &&
+                 record.plan.*keyId == certificate.id;
+        });
+      };
+      if (renewing(&RenewalPlan::newKeyId) != unfinished.end()) {
+        continue;
+      }
+      if (const auto old = renewing(&RenewalPlan::oldKeyId); old != unfinished.end()) {
+        certificate.label = old->plan.oldLabel;
+      }
       RenewalCandidate candidate;
       try {
         candidate.summary = pki::summarizeCertificate(certificate.der, now);

@@ -13,6 +13,7 @@
 #include "src/common/errors/foreign_errors.h"
 #include "src/common/ossl/owners.h"
 #include "src/renewal/cmp/cmp_client.h"
+#include "src/renewal/engine/fault_point.h"
 #include "src/renewal/journal/journal.h"
 #include "src/renewal/journal/renewal_lock.h"
 #include "src/renewal/token_keys/token_keys.h"
@@ -132,6 +133,7 @@ std::string retireOld(RenewalToken& token, const RenewalPlan& plan, bool deleteO
       token.relabel(*object, plan.oldLabel);
     }
   }
+  faultPoint("new-relabelled");
   if (plan.oldKeyId.empty()) {
     return "none (a first certificate)";  // an enrolment: there is no old pair
   }
@@ -140,12 +142,14 @@ std::string retireOld(RenewalToken& token, const RenewalPlan& plan, bool deleteO
     for (const auto object : oldObjects) {
       token.destroy(object);
     }
+    faultPoint("old-retired");
     return "deleted";
   }
   const std::string retiredLabel = plan.oldLabel + " (retired " + dateOf(now) + ")";
   for (const auto object : oldObjects) {
     token.relabel(object, retiredLabel);
   }
+  faultPoint("old-retired");
   return "relabelled \"" + retiredLabel + "\", deleted after " +
          dateOf(now + std::chrono::hours(24) * retireDays);
 }
@@ -159,6 +163,7 @@ std::string recoverRecord(Journal& journal, RenewalToken& token, const RenewalRe
   switch (recoveryFor(record)) {
     case RecoveryAction::RollBack: {
       deletePending(token, plan.newKeyId);
+      faultPoint("recovery-deleted-pending");
       StepData data;
       data.note = "interrupted at " + std::string(toString(record.step)) + "; rolled back by the next run";
       journal.advance(record.id, RenewalStep::RolledBack, data);
@@ -167,13 +172,20 @@ std::string recoverRecord(Journal& journal, RenewalToken& token, const RenewalRe
     case RecoveryAction::StoreCertificate:
       if (!token.findById(CKO_CERTIFICATE, plan.newKeyId)) {
         token.storeCertificate(record.issuedCertificateDer, plan.newKeyId, plan.oldLabel);
+        faultPoint("recovery-stored-on-token");
       }
       journal.advance(record.id, RenewalStep::Stored);
       [[fallthrough]];
     case RecoveryAction::RetireOld: {
+      // The plan does not say whether --delete-old was given: a pair already gone was deleted by
+      // the interrupted run, and is journalled so rather than given a deletion date.
+      const bool oldGone = !plan.oldKeyId.empty() && token.allWithId(plan.oldKeyId).empty();
       (void)retireOld(token, plan, false, retireDays, now);
       StepData retired;
-      retired.oldKeyDeleteAfter = unixSeconds(now) + std::int64_t{retireDays} * kSecondsPerDay;
+      retired.oldKeyDeleted = oldGone;
+      if (!oldGone && !plan.oldKeyId.empty()) {
+        retired.oldKeyDeleteAfter = unixSeconds(now) + std::int64_t{retireDays} * kSecondsPerDay;
+      }
       journal.advance(record.id, RenewalStep::Retired, retired);
       return name + ": finished; the new certificate is stored";
     }
@@ -184,8 +196,8 @@ std::string recoverRecord(Journal& journal, RenewalToken& token, const RenewalRe
 }
 
 // What a finished renewal or enrolment tells its caller.
-RenewalResult resultOf(std::int64_t journalId, const RenewalPlan& plan, const Bytes& issuedDer, std::string oldPair,
-                       long long fee, std::chrono::system_clock::time_point now) {
+RenewalResult resultOf(std::int64_t journalId, const RenewalPlan& plan, const Bytes& issuedDer,
+                       std::string oldPair, long long fee, std::chrono::system_clock::time_point now) {
   const auto summary = pki::summarizeCertificate(issuedDer, now);
   RenewalResult result;
   result.journalId = journalId;
@@ -242,13 +254,29 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
   Journal journal(m_settings.journalPath);
   RenewalToken token(m_functions, candidate.token);
   token.login(pin);  // a wrong PIN stops here, before the journal has anything
-  // A renewal of this certificate that was interrupted is finished or undone first.
-  if (auto previous = journal.latestFor(candidate.certificateKey); previous && !isTerminal(previous->step)) {
-    const bool finished = recoveryFor(*previous) != RecoveryAction::RollBack;
-    (void)recoverRecord(journal, token, *previous, m_settings.retireDays);
+  // An interrupted renewal of this certificate, or one that was installing it (its CKA_ID is that
+  // renewal's new one), is finished or undone first: renewing a half-installed certificate would
+  // leave the older renewal to relabel its pair back later.
+  for (const auto& previous : journal.unfinished()) {
+    const bool ofThis = previous.plan.certificateKey == candidate.certificateKey;
+    const bool installingThis = previous.plan.tokenSerial == candidate.token.serial &&
+                                previous.plan.newKeyId == candidate.certificate.id;
+    if (!ofThis && !installingThis) {
+      continue;
+    }
+    std::optional<RenewalLock> previousLock;
+    if (!ofThis) {
+      previousLock = RenewalLock::tryAcquire(m_settings.journalPath, previous.plan.certificateKey);
+      if (!previousLock) {
+        refuse(ErrorKind::Retryable,
+               "another renewal of \"" + previous.plan.oldLabel + "\" is running; try later");
+      }
+    }
+    const bool finished = recoveryFor(previous) != RecoveryAction::RollBack;
+    (void)recoverRecord(journal, token, previous, m_settings.retireDays);
     if (finished) {
-      refuse(ErrorKind::Refused, "an interrupted renewal of \"" + candidate.certificate.label +
-                                     "\" (journal #" + std::to_string(previous->id) +
+      refuse(ErrorKind::Refused, "an interrupted renewal of \"" + previous.plan.oldLabel + "\" (journal #" +
+                                     std::to_string(previous.id) +
                                      ") has now been finished; its certificate is "
                                      "stored, so there is nothing more to renew");
     }
@@ -273,6 +301,7 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
     plan.feeAcknowledgedKrw = fee;
   }
   const auto record = journal.begin(plan);
+  faultPoint("planned");
 
   Bytes issuedDer;
   std::string failure;
@@ -285,12 +314,14 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
   PkeyPtr newKey;
   try {
     (void)token.generateKeyPair(spec, plan.newKeyId, plan.pendingLabel);
+    faultPoint("generated");
     keys.emplace(m_settings.modulePath, TokenSelector{candidate.token.serial, ""});
     keys->login(pin);
     oldKey = keys->privateKey(plan.oldKeyId);
     newKey = keys->privateKey(plan.newKeyId);
     auto oldCertificate = parseCertificate(plan.oldCertificateDer);
     journal.advance(record.id, RenewalStep::Requested);
+    faultPoint("requested");
     auto answer = cmp::keyUpdate(
         endpointOf(m_settings.ca), *oldKey, *oldCertificate, *newKey,
         fee > 0 ? std::optional<long>(static_cast<long>(fee)) : std::nullopt, [&](X509& certificate) {
@@ -298,6 +329,7 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
           StepData data;
           data.issuedCertificateDer = derOf(certificate);
           journal.advance(record.id, RenewalStep::Issued, data);
+          faultPoint("issued");
         });
     issuedDer = derOf(*answer.certificate);
   } catch (const Error& error) {
@@ -315,32 +347,56 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
       issuedDer = current->issuedCertificateDer;
     } else {
       // Nothing confirmed: the pending key goes; the old pair was never touched.
+      std::string leftOver;
       try {
         deletePending(token, plan.newKeyId);
         StepData data;
         data.note = failure;
         journal.advance(record.id, RenewalStep::RolledBack, data);
       } catch (const std::exception& cleanup) {
+        // The token went away too: the next run (or --recover) deletes the pending key.
         journal.recordError(record.id, std::string("rollback: ") + cleanup.what());
+        leftOver = "; the new key could not be deleted yet (" + std::string(cleanup.what()) +
+                   "): `dojang renew --recover` deletes it when the token is back";
       }
       const ErrorKind kind = failureError ? failureError->kind() : ErrorKind::Fatal;
-      throw Error(failureError ? failureError->rv() : CKR_FUNCTION_FAILED, kind,
-                  withSupport("renewal failed; the old certificate and key are unchanged: " + failure,
-                              kind == ErrorKind::Refused ? candidate.profile : std::nullopt),
-                  failureError ? failureError->pinRetriesLeft() : std::nullopt);
+      throw Error(
+          failureError ? failureError->rv() : CKR_FUNCTION_FAILED, kind,
+          withSupport("renewal failed; the old certificate and key are unchanged: " + failure + leftOver,
+                      kind == ErrorKind::Refused ? candidate.profile : std::nullopt),
+          failureError ? failureError->pinRetriesLeft() : std::nullopt);
     }
   }
 
-  // From here the CA has issued: finish (a crash now is resumed by recovery).
-  token.storeCertificate(issuedDer, plan.newKeyId, plan.oldLabel);
-  journal.advance(record.id, RenewalStep::Stored);
-  const std::string oldPair = retireOld(token, plan, choices.deleteOld, m_settings.retireDays, now);
-  StepData retired;
-  retired.oldKeyDeleted = choices.deleteOld;
-  if (!choices.deleteOld) {
-    retired.oldKeyDeleteAfter = unixSeconds(now) + std::int64_t{m_settings.retireDays} * kSecondsPerDay;
+  // From here the CA has issued: finish (a crash or a failure now is resumed by recovery, so the
+  // error says so rather than the token's bare CK_RV).
+  std::string oldPair;
+  try {
+    token.storeCertificate(issuedDer, plan.newKeyId, plan.oldLabel);
+    faultPoint("stored-on-token");
+    journal.advance(record.id, RenewalStep::Stored);
+    faultPoint("stored");
+    oldPair = retireOld(token, plan, choices.deleteOld, m_settings.retireDays, now);
+    StepData retired;
+    retired.oldKeyDeleted = choices.deleteOld;
+    if (!choices.deleteOld) {
+      retired.oldKeyDeleteAfter = unixSeconds(now) + std::int64_t{m_settings.retireDays} * kSecondsPerDay;
+    }
+    journal.advance(record.id, RenewalStep::Retired, retired);
+  } catch (const std::exception& error) {
+    const auto* dojangError = dynamic_cast<const Error*>(&error);
+    try {
+      journal.recordError(record.id, error.what());
+    } catch (const std::exception&) {
+      // the journal keeps the step; the message below is what matters now
+    }
+    throw Error(dojangError != nullptr ? dojangError->rv() : CKR_FUNCTION_FAILED,
+                dojangError != nullptr ? dojangError->kind() : ErrorKind::Fatal,
+                "the CA issued the new certificate (journal #" + std::to_string(record.id) +
+                    ") but it could not be installed on the token yet: " + error.what() +
+                    "; the old certificate and key still work, and `dojang renew --recover` finishes the "
+                    "renewal when the token is back");
   }
-  journal.advance(record.id, RenewalStep::Retired, retired);
 
   return resultOf(record.id, plan, issuedDer, oldPair, fee, now);
 }

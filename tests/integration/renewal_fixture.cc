@@ -1,0 +1,133 @@
+// The renewal tests' shared fixture (renewal_fixture.h).
+#include "tests/integration/renewal_fixture.h"
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <stdexcept>
+
+namespace dojang::test {
+
+namespace catest = dojang::ca::test;
+
+namespace {
+
+constexpr const char* kFeeOid = "2.25.291284094336645414261949578006134921605.1";
+
+}  // namespace
+
+std::string dojangCli() {
+  const char* path = std::getenv("DOJANG_CLI");
+  if (path == nullptr) {
+    throw std::runtime_error("DOJANG_CLI is not set (run through meson test)");
+  }
+  return path;
+}
+
+void writeText(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t found = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
+    ++found;
+  }
+  return found;
+}
+
+RenewalFixture::RenewalFixture(const std::string& keyType, const std::vector<std::string>& caArgs,
+                               bool firstCertificate)
+    : daemon(token), caDir(work.path() / "ca") {
+  env = daemon.env();
+  env["DOJANG_MODULE"] = dojangModulePath();
+  env["XDG_STATE_HOME"] = (work.path() / "state").string();
+  env["XDG_CONFIG_HOME"] = (work.path() / "config").string();
+  REQUIRE(catest::run({catest::dojangCa(), "init", "--dir", caDir.string()}).exitCode == 0);
+  server = std::make_unique<catest::CaServer>(caDir.string(), caArgs);
+  if (firstCertificate) {
+    REQUIRE(run({"pkcs11-tool", "--module", dojangModulePath(), "--login", "--pin", token.pin(),
+                 "--keypairgen", "--key-type", keyType, "--id", "01", "--label", kRenewalLabel})
+                .exitCode == 0);
+    enrol();
+  }
+  writeText(work.path() / "renewal.toml", "[renewal]\ndefault_ca = \"test\"\n[ca.test]\nurl = \"" +
+                                              server->url("/") + "\"\ntrusted = \"" +
+                                              (caDir / "ca.cert.pem").string() + "\"\ntimeout_seconds = 3\n" +
+                                              (caArgs.empty() ? "" : "validity_days = 20\n"));
+}
+
+CommandResult RenewalFixture::run(const std::vector<std::string>& argv, const std::string& input) const {
+  CommandOptions options;
+  options.env = env;
+  options.input = input;
+  return runCommand(argv, options);
+}
+
+nlohmann::json RenewalFixture::enrolmentCode() const {
+  const auto code = catest::run({catest::dojangCa(), "enroll-code", "--dir", caDir.string(), "--profile",
+                                 "signkorea-general-personal", "--subject",
+                                 "cn=홍길동()0001234567890123,ou=개인", "--json"});
+  REQUIRE(code.exitCode == 0);
+  return nlohmann::json::parse(code.output.substr(code.output.find('{')));
+}
+
+void RenewalFixture::enrol() {
+  const auto codes = enrolmentCode();
+  writeText(work.path() / "openssl.cnf",
+            "openssl_conf = init\n[init]\nengines = engines\n[engines]\npkcs11 = pkcs11\n[pkcs11]\n"
+            "engine_id = pkcs11\nMODULE_PATH = " +
+                dojangModulePath() + "\ninit = 0\n");
+  auto withConf = env;
+  withConf["OPENSSL_CONF"] = (work.path() / "openssl.cnf").string();
+  CommandOptions options;
+  options.env = withConf;
+  const std::string keyUri =
+      "pkcs11:token=" + token.label() + ";object=" + kRenewalLabel + ";type=private;pin-value=" + token.pin();
+  const auto ir = runCommand({"openssl",  "cmp",
+                              "-cmd",     "ir",
+                              "-server",  server->hostPort(),
+                              "-path",    "/",
+                              "-trusted", (caDir / "ca.cert.pem").string(),
+                              "-ref",     codes["reference"].get<std::string>(),
+                              "-secret",  "pass:" + codes["authorization_code"].get<std::string>(),
+                              "-engine",  "pkcs11",
+                              "-keyform", "ENGINE",
+                              "-newkey",  keyUri,
+                              "-subject", "/CN=applicant",
+                              "-certout", (work.path() / "first.pem").string(),
+                              "-geninfo", std::string(kFeeOid) + ":int:4400"},
+                             options);
+  INFO(ir.out << ir.err);
+  REQUIRE(ir.exitCode == 0);
+  REQUIRE(run({"openssl", "x509", "-in", (work.path() / "first.pem").string(), "-outform", "DER", "-out",
+               (work.path() / "first.der").string()})
+              .exitCode == 0);
+  REQUIRE(
+      run({"pkcs11-tool", "--module", dojangModulePath(), "--login", "--pin", token.pin(), "--write-object",
+           (work.path() / "first.der").string(), "--type", "cert", "--id", "01", "--label", kRenewalLabel})
+          .exitCode == 0);
+}
+
+CommandResult RenewalFixture::renew(const std::vector<std::string>& extra, const std::string& pin,
+                                    const std::string& cli,
+                                    const std::map<std::string, std::string>& moreEnv) const {
+  std::vector<std::string> argv = {cli.empty() ? dojangCli() : cli, "renew", "--config",
+                                   (work.path() / "renewal.toml").string(), "--pin-stdin"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  CommandOptions options;
+  options.env = env;
+  for (const auto& [name, value] : moreEnv) {
+    options.env[name] = value;
+  }
+  options.input = pin + "\n";
+  return runCommand(argv, options);
+}
+
+std::string RenewalFixture::objects() const {
+  return run({"pkcs11-tool", "--module", dojangModulePath(), "--login", "--pin", token.pin(),
+              "--list-objects"})
+      .out;
+}
+
+}  // namespace dojang::test
