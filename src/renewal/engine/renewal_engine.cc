@@ -1,8 +1,8 @@
-// RenewalEngine::renew and recovery: the journalled steps (renewal_engine.h).
+// RenewalEngine::renew and recovery: the journalled steps (renewal_engine.h). The steps they share
+// with enrolment and reissue are engine_steps.h; enroll and reissue are renewal_issue.cc.
 #include "src/renewal/engine/renewal_engine.h"
 
 #include <openssl/x509.h>
-#include <openssl/x509_vfy.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +13,7 @@
 #include "src/common/errors/foreign_errors.h"
 #include "src/common/ossl/owners.h"
 #include "src/renewal/cmp/cmp_client.h"
+#include "src/renewal/engine/engine_steps.h"
 #include "src/renewal/engine/fault_point.h"
 #include "src/renewal/journal/journal.h"
 #include "src/renewal/journal/renewal_lock.h"
@@ -20,236 +21,64 @@
 
 namespace dojang::renewal {
 
-namespace {
-
-constexpr std::int64_t kSecondsPerDay = 86400;
-
-std::string dateOf(std::chrono::system_clock::time_point time) {
-  return pki::formatIso8601Utc(time).substr(0, 10);
-}
-
-std::int64_t unixSeconds(std::chrono::system_clock::time_point time) {
-  return std::chrono::duration_cast<std::chrono::seconds>(time.time_since_epoch()).count();
-}
-
-Bytes derOf(X509& certificate) {
-  const int length = i2d_X509(&certificate, nullptr);
-  if (length <= 0) {
-    throwOpenssl("i2d_X509");
-  }
-  Bytes der(static_cast<std::size_t>(length));
-  unsigned char* out = der.data();
-  i2d_X509(&certificate, &out);
-  return der;
-}
-
-[[noreturn]] void refuse(ErrorKind kind, const std::string& message) {
-  throw Error(CKR_FUNCTION_FAILED, kind, message);
-}
-
-// Appends the CA's support line to a failure people must act on (the seed guide's FAQ advice).
-std::string withSupport(const std::string& message, const std::optional<ca::Profile>& profile) {
-  if (!profile) {
-    return message;
-  }
-  const auto support = supportLine(*profile);
-  return support.empty() ? message : message + " (help: " + support + ")";
-}
-
-void verifyChain(X509& issued, const EngineSettings& settings);
-
-// The checks an issued certificate must pass before it is confirmed to the CA.
-void verifyIssued(X509& issued, EVP_PKEY& newKey, X509& oldCertificate, const RenewalCandidate& candidate,
-                  const EngineSettings& settings, std::chrono::system_clock::time_point now) {
-  if (EVP_PKEY_eq(X509_get0_pubkey(&issued), &newKey) != 1) {
-    refuse(ErrorKind::Refused, "the CA's certificate is not for the new key on the token");
-  }
-  if (X509_NAME_cmp(X509_get_subject_name(&issued), X509_get_subject_name(&oldCertificate)) != 0) {
-    refuse(ErrorKind::Refused, "the CA's certificate names another subject than the old one");
-  }
-  const auto der = derOf(issued);
-  const auto summary = pki::summarizeCertificate(der, now);
-  if (summary.policyOid != candidate.summary.policyOid) {
-    refuse(ErrorKind::Refused, "the CA's certificate has policy " + summary.policyOid + ", the old one " +
-                                   candidate.summary.policyOid);
-  }
-  const int promisedDays =
-      settings.ca.validityDays.value_or(candidate.profile ? candidate.profile->validityDays : 0);
-  if (promisedDays > 0) {
-    const auto days =
-        std::chrono::duration_cast<std::chrono::seconds>(summary.notAfterTime - summary.notBeforeTime)
-            .count() /
-        kSecondsPerDay;
-    if (days < promisedDays - 1 || days > promisedDays + 1) {
-      refuse(ErrorKind::Refused, "the CA's certificate is valid " + std::to_string(days) +
-                                     " days, the profile " + "promises " + std::to_string(promisedDays));
-    }
-  }
-  verifyChain(issued, settings);
-}
-
-// The issued certificate leads to the configured trust anchor.
-void verifyChain(X509& issued, const EngineSettings& settings) {
-  if (!settings.ca.trustedFile.empty()) {
-    X509StorePtr store(checkOpenssl(X509_STORE_new(), "X509_STORE_new"));
-    checkOpensslStatus(X509_STORE_load_file(store.get(), settings.ca.trustedFile.c_str()),
-                       "loading the CA's trust anchors from " + settings.ca.trustedFile);
-    OpensslPtr<X509_STORE_CTX, X509_STORE_CTX_free> context(
-        checkOpenssl(X509_STORE_CTX_new(), "X509_STORE_CTX_new"));
-    checkOpensslStatus(X509_STORE_CTX_init(context.get(), store.get(), &issued, nullptr),
-                       "X509_STORE_CTX_init");
-    if (X509_verify_cert(context.get()) != 1) {
-      refuse(ErrorKind::Refused,
-             std::string("the CA's certificate does not chain to the configured trust anchor: ") +
-                 X509_verify_cert_error_string(X509_STORE_CTX_get_error(context.get())));
-    }
-  }
-}
-
-cmp::Endpoint endpointOf(const CaConfig& ca) {
-  cmp::Endpoint endpoint;
-  endpoint.host = ca.host;
-  endpoint.port = ca.port;
-  endpoint.path = ca.path;
-  endpoint.trustedCertificatesFile = ca.trustedFile;
-  endpoint.messageTimeout = std::chrono::seconds(ca.timeoutSeconds);
-  endpoint.totalTimeout = std::chrono::seconds(4 * ca.timeoutSeconds);
-  return endpoint;
-}
-
-// Deletes whatever carries the pending CKA_ID (the half-made pair of an interrupted renewal).
-void deletePending(RenewalToken& token, const Bytes& newKeyId) {
-  for (const auto object : token.allWithId(newKeyId)) {
-    token.destroy(object);
-  }
-}
-
-// The new pair takes the old label; the old pair and certificate are relabelled "... (retired
-// DATE)", or deleted at once.
-std::string retireOld(RenewalToken& token, const RenewalPlan& plan, bool deleteOld, int retireDays,
-                      std::chrono::system_clock::time_point now) {
-  for (const auto objectClass : {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY}) {
-    if (const auto object = token.findById(objectClass, plan.newKeyId)) {
-      token.relabel(*object, plan.oldLabel);
-    }
-  }
-  faultPoint("new-relabelled");
-  if (plan.oldKeyId.empty()) {
-    return "none (a first certificate)";  // an enrolment: there is no old pair
-  }
-  const auto oldObjects = token.allWithId(plan.oldKeyId);
-  if (deleteOld) {
-    for (const auto object : oldObjects) {
-      token.destroy(object);
-    }
-    faultPoint("old-retired");
-    return "deleted";
-  }
-  const std::string retiredLabel = plan.oldLabel + " (retired " + dateOf(now) + ")";
-  for (const auto object : oldObjects) {
-    token.relabel(object, retiredLabel);
-  }
-  faultPoint("old-retired");
-  return "relabelled \"" + retiredLabel + "\", deleted after " +
-         dateOf(now + std::chrono::hours(24) * retireDays);
-}
-
-// Finishes or undoes one interrupted renewal, under its lock, with the token logged in.
-std::string recoverRecord(Journal& journal, RenewalToken& token, const RenewalRecord& record,
-                          int retireDays) {
-  const auto& plan = record.plan;
-  const auto now = std::chrono::system_clock::now();
-  const std::string name = "journal #" + std::to_string(record.id) + " (\"" + plan.oldLabel + "\")";
-  switch (recoveryFor(record)) {
-    case RecoveryAction::RollBack: {
-      deletePending(token, plan.newKeyId);
-      faultPoint("recovery-deleted-pending");
-      StepData data;
-      data.note = "interrupted at " + std::string(toString(record.step)) + "; rolled back by the next run";
-      journal.advance(record.id, RenewalStep::RolledBack, data);
-      return name + ": rolled back; the old certificate and key are unchanged";
-    }
-    case RecoveryAction::StoreCertificate:
-      if (!token.findById(CKO_CERTIFICATE, plan.newKeyId)) {
-        token.storeCertificate(record.issuedCertificateDer, plan.newKeyId, plan.oldLabel);
-        faultPoint("recovery-stored-on-token");
-      }
-      journal.advance(record.id, RenewalStep::Stored);
-      [[fallthrough]];
-    case RecoveryAction::RetireOld: {
-      // The plan does not say whether --delete-old was given: a pair already gone was deleted by
-      // the interrupted run, and is journalled so rather than given a deletion date.
-      const bool oldGone = !plan.oldKeyId.empty() && token.allWithId(plan.oldKeyId).empty();
-      (void)retireOld(token, plan, false, retireDays, now);
-      StepData retired;
-      retired.oldKeyDeleted = oldGone;
-      if (!oldGone && !plan.oldKeyId.empty()) {
-        retired.oldKeyDeleteAfter = unixSeconds(now) + std::int64_t{retireDays} * kSecondsPerDay;
-      }
-      journal.advance(record.id, RenewalStep::Retired, retired);
-      return name + ": finished; the new certificate is stored";
-    }
-    case RecoveryAction::None:
-      break;
-  }
-  return name + ": nothing to do";
-}
-
-// What a finished renewal or enrolment tells its caller.
-RenewalResult resultOf(std::int64_t journalId, const RenewalPlan& plan, const Bytes& issuedDer,
-                       std::string oldPair, long long fee, std::chrono::system_clock::time_point now) {
-  const auto summary = pki::summarizeCertificate(issuedDer, now);
-  RenewalResult result;
-  result.journalId = journalId;
-  result.certificateKey = plan.certificateKey;
-  result.newSerialHex = summary.serialHex;
-  result.notBefore = summary.notBefore;
-  result.notAfter = summary.notAfter;
-  result.newKeyIdHex = hexOf(plan.newKeyId);
-  result.keyType = plan.keyType;
-  result.oldPair = std::move(oldPair);
-  result.oldLabel = plan.oldLabel;
-  result.typeLabel = summary.koreanPolicy ? pki::koreanLabel(*summary.koreanPolicy) : "certificate";
-  result.feeKrw = fee;
-  return result;
-}
-
-}  // namespace
+using steps::dateOf;
+using steps::deletePending;
+using steps::derOf;
+using steps::endpointOf;
+using steps::kSecondsPerDay;
+using steps::millisecondsSince;
+using steps::recoverRecord;
+using steps::refuse;
+using steps::resultOf;
+using steps::retireOld;
+using steps::unixSeconds;
+using steps::verifyIssued;
+using steps::withSupport;
 
 RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const SecureBytes& pin,
                                    const RenewalChoices& choices, std::chrono::system_clock::time_point now) {
   // Step 1's checks, before the PIN is used or anything is generated.
   if (candidate.window == WindowState::Expired) {
-    refuse(ErrorKind::Refused,
+    refuse(ErrorKind::Refused, RenewalProblem::Expired,
            withSupport("certificate \"" + candidate.certificate.label + "\" expired on " +
                            dateOf(candidate.summary.notAfterTime) +
                            "; renewal is no longer possible: get a new one with `dojang reissue`",
-                       candidate.profile));
+                       candidate.profile),
+           {{"label", candidate.certificate.label}, {"expired", dateOf(candidate.summary.notAfterTime)}});
   }
   if (candidate.window == WindowState::TooEarly) {
-    refuse(ErrorKind::Refused,
+    refuse(ErrorKind::Refused, RenewalProblem::TooEarly,
            "too early to renew \"" + candidate.certificate.label + "\": the renewal window opens on " +
                dateOf(candidate.windowOpens) + " (" + std::to_string(m_settings.profiles.renewalWindowDays) +
-               " days before it expires on " + dateOf(candidate.summary.notAfterTime) + ")");
+               " days before it expires on " + dateOf(candidate.summary.notAfterTime) + ")",
+           {{"label", candidate.certificate.label},
+            {"opens", dateOf(candidate.windowOpens)},
+            {"expires", dateOf(candidate.summary.notAfterTime)},
+            {"window_days", std::to_string(m_settings.profiles.renewalWindowDays)}});
   }
   const long long fee = candidate.profile ? candidate.profile->feeKrw : 0;
   if (fee > 0) {
     if (choices.acceptedFeeKrw) {
       if (*choices.acceptedFeeKrw != fee) {
-        refuse(ErrorKind::BadInput, "the CA's fee for " + candidate.typeLabel + " is " + ca::formatFee(fee) +
-                                        "; --accept-fee " + std::to_string(*choices.acceptedFeeKrw) +
-                                        " does not match, so nothing was generated");
+        refuse(ErrorKind::BadInput, RenewalProblem::FeeMismatch,
+               "the CA's fee for " + candidate.typeLabel + " is " + ca::formatFee(fee) + "; --accept-fee " +
+                   std::to_string(*choices.acceptedFeeKrw) + " does not match, so nothing was generated",
+               {{"type", candidate.typeLabel},
+                {"fee", ca::formatKrw(fee)},
+                {"offered", std::to_string(*choices.acceptedFeeKrw)}});
       }
     } else if (!choices.confirmFee || !choices.confirmFee(*candidate.profile)) {
-      refuse(ErrorKind::Refused,
-             "the fee of " + ca::formatFee(fee) + " was not accepted; nothing was generated");
+      refuse(ErrorKind::Refused, RenewalProblem::FeeDeclined,
+             "the fee of " + ca::formatFee(fee) + " was not accepted; nothing was generated",
+             {{"fee", ca::formatKrw(fee)}});
     }
   }
 
   auto lock = RenewalLock::tryAcquire(m_settings.journalPath, candidate.certificateKey);
   if (!lock) {
-    refuse(ErrorKind::Retryable,
-           "another renewal of \"" + candidate.certificate.label + "\" is running; try later");
+    refuse(ErrorKind::Retryable, RenewalProblem::Busy,
+           "another renewal of \"" + candidate.certificate.label + "\" is running; try later",
+           {{"label", candidate.certificate.label}});
   }
   Journal journal(m_settings.journalPath);
   RenewalToken token(m_functions, candidate.token);
@@ -268,17 +97,19 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
     if (!ofThis) {
       previousLock = RenewalLock::tryAcquire(m_settings.journalPath, previous.plan.certificateKey);
       if (!previousLock) {
-        refuse(ErrorKind::Retryable,
-               "another renewal of \"" + previous.plan.oldLabel + "\" is running; try later");
+        refuse(ErrorKind::Retryable, RenewalProblem::Busy,
+               "another renewal of \"" + previous.plan.oldLabel + "\" is running; try later",
+               {{"label", previous.plan.oldLabel}});
       }
     }
     const bool finished = recoveryFor(previous) != RecoveryAction::RollBack;
     (void)recoverRecord(journal, token, previous, m_settings.retireDays);
     if (finished) {
-      refuse(ErrorKind::Refused, "an interrupted renewal of \"" + previous.plan.oldLabel + "\" (journal #" +
-                                     std::to_string(previous.id) +
-                                     ") has now been finished; its certificate is "
-                                     "stored, so there is nothing more to renew");
+      refuse(ErrorKind::Refused, RenewalProblem::AlreadyFinished,
+             "an interrupted renewal of \"" + previous.plan.oldLabel + "\" (journal #" +
+                 std::to_string(previous.id) +
+                 ") has now been finished; its certificate is stored, so there is nothing more to renew",
+             {{"label", previous.plan.oldLabel}, {"journal", std::to_string(previous.id)}});
     }
   }
 
@@ -312,8 +143,11 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
   std::optional<TokenKeys> keys;
   PkeyPtr oldKey;
   PkeyPtr newKey;
+  RenewalTimings timings;
   try {
+    auto started = std::chrono::steady_clock::now();
     (void)token.generateKeyPair(spec, plan.newKeyId, plan.pendingLabel);
+    timings.keygen = millisecondsSince(started);
     faultPoint("generated");
     keys.emplace(m_settings.modulePath, TokenSelector{candidate.token.serial, ""});
     keys->login(pin);
@@ -322,15 +156,19 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
     auto oldCertificate = parseCertificate(plan.oldCertificateDer);
     journal.advance(record.id, RenewalStep::Requested);
     faultPoint("requested");
+    started = std::chrono::steady_clock::now();
     auto answer = cmp::keyUpdate(
         endpointOf(m_settings.ca), *oldKey, *oldCertificate, *newKey,
         fee > 0 ? std::optional<long>(static_cast<long>(fee)) : std::nullopt, [&](X509& certificate) {
+          const auto checking = std::chrono::steady_clock::now();
           verifyIssued(certificate, *newKey, *oldCertificate, candidate, m_settings, now);
+          timings.verify = millisecondsSince(checking);
           StepData data;
           data.issuedCertificateDer = derOf(certificate);
           journal.advance(record.id, RenewalStep::Issued, data);
           faultPoint("issued");
         });
+    timings.cmp = millisecondsSince(started) - timings.verify;
     issuedDer = derOf(*answer.certificate);
   } catch (const Error& error) {
     failure = error.what();
@@ -360,17 +198,18 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
                    "): `dojang renew --recover` deletes it when the token is back";
       }
       const ErrorKind kind = failureError ? failureError->kind() : ErrorKind::Fatal;
-      throw Error(
-          failureError ? failureError->rv() : CKR_FUNCTION_FAILED, kind,
+      throw RenewalError(
+          failureError ? failureError->rv() : CKR_FUNCTION_FAILED, kind, RenewalProblem::RequestFailed,
           withSupport("renewal failed; the old certificate and key are unchanged: " + failure + leftOver,
                       kind == ErrorKind::Refused ? candidate.profile : std::nullopt),
-          failureError ? failureError->pinRetriesLeft() : std::nullopt);
+          {{"detail", failure + leftOver}}, failureError ? failureError->pinRetriesLeft() : std::nullopt);
     }
   }
 
   // From here the CA has issued: finish (a crash or a failure now is resumed by recovery, so the
   // error says so rather than the token's bare CK_RV).
   std::string oldPair;
+  const auto writing = std::chrono::steady_clock::now();
   try {
     token.storeCertificate(issuedDer, plan.newKeyId, plan.oldLabel);
     faultPoint("stored-on-token");
@@ -390,92 +229,20 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
     } catch (const std::exception&) {
       // the journal keeps the step; the message below is what matters now
     }
-    throw Error(dojangError != nullptr ? dojangError->rv() : CKR_FUNCTION_FAILED,
-                dojangError != nullptr ? dojangError->kind() : ErrorKind::Fatal,
-                "the CA issued the new certificate (journal #" + std::to_string(record.id) +
-                    ") but it could not be installed on the token yet: " + error.what() +
-                    "; the old certificate and key still work, and `dojang renew --recover` finishes the "
-                    "renewal when the token is back");
+    throw RenewalError(
+        dojangError != nullptr ? dojangError->rv() : CKR_FUNCTION_FAILED,
+        dojangError != nullptr ? dojangError->kind() : ErrorKind::Fatal, RenewalProblem::NotInstalled,
+        "the CA issued the new certificate (journal #" + std::to_string(record.id) +
+            ") but it could not be installed on the token yet: " + error.what() +
+            "; the old certificate and key still work, and `dojang renew --recover` finishes the "
+            "renewal when the token is back",
+        {{"journal", std::to_string(record.id)}, {"detail", error.what()}});
   }
 
-  return resultOf(record.id, plan, issuedDer, oldPair, fee, now);
-}
-
-RenewalResult RenewalEngine::enroll(const TokenIdentity& tokenIdentity, const SecureBytes& pin,
-                                    const Enrolment& enrolment, std::chrono::system_clock::time_point now) {
-  Journal journal(m_settings.journalPath);
-  RenewalToken token(m_functions, tokenIdentity);
-  token.login(pin);
-  RenewalPlan plan;
-  plan.newKeyId.resize(16);
-  opensslRandomBytes(plan.newKeyId, "RAND_bytes for the new CKA_ID");
-  plan.certificateKey = tokenIdentity.serial + "/" + hexOf(plan.newKeyId);
-  plan.tokenSerial = tokenIdentity.serial;
-  plan.tokenLabel = tokenIdentity.label;
-  plan.oldLabel = enrolment.label;
-  plan.pendingLabel = enrolment.label + " (enrolment pending)";
-  plan.keyType = enrolment.keyType.name();
-  plan.caName = m_settings.ca.name;
-  plan.kind = "enroll";
-  plan.profile =
-      "registered with reference " + enrolment.reference;  // the CA knows it; we learn it on issuance
-  if (enrolment.acceptedFeeKrw) {
-    plan.feeAcknowledgedKrw = *enrolment.acceptedFeeKrw;
-  }
-  auto lock = RenewalLock::tryAcquire(m_settings.journalPath, plan.certificateKey);
-  if (!lock) {
-    refuse(ErrorKind::Retryable, "the enrolment's lock is taken; try again");
-  }
-  const auto record = journal.begin(plan);
-  Bytes issuedDer;
-  std::optional<TokenKeys> keys;  // after `token`, as in renew()
-  PkeyPtr newKey;
-  try {
-    (void)token.generateKeyPair(enrolment.keyType, plan.newKeyId, plan.pendingLabel);
-    keys.emplace(m_settings.modulePath, TokenSelector{tokenIdentity.serial, ""});
-    keys->login(pin);
-    newKey = keys->privateKey(plan.newKeyId);
-    journal.advance(record.id, RenewalStep::Requested);
-    const auto fee = enrolment.acceptedFeeKrw
-                         ? std::optional<long>(static_cast<long>(*enrolment.acceptedFeeKrw))
-                         : std::nullopt;
-    auto answer =
-        cmp::enrol(endpointOf(m_settings.ca), enrolment.reference, enrolment.authorizationCode, *newKey, fee,
-                   [&](X509& certificate) {
-                     if (EVP_PKEY_eq(X509_get0_pubkey(&certificate), newKey.get()) != 1) {
-                       refuse(ErrorKind::Refused, "the CA's certificate is not for the new key on the token");
-                     }
-                     verifyChain(certificate, m_settings);
-                     StepData data;
-                     data.issuedCertificateDer = derOf(certificate);
-                     journal.advance(record.id, RenewalStep::Issued, data);
-                   });
-    issuedDer = derOf(*answer.certificate);
-  } catch (const std::exception& error) {
-    journal.recordError(record.id, error.what());
-    const auto current = journal.find(record.id);
-    if (!current || current->step != RenewalStep::Issued) {
-      try {
-        deletePending(token, plan.newKeyId);
-        StepData data;
-        data.note = error.what();
-        journal.advance(record.id, RenewalStep::RolledBack, data);
-      } catch (const std::exception& cleanup) {
-        journal.recordError(record.id, std::string("rollback: ") + cleanup.what());
-      }
-      const auto* dojangError = dynamic_cast<const Error*>(&error);
-      throw Error(dojangError != nullptr ? dojangError->rv() : CKR_FUNCTION_FAILED,
-                  dojangError != nullptr ? dojangError->kind() : ErrorKind::Fatal,
-                  std::string("enrolment failed; nothing was left on the token: ") + error.what());
-    }
-    issuedDer = current->issuedCertificateDer;
-  }
-  token.storeCertificate(issuedDer, plan.newKeyId, plan.oldLabel);
-  journal.advance(record.id, RenewalStep::Stored);
-  const auto oldPair = retireOld(token, plan, false, m_settings.retireDays, now);
-  journal.advance(record.id, RenewalStep::Retired, StepData{});
-
-  return resultOf(record.id, plan, issuedDer, oldPair, enrolment.acceptedFeeKrw.value_or(0), now);
+  timings.tokenWrites = millisecondsSince(writing);
+  auto result = resultOf(record.id, plan, issuedDer, oldPair, fee, now);
+  result.timings = timings;
+  return result;
 }
 
 std::vector<std::string> RenewalEngine::recoverUnfinished(const SecureBytes& pin) {

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "drivers/token/secure_bytes.h"
 #include "src/ca/profiles/profile.h"
 #include "src/common/cryptoki/cryptoki.h"
+#include "src/common/errors/error.h"
 #include "src/pki/certificate_summary.h"
 #include "src/renewal/config/renewal_config.h"
 #include "src/renewal/token/renewal_token.h"
@@ -62,6 +64,42 @@ struct RenewalChoices {
   bool deleteOld = false;
 };
 
+// Why a renewal was refused or failed, for the CLI to say in the person's language; the message
+// (English) says it too.
+enum class RenewalProblem {
+  TooEarly,          // facts: label, opens, expires, window_days
+  Expired,           // facts: label, expired
+  FeeMismatch,       // facts: type, fee, offered
+  FeeDeclined,       // facts: fee
+  Busy,              // facts: label
+  AlreadyFinished,   // facts: label, journal
+  WrongCertificate,  // the CA's certificate failed a check; facts: none
+  RequestFailed,     // nothing changed on the token; facts: detail
+  NotInstalled,      // issued, not yet on the token; facts: journal, detail
+};
+
+class RenewalError final : public Error {
+ public:
+  RenewalError(CK_RV rv, ErrorKind kind, RenewalProblem problem, const std::string& message,
+               std::map<std::string, std::string> facts,
+               std::optional<unsigned> pinRetriesLeft = std::nullopt)
+      : Error(rv, kind, message, pinRetriesLeft), m_problem(problem), m_facts(std::move(facts)) {}
+  [[nodiscard]] RenewalProblem problem() const noexcept { return m_problem; }
+  [[nodiscard]] const std::map<std::string, std::string>& facts() const noexcept { return m_facts; }
+
+ private:
+  RenewalProblem m_problem;
+  std::map<std::string, std::string> m_facts;
+};
+
+// Where a renewal's time went (milliseconds), for `--json` and bench/renewal.sh.
+struct RenewalTimings {
+  double keygen = 0;       // C_GenerateKeyPair on the token
+  double cmp = 0;          // the CMP transaction (request, answer, certConf), checks excluded
+  double verify = 0;       // the checks of the issued certificate
+  double tokenWrites = 0;  // storing the certificate, relabelling, deleting
+};
+
 struct RenewalResult {
   std::int64_t journalId = 0;
   std::string certificateKey;
@@ -74,6 +112,7 @@ struct RenewalResult {
   std::string oldLabel;
   std::string typeLabel;  // "SignKorea 범용 개인", from the new certificate's policy
   long long feeKrw = 0;
+  RenewalTimings timings;
 };
 
 // A first certificate for a token (`dojang enroll`): the CA's reference number and authorization
@@ -106,12 +145,23 @@ class RenewalEngine final {
   // The whole enrolment, journalled like a renewal (kind "enroll", no old pair).
   RenewalResult enroll(const TokenIdentity& token, const SecureBytes& pin, const Enrolment& enrolment,
                        std::chrono::system_clock::time_point now);
+  // 재발급: a new certificate for a lost, expired or revoked one, with a reissue reference code (the
+  // CA revokes the old certificate and keeps its expiry). `replacing` is the old certificate when
+  // it is still on the token: its pair is retired, and the new certificate must keep its subject
+  // and expiry.
+  RenewalResult reissue(const TokenIdentity& token, const SecureBytes& pin, const Enrolment& enrolment,
+                        const RenewalCandidate* replacing, std::chrono::system_clock::time_point now);
 
   // Finishes or rolls back every interrupted renewal on the tokens present that `pin` opens;
   // returns one line per renewal it acted on.
   std::vector<std::string> recoverUnfinished(const SecureBytes& pin);
 
  private:
+  // enroll and reissue: a new pair on the token and an ir authenticated by a reference code.
+  RenewalResult issueWithCode(const std::string& kind, const TokenIdentity& token, const SecureBytes& pin,
+                              const Enrolment& enrolment, const RenewalCandidate* replacing,
+                              std::chrono::system_clock::time_point now);
+
   CK_FUNCTION_LIST& m_functions;
   EngineSettings m_settings;
 };
