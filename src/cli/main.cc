@@ -91,6 +91,8 @@ int main(int argc, char** argv) {
   renew->add_flag("--delete-old", renewOptions.deleteOld, "Delete the old pair at once (default: after retire_days)");
   renew->add_flag("--recover", renewOptions.recover, "Only finish or undo interrupted renewals");
   renew->add_flag("--history", renewOptions.history, "Show the journal's latest renewals and their steps");
+  renew->add_flag("--auto", renewOptions.autoMode,
+                  "Non-interactive, as dojangd's scheduler runs it: never prompts, exits 2 where it would");
 
   dojang::cli::EnrollOptions enrollOptions;
   auto* enroll = app.add_subcommand("enroll", "A first certificate: a key pair generated on the token, CMP ir with "

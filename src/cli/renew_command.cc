@@ -28,7 +28,7 @@ using renewal::RenewalCandidate;
 using renewal::WindowState;
 
 bool interactive(const RenewOptions& options) {
-  return !options.json && ::isatty(STDIN_FILENO) == 1 && ::isatty(STDERR_FILENO) == 1;
+  return !options.autoMode && !options.json && ::isatty(STDIN_FILENO) == 1 && ::isatty(STDERR_FILENO) == 1;
 }
 
 void step(int number, const char* korean, const char* english) {
@@ -308,7 +308,13 @@ CommandResult runRenew(const RenewOptions& options) {
                                            ": use ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096");
       }
     }
-    if (onTerminal) {
+    if (options.autoMode) {
+      // Where a person would be asked, --auto fails with exit 2: the fee must come with --accept-fee.
+      choices.confirmFee = [](const ca::Profile& profile) -> bool {
+        throw CommandError(kExitUsage, "the fee of " + ca::formatFee(profile.feeKrw) +
+                                           " needs --accept-fee with --auto; nothing was generated");
+      };
+    } else if (onTerminal) {
       choices.confirmFee = [&](const ca::Profile& profile) {
         step(3, "수수료 결제", "the fee");
         std::cerr << profile.brand << " " << profile.type << ": " << ca::formatFee(profile.feeKrw)
@@ -317,7 +323,14 @@ CommandResult runRenew(const RenewOptions& options) {
         return answer == "y" || answer == "Y" || answer == "yes";
       };
     }
-    const auto outcome = engine.renew(*chosen, pin, choices, now);
+    const auto outcome = [&] {
+      try {
+        return engine.renew(*chosen, pin, choices, now);
+      } catch (const Error& error) {
+        // dojangd's scheduler retries what is retryable (the CA unreachable, the lock taken).
+        throw CommandError(kExitFailure, error.what(), {{"retryable", error.kind() == ErrorKind::Retryable}});
+      }
+    }();
 
     // Step 4: the result.
     if (onTerminal) {

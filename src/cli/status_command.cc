@@ -1,11 +1,17 @@
-// `dojang status`: what dojangd is doing, asked over the wire protocol directly.
+// `dojang status`: what dojangd is doing, asked over the wire protocol directly, and what its
+// renewal scheduler says about each certificate, read from the journal's database.
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "src/cli/commands.h"
 #include "src/cli/daemon_client.h"
 #include "src/cli/table.h"
 #include "src/common/errors/error.h"
 #include "src/common/wire/socket_path.h"
+#include "src/pki/certificate_summary.h"
+#include "src/renewal/journal/journal.h"
+#include "src/renewal/journal/scheduler_state.h"
 
 namespace dojang::cli {
 
@@ -26,6 +32,18 @@ std::string uptimeText(std::uint64_t seconds) {
     return std::to_string(minutes) + "m " + two(seconds % 60) + "s";
   }
   return std::to_string(seconds) + "s";
+}
+
+// The scheduler's rows. They come from its table beside the renewal journal, not over the wire:
+// adding them to DaemonStatusReply would change the protocol for every module and daemon
+// (src/renewal/journal/scheduler_state.h says more). Nothing when there is no such file yet.
+std::optional<std::vector<renewal::SchedulerStateRow>> schedulerRows(std::string& problem) {
+  try {
+    return renewal::SchedulerState::readIfPresent(renewal::Journal::defaultPath());
+  } catch (const std::exception& error) {
+    problem = error.what();
+    return std::nullopt;
+  }
 }
 
 }  // namespace
@@ -94,6 +112,36 @@ CommandResult runStatus(const StatusOptions& options) {
   result.text += backendTable.empty() ? "No backends loaded.\n" : backendTable.render();
   result.text += "\n";
   result.text += slotTable.empty() ? "No slots.\n" : slotTable.render() + slotNotes;
+
+  std::string problem;
+  const auto rows = schedulerRows(problem);
+  nlohmann::json renewals = nlohmann::json::array();
+  Table renewalTable({"CERTIFICATE", "TOKEN", "DAYS LEFT", "RENEWAL", "DETAIL"});
+  for (const auto& row : rows.value_or(std::vector<renewal::SchedulerStateRow>{})) {
+    const auto time = [](std::int64_t seconds) {
+      return pki::formatIso8601Utc(std::chrono::system_clock::time_point(std::chrono::seconds(seconds)));
+    };
+    renewals.push_back(
+        {{"certificateKey", row.certificateKey},
+         {"label", row.label},
+         {"token", row.tokenLabel},
+         {"daysLeft", row.daysLeft},
+         {"notAfter", time(row.notAfter)},
+         {"state", row.state},
+         {"detail", row.detail},
+         {"retryAt", row.retryAt ? nlohmann::json(time(*row.retryAt)) : nlohmann::json(nullptr)},
+         {"updated", time(row.updatedAt)}});
+    renewalTable.addRow({row.label, row.tokenLabel, std::to_string(row.daysLeft), row.state, row.detail});
+  }
+  result.json["renewals"] = renewals;
+  result.text += "\n";
+  if (!problem.empty()) {
+    result.json["renewalsProblem"] = problem;
+    result.text += "Renewal scheduler state unreadable: " + problem + "\n";
+  } else {
+    result.text += renewalTable.empty() ? "No certificates checked by the renewal scheduler yet.\n"
+                                        : renewalTable.render();
+  }
   return result;
 }
 

@@ -3,9 +3,11 @@
 #include <toml++/toml.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "src/common/errors/error.h"
@@ -19,6 +21,74 @@ constexpr const char* kOpenscCandidates[] = {
     "/usr/lib64/opensc-pkcs11.so",
     "/usr/lib/opensc-pkcs11.so",
 };
+
+[[noreturn]] void badRenewal(const std::string& source, const std::string& message) {
+  fail(CKR_GENERAL_ERROR, source + ": renewal." + message);
+}
+
+void parseRenewal(const toml::table& table, const std::string& source, RenewalSchedule& renewal) {
+  const auto* section = table["renewal"].as_table();
+  if (section == nullptr) {
+    return;
+  }
+  const auto seconds = [&](const char* key, std::int64_t least, std::chrono::seconds& out) {
+    if (const auto value = (*section)[key].value<std::int64_t>()) {
+      if (*value < least || *value > 30LL * 86400) {
+        badRenewal(source, std::string(key) + " must be " + std::to_string(least) + ".." +
+                               std::to_string(30LL * 86400));
+      }
+      out = std::chrono::seconds(*value);
+    }
+  };
+  seconds("check_interval_seconds", 1, renewal.checkInterval);
+  seconds("retry_initial_seconds", 1, renewal.retryInitial);
+  seconds("retry_max_seconds", 1, renewal.retryMax);
+  if (const auto* days = (*section)["notify_days"].as_array()) {
+    renewal.notifyDays.clear();
+    for (const auto& node : *days) {
+      const auto day = node.value<std::int64_t>();
+      if (!day || *day < 0 || *day > 365) {
+        badRenewal(source, "notify_days must be whole days 0..365");
+      }
+      renewal.notifyDays.push_back(static_cast<int>(*day));
+    }
+    std::sort(renewal.notifyDays.begin(), renewal.notifyDays.end(), std::greater<>());
+    renewal.notifyDays.erase(std::unique(renewal.notifyDays.begin(), renewal.notifyDays.end()),
+                             renewal.notifyDays.end());
+  }
+  const auto path = [&](const char* key) -> std::optional<std::string> {
+    const auto value = (*section)[key].value<std::string>();
+    if (value && value->empty()) {
+      badRenewal(source, std::string(key) + " must not be empty");
+    }
+    return value;
+  };
+  renewal.pinFile = path("pin_file");
+  renewal.dojangCli = path("dojang_cli");
+  if (const auto* entries = (*section)["auto"].as_array()) {
+    std::size_t index = 0;
+    for (const auto& node : *entries) {
+      ++index;
+      const auto* entry = node.as_table();
+      const std::string where = "auto #" + std::to_string(index);
+      if (entry == nullptr) {
+        badRenewal(source, where + " must be a table ([[renewal.auto]])");
+      }
+      AutoRenewal rule;
+      rule.certificate = (*entry)["certificate"].value_or(std::string());
+      rule.profile = (*entry)["profile"].value_or(std::string());
+      if (rule.certificate.empty() == rule.profile.empty()) {
+        badRenewal(source, where + " needs exactly one of certificate = \"LABEL\" or profile = \"ID\"");
+      }
+      const auto fee = (*entry)["max_fee_krw"].value<std::int64_t>();
+      if (fee && *fee < 0) {
+        badRenewal(source, where + ": max_fee_krw must not be negative");
+      }
+      rule.maxFeeKrw = fee.value_or(0);
+      renewal.automatic.push_back(std::move(rule));
+    }
+  }
+}
 
 void addDefaultBackend(Config& config) {
   for (const char* candidate : kOpenscCandidates) {
@@ -85,6 +155,7 @@ Config parseConfig(const std::string& text, const std::string& source) {
       config.backends.push_back({name.value_or(std::filesystem::path(*module).stem().string()), *module});
     }
   }
+  parseRenewal(table, source, config.renewal);
   if (config.backends.empty()) {
     addDefaultBackend(config);
   }

@@ -10,6 +10,17 @@
 //   name = "softhsm"
 //   module = "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"
 //
+//   [renewal]                    # the renewal scheduler (src/daemon/scheduler, docs/renewal.md)
+//   check_interval_seconds = 14400
+//   notify_days = [30, 7, 3, 1]
+//   pin_file = "/home/me/.config/dojang/pin"   # mode 0600; needed for automatic renewals
+//   dojang_cli = "/usr/bin/dojang"             # default: beside dojangd, then the build tree
+//   retry_initial_seconds = 300                # CA unreachable: first retry, doubling each time
+//   retry_max_seconds = 21600
+//   [[renewal.auto]]                           # automatic renewal is opt-in, per certificate
+//   certificate = "LABEL"                      # or: profile = "signkorea-securities"
+//   max_fee_krw = 0                            # renewed only when the CA's fee is at most this
+//
 // Without a file (or without backends) OpenSC's module is used when it is installed.
 #pragma once
 
@@ -33,10 +44,29 @@ struct ConnectionLimits {
   std::chrono::milliseconds helloTimeout{5000};
 };
 
+// One [[renewal.auto]] entry: exactly one of certificate (a label) and profile (an id) is set.
+struct AutoRenewal {
+  std::string certificate;
+  std::string profile;
+  long long maxFeeKrw = 0;
+  bool operator==(const AutoRenewal&) const = default;
+};
+
+struct RenewalSchedule {
+  std::chrono::seconds checkInterval{4 * 3600};
+  std::vector<int> notifyDays{30, 7, 3, 1};  // sorted, largest first
+  std::optional<std::string> pinFile;
+  std::optional<std::string> dojangCli;
+  std::chrono::seconds retryInitial{300};
+  std::chrono::seconds retryMax{6 * 3600};
+  std::vector<AutoRenewal> automatic;
+};
+
 struct Config {
   std::vector<BackendConfig> backends;
   std::chrono::milliseconds pollInterval{1000};
   ConnectionLimits connections;
+  RenewalSchedule renewal;
   std::string source;  // the file read, or "built-in defaults"
 };
 

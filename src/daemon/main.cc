@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <thread>
 
 #include "drivers/vendor_module/vendor_driver.h"
@@ -19,9 +20,11 @@
 #include "src/common/wire/socket_path.h"
 #include "src/daemon/config.h"
 #include "src/daemon/log.h"
+#include "src/daemon/scheduler/renewal_scheduler.h"
 #include "src/daemon/server.h"
 #include "src/daemon/service.h"
 #include "src/daemon/slot_table.h"
+#include "src/renewal/journal/journal.h"
 
 namespace {
 
@@ -110,6 +113,24 @@ void redirectOutput(const std::string& logPath) {
   ::dup2(logFd >= 0 ? logFd : devNull, STDERR_FILENO);
 }
 
+// The renewal scheduler, or none when it cannot start: renewals are a service on top of the
+// tokens, and a failure there must never keep dojangd from serving them.
+std::unique_ptr<dojang::daemon::RenewalScheduler> startScheduler(dojang::daemon::SlotTable& slots,
+                                                                 const dojang::daemon::Config& config,
+                                                                 const std::string& socketPath) {
+  try {
+    dojang::daemon::SchedulerSettings settings;
+    settings.schedule = config.renewal;
+    settings.socketPath = std::filesystem::absolute(socketPath).string();
+    settings.databasePath = dojang::renewal::Journal::defaultPath();
+    settings.profilesPath = dojang::daemon::defaultProfilesPath();
+    return std::make_unique<dojang::daemon::RenewalScheduler>(slots, std::move(settings));
+  } catch (const std::exception& error) {
+    dojang::daemon::logError(std::string("renewal scheduler not started: ") + error.what());
+    return nullptr;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -178,6 +199,7 @@ int main(int argc, char** argv) {
     daemon::Service service(slots, backends);
     ensureDescriptorsFor(config.connections.maxConnections);
     daemon::Server server(service, socket, config.connections);
+    auto scheduler = startScheduler(slots, config, socketPath);
     {
       const SignalWatcher signals(stopSignals, [&server](int received) {
         if (received != 0) {
@@ -188,6 +210,7 @@ int main(int argc, char** argv) {
       reportReady(readyFd, true);
       server.run();
     }
+    scheduler.reset();
     slots.stopMonitoring();
     return 0;
   } catch (const daemon::AlreadyRunning& running) {

@@ -119,8 +119,16 @@ std::string dojangdConfigFor(const SoftHsmToken& token, const std::string& daemo
 }
 
 DojangdProcess::DojangdProcess(const SoftHsmToken& token, const std::string& daemonSettings)
+    : DojangdProcess(token, DojangdOptions{daemonSettings, {}, {}}) {}
+
+DojangdProcess::DojangdProcess(const SoftHsmToken& token, const DojangdOptions& options)
     : m_dir("dojangd-test-"), m_softhsmConf(token.configPath()) {
-  writeFile(configPath(), dojangdConfigFor(token, daemonSettings));
+  m_env = {{"XDG_STATE_HOME", (m_dir / "state").string()},
+           {"DBUS_SESSION_BUS_ADDRESS", "unix:path=" + (m_dir / "no-session-bus").string()}};
+  for (const auto& [name, value] : options.env) {
+    m_env[name] = value;
+  }
+  writeFile(configPath(), dojangdConfigFor(token, options.daemonSettings) + options.extraConfig);
   start();
 }
 
@@ -147,10 +155,14 @@ void DojangdProcess::start() {
   std::vector<std::string> envStrings;
   for (char** entry = environ; *entry != nullptr; ++entry) {
     const std::string_view text(*entry);
-    if (text.starts_with("SOFTHSM2_CONF=") || text.starts_with("DOJANG_SOCKET=")) {
+    const auto name = text.substr(0, text.find('='));
+    if (name == "SOFTHSM2_CONF" || name == "DOJANG_SOCKET" || m_env.contains(std::string(name))) {
       continue;
     }
     envStrings.emplace_back(text);
+  }
+  for (const auto& [name, value] : m_env) {
+    envStrings.push_back(name + "=" + value);
   }
   envStrings.push_back("SOFTHSM2_CONF=" + m_softhsmConf.string());
   envStrings.push_back("DOJANG_SOCKET=" + socketPath().string());

@@ -29,6 +29,14 @@ std::string dojangdConfigFor(const SoftHsmToken& token, const std::string& daemo
 // The slot whose token carries this label; throws std::runtime_error when none does.
 CK_SLOT_ID slotWithLabel(CK_FUNCTION_LIST& p11, const std::string& label);
 
+// More for a DojangdProcess than the backend: [daemon] lines, more TOML (a [renewal] table) and
+// environment for dojangd (added to, or replacing, the test's own).
+struct DojangdOptions {
+  std::string daemonSettings;
+  std::string extraConfig;
+  std::map<std::string, std::string> env;
+};
+
 class DojangdProcess final {
  public:
   static constexpr std::chrono::seconds kStartPatience{10};
@@ -36,7 +44,11 @@ class DojangdProcess final {
 
   // Writes <dir>/dojangd.toml and starts dojangd on <dir>/sock; returns once the socket accepts
   // connections. Throws std::runtime_error (with the log) when it does not come up.
+  // dojangd's renewal state goes to <dir>/state (XDG_STATE_HOME) and it has no session bus
+  // (DBUS_SESSION_BUS_ADDRESS names a missing socket) unless `options.env` says otherwise: a test's
+  // daemon never writes to the user's files nor shows notices on the user's desktop.
   explicit DojangdProcess(const SoftHsmToken& token, const std::string& daemonSettings = {});
+  DojangdProcess(const SoftHsmToken& token, const DojangdOptions& options);
   ~DojangdProcess();  // SIGKILL if still running
   DojangdProcess(const DojangdProcess&) = delete;
   DojangdProcess& operator=(const DojangdProcess&) = delete;
@@ -72,6 +84,7 @@ class DojangdProcess final {
 
   TempDir m_dir;
   std::filesystem::path m_softhsmConf;
+  std::map<std::string, std::string> m_env;
   pid_t m_pid = -1;
 };
 

@@ -144,3 +144,52 @@ TEST_CASE("loadConfig reads files and refuses a missing one it was told to read"
     CHECK_THAT(std::string(error.what()), Catch::Contains(file.string() + ":1"));
   }
 }
+
+TEST_CASE("[renewal] has defaults: every 4 hours, notices at 30, 7, 3 and 1 days, nothing automatic",
+          "[config][renewal]") {
+  const auto config = core::parseConfig("", "dojangd.toml");
+  CHECK(config.renewal.checkInterval == std::chrono::hours(4));
+  CHECK(config.renewal.notifyDays == std::vector<int>{30, 7, 3, 1});
+  CHECK(!config.renewal.pinFile);
+  CHECK(!config.renewal.dojangCli);
+  CHECK(config.renewal.automatic.empty());
+}
+
+TEST_CASE("[renewal] and [[renewal.auto]] are read", "[config][renewal]") {
+  const auto config = core::parseConfig(
+      "[renewal]\n"
+      "check_interval_seconds = 2\n"
+      "notify_days = [3, 30, 7, 7]\n"
+      "pin_file = \"/run/user/1000/pin\"\n"
+      "dojang_cli = \"/opt/dojang/bin/dojang\"\n"
+      "retry_initial_seconds = 1\n"
+      "retry_max_seconds = 60\n"
+      "[[renewal.auto]]\n"
+      "certificate = \"signkey\"\n"
+      "[[renewal.auto]]\n"
+      "profile = \"signkorea-general-personal\"\n"
+      "max_fee_krw = 4400\n",
+      "dojangd.toml");
+  CHECK(config.renewal.checkInterval == std::chrono::seconds(2));
+  CHECK(config.renewal.notifyDays == std::vector<int>{30, 7, 3});
+  CHECK(config.renewal.pinFile == "/run/user/1000/pin");
+  CHECK(config.renewal.dojangCli == "/opt/dojang/bin/dojang");
+  CHECK(config.renewal.retryInitial == std::chrono::seconds(1));
+  CHECK(config.renewal.retryMax == std::chrono::seconds(60));
+  REQUIRE(config.renewal.automatic.size() == 2);
+  CHECK(config.renewal.automatic[0] == core::AutoRenewal{"signkey", "", 0});
+  CHECK(config.renewal.automatic[1] == core::AutoRenewal{"", "signkorea-general-personal", 4400});
+}
+
+TEST_CASE("[renewal] mistakes are errors naming the key", "[config][renewal]") {
+  CHECK_THAT(errorOf("[renewal]\ncheck_interval_seconds = 0\n"),
+             Catch::Contains("renewal.check_interval_seconds must be 1.."));
+  CHECK_THAT(errorOf("[renewal]\nnotify_days = [30, -1]\n"), Catch::Contains("renewal.notify_days"));
+  CHECK_THAT(errorOf("[renewal]\npin_file = \"\"\n"), Catch::Contains("renewal.pin_file must not be empty"));
+  CHECK_THAT(errorOf("[[renewal.auto]]\nmax_fee_krw = 0\n"),
+             Catch::Contains("renewal.auto #1 needs exactly one of certificate"));
+  CHECK_THAT(errorOf("[[renewal.auto]]\ncertificate = \"a\"\nprofile = \"b\"\n"),
+             Catch::Contains("renewal.auto #1 needs exactly one of certificate"));
+  CHECK_THAT(errorOf("[[renewal.auto]]\nprofile = \"b\"\nmax_fee_krw = -1\n"),
+             Catch::Contains("max_fee_krw must not be negative"));
+}

@@ -1,0 +1,307 @@
+// dojangd's renewal scheduler end to end: a fresh SoftHSM token behind a real dojangd whose
+// dojangd.toml has a [renewal] table (1 s checks), dojang-ca on loopback issuing 20-day
+// certificates (inside the 30-day window), the first certificate from `openssl cmp` through the
+// token, then no command at all: dojangd renews (free profile) or only notifies (paid profile
+// above the fee ceiling; the Notify call is watched on a private session bus with dbus-monitor).
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "tests/ca/ca_test_support.h"
+#include "tests/support/dojangd_process.h"
+#include "tests/support/run_command.h"
+#include "tests/support/softhsm_token.h"
+#include "tests/support/temp_dir.h"
+
+extern char** environ;
+
+namespace test = dojang::test;
+namespace catest = dojang::ca::test;
+
+namespace {
+
+constexpr const char* kFeeOid = "2.25.291284094336645414261949578006134921605.1";
+constexpr const char* kLabel = "signkey";
+
+std::string dojangCli() {
+  const char* path = std::getenv("DOJANG_CLI");
+  if (path == nullptr) {
+    throw std::runtime_error("DOJANG_CLI is not set (run through meson test)");
+  }
+  return path;
+}
+
+void writeText(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+std::string readText(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// True once `done` holds, polled every 200 ms for at most `patience`.
+bool eventually(const std::function<bool()>& done, std::chrono::seconds patience) {
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return done();
+}
+
+// A program in the background (dbus-daemon, dbus-monitor), its output to a file; killed and
+// reaped when the owner dies.
+class Background final {
+ public:
+  Background(std::vector<std::string> args, const std::filesystem::path& output) {
+    std::vector<char*> argv;
+    for (auto& arg : args) {
+      argv.push_back(arg.data());
+    }
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0600);
+    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+    const int error = ::posix_spawnp(&m_pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (error != 0) {
+      throw std::runtime_error("cannot start " + args[0]);
+    }
+  }
+  ~Background() {
+    ::kill(m_pid, SIGKILL);
+    int status = 0;
+    ::waitpid(m_pid, &status, 0);
+  }
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+
+ private:
+  pid_t m_pid = -1;
+};
+
+// A token, a CA issuing 20-day certificates under `profile`, dojangd with `renewalConfig`, then
+// the first certificate (keygen through the module, ir with `openssl cmp`, --write-object).
+struct Fixture {
+  Fixture(const std::string& profile, long long fee, const std::string& renewalConfig,
+          std::map<std::string, std::string> daemonEnv = {})
+      : caDir(work.path() / "ca") {
+    REQUIRE(catest::run({catest::dojangCa(), "init", "--dir", caDir.string()}).exitCode == 0);
+    server = std::make_unique<catest::CaServer>(caDir.string(),
+                                                std::vector<std::string>{"--test-validity-days", "20"});
+    std::filesystem::create_directories(work.path() / "config" / "dojang");
+    writeText(work.path() / "config" / "dojang" / "renewal.toml",
+              "[renewal]\ndefault_ca = \"test\"\n[ca.test]\nurl = \"" + server->url("/") +
+                  "\"\ntrusted = \"" + (caDir / "ca.cert.pem").string() +
+                  "\"\ntimeout_seconds = 3\nvalidity_days = 20\n");
+    writeText(pinFile(), token.pin() + "\n");
+    ::chmod(pinFile().c_str(), 0600);
+    daemonEnv["XDG_STATE_HOME"] = (work.path() / "state").string();
+    daemonEnv["XDG_CONFIG_HOME"] = (work.path() / "config").string();
+    daemon = std::make_unique<test::DojangdProcess>(
+        token, test::DojangdOptions{{},
+                                    "[renewal]\ncheck_interval_seconds = 1\nretry_initial_seconds = 1\n"
+                                    "pin_file = \"" +
+                                        pinFile().string() + "\"\n" + renewalConfig,
+                                    daemonEnv});
+    env = daemon->env();
+    env["DOJANG_MODULE"] = test::dojangModulePath();
+    env["XDG_STATE_HOME"] = (work.path() / "state").string();
+    env["XDG_CONFIG_HOME"] = (work.path() / "config").string();
+    REQUIRE(run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", token.pin(),
+                 "--keypairgen", "--key-type", "EC:prime256v1", "--id", "01", "--label", kLabel})
+                .exitCode == 0);
+    enrol(profile, fee);
+  }
+
+  std::filesystem::path pinFile() const { return work.path() / "pin"; }
+
+  test::CommandResult run(const std::vector<std::string>& argv) const {
+    test::CommandOptions options;
+    options.env = env;
+    return test::runCommand(argv, options);
+  }
+
+  void enrol(const std::string& profile, long long fee) {
+    const auto code = catest::run({catest::dojangCa(), "enroll-code", "--dir", caDir.string(), "--profile",
+                                   profile, "--subject", "cn=홍길동()0001234567890123,ou=개인", "--json"});
+    REQUIRE(code.exitCode == 0);
+    const auto codes = nlohmann::json::parse(code.output.substr(code.output.find('{')));
+    writeText(work.path() / "openssl.cnf",
+              "openssl_conf = init\n[init]\nengines = engines\n[engines]\npkcs11 = pkcs11\n[pkcs11]\n"
+              "engine_id = pkcs11\nMODULE_PATH = " +
+                  test::dojangModulePath() + "\ninit = 0\n");
+    auto withConf = env;
+    withConf["OPENSSL_CONF"] = (work.path() / "openssl.cnf").string();
+    test::CommandOptions options;
+    options.env = withConf;
+    const std::string keyUri =
+        "pkcs11:token=" + token.label() + ";object=" + kLabel + ";type=private;pin-value=" + token.pin();
+    std::vector<std::string> argv = {"openssl",  "cmp",
+                                     "-cmd",     "ir",
+                                     "-server",  server->hostPort(),
+                                     "-path",    "/",
+                                     "-trusted", (caDir / "ca.cert.pem").string(),
+                                     "-ref",     codes["reference"].get<std::string>(),
+                                     "-secret",  "pass:" + codes["authorization_code"].get<std::string>(),
+                                     "-engine",  "pkcs11",
+                                     "-keyform", "ENGINE",
+                                     "-newkey",  keyUri,
+                                     "-subject", "/CN=applicant",
+                                     "-certout", (work.path() / "first.pem").string()};
+    if (fee > 0) {
+      argv.insert(argv.end(), {"-geninfo", std::string(kFeeOid) + ":int:" + std::to_string(fee)});
+    }
+    const auto ir = test::runCommand(argv, options);
+    INFO(ir.out << ir.err);
+    REQUIRE(ir.exitCode == 0);
+    REQUIRE(run({"openssl", "x509", "-in", (work.path() / "first.pem").string(), "-outform", "DER", "-out",
+                 (work.path() / "first.der").string()})
+                .exitCode == 0);
+    REQUIRE(run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", token.pin(),
+                 "--write-object", (work.path() / "first.der").string(), "--type", "cert", "--id", "01",
+                 "--label", kLabel})
+                .exitCode == 0);
+  }
+
+  nlohmann::json history() const {
+    const auto result = run({dojangCli(), "renew", "--history", "--json"});
+    return result.exitCode == 0 ? nlohmann::json::parse(result.out, nullptr, false) : nlohmann::json::array();
+  }
+
+  // `dojang status --json`'s scheduler rows; the whole output is kept in lastStatus.
+  nlohmann::json renewals() {
+    const auto result = run({dojangCli(), "status", "--json"});
+    lastStatus = result.out + result.err;
+    const auto document = nlohmann::json::parse(result.out, nullptr, false);
+    return document.is_object() && document.contains("renewals") ? document["renewals"]
+                                                                 : nlohmann::json::array();
+  }
+
+  test::SoftHsmToken token;
+  test::TempDir work;
+  std::filesystem::path caDir;
+  std::unique_ptr<catest::CaServer> server;
+  std::unique_ptr<test::DojangdProcess> daemon;
+  std::map<std::string, std::string> env;
+  std::string lastStatus;
+};
+
+}  // namespace
+
+TEST_CASE("dojangd renews a certificate of a free profile by itself", "[scheduler]") {
+  Fixture f("signkorea-securities", 0,
+            "[[renewal.auto]]\nprofile = \"signkorea-securities\"\nmax_fee_krw = 0\n");
+  // No command: the scheduler sees the certificate inside the window and runs `dojang renew --auto`.
+  nlohmann::json renewed;
+  const bool done = eventually(
+      [&] {
+        for (const auto& record : f.history()) {
+          if (record["kind"] == "renew" && record["step"] == "retired") {
+            renewed = record;
+            return true;
+          }
+        }
+        return false;
+      },
+      std::chrono::seconds(30));
+  INFO(f.daemon->log());
+  REQUIRE(done);
+  CHECK(renewed["certificate"] == kLabel);
+  std::vector<std::string> steps;
+  for (const auto& event : renewed["events"]) {
+    steps.push_back(event["step"]);
+  }
+  CHECK(steps == std::vector<std::string>{"keygen", "requested", "issued", "stored", "retired"});
+  // The token holds the new certificate under the old label, and the retired old one.
+  const auto objects =
+      f.run({"pkcs11-tool", "--module", test::dojangModulePath(), "--list-objects", "--type", "cert"}).out;
+  INFO(objects);
+  CHECK(objects.find("signkey (retired ") != std::string::npos);
+  CHECK(objects.find("label:      signkey\n") != std::string::npos);
+  CHECK(eventually([&] { return f.daemon->log().find("renewed \"signkey\"") != std::string::npos; },
+                   std::chrono::seconds(5)));
+  // The child ran as a client of this daemon and never inside it.
+  CHECK(f.daemon->log().find("inside dojangd") == std::string::npos);
+  // `dojang status` shows the old certificate as renewed.
+  CHECK(eventually(
+      [&] {
+        for (const auto& row : f.renewals()) {
+          if (row["state"] == "renewed") {
+            return true;
+          }
+        }
+        return false;
+      },
+      std::chrono::seconds(5)));
+  INFO(f.lastStatus);
+}
+
+TEST_CASE("dojangd only notifies for a paid profile above the fee ceiling", "[scheduler]") {
+  test::TempDir bus("dojang-bus-");
+  const std::string address = "unix:path=" + (bus / "socket").string();
+  Background daemon({"dbus-daemon", "--session", "--nofork", "--address=" + address},
+                    bus / "dbus-daemon.log");
+  REQUIRE(eventually([&] { return std::filesystem::exists(bus / "socket"); }, std::chrono::seconds(5)));
+  Background monitor({"dbus-monitor", "--address", address, "interface='org.freedesktop.Notifications'"},
+                     bus / "monitor.log");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the monitor is attached
+
+  Fixture f("signkorea-general-personal", 4400,
+            "[[renewal.auto]]\nprofile = \"signkorea-general-personal\"\nmax_fee_krw = 1000\n",
+            {{"DBUS_SESSION_BUS_ADDRESS", address}});
+  // The Notify method call is on the bus, with the certificate's label in its summary.
+  const bool seen = eventually(
+      [&] {
+        const auto log = readText(bus / "monitor.log");
+        return log.find("member=Notify") != std::string::npos &&
+               log.find("Certificate \"signkey\" expires in") != std::string::npos;
+      },
+      std::chrono::seconds(15));
+  INFO(readText(bus / "monitor.log"));
+  INFO(f.daemon->log());
+  CHECK(seen);
+  // `dojang status` names the state, and why it was not renewed.
+  nlohmann::json row;
+  CHECK(eventually(
+      [&] {
+        for (const auto& entry : f.renewals()) {
+          if (entry["label"] == kLabel) {
+            row = entry;
+            return entry["state"] == "notified 30 days";
+          }
+        }
+        return false;
+      },
+      std::chrono::seconds(5)));
+  INFO(f.lastStatus);
+  CHECK(row["detail"].get<std::string>().find("above max_fee_krw = 1000") != std::string::npos);
+  CHECK(row["daysLeft"].get<int>() <= 20);
+  const auto text = f.run({dojangCli(), "status"}).out;
+  CHECK(text.find("notified 30 days") != std::string::npos);
+  // Nothing was renewed, nothing was charged.
+  for (const auto& record : f.history()) {
+    CHECK(record["kind"] != "renew");
+  }
+}
