@@ -2,10 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 namespace dojang::cli {
 
@@ -70,10 +69,12 @@ struct RenewOptions {
 // and the CA's reference number and authorization code.
 struct EnrollOptions {
   RenewOptions common;
-  std::string reference;            // --ref (참조번호)
-  std::optional<std::string> code;  // --code (인가코드); asked on the terminal when absent
-  std::optional<std::string> token; // --token LABEL (default: the only token)
-  std::string label = "dojang";     // --label of the new pair and certificate
+  std::string reference;                 // --ref (참조번호)
+  std::optional<std::string> code;       // --code (인가코드); asked on the terminal when absent
+  std::optional<std::string> token;      // --token LABEL (default: the only token)
+  std::string label = "dojang";          // --label of the new pair and certificate
+  bool reissue = false;                  // `dojang reissue`: a reissue reference code
+  std::optional<std::string> replacing;  // reissue's CERT: the certificate it replaces, if still on the token
 };
 
 [[nodiscard]] CommandResult runTokens(const ModuleOptions& options);

@@ -1,7 +1,6 @@
 // dojang: the command line for people. Tokens and certificates are read through PKCS#11 (the
 // same module applications load); daemon status through the wire protocol.
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
@@ -32,16 +31,33 @@ int reportError(bool json, int exitCode, const std::string& message,
 // The options `renew` and `enroll` share: the module, the PIN, the fee, the key type, the CA, the journal.
 void addEngineOptions(CLI::App& command, dojang::cli::RenewOptions& options, const std::string& moduleHelp) {
   command.add_option("--module", options.module.module, moduleHelp);
-  command.add_option("--pin-file", options.pinFile, "Read the token PIN from FILE (mode 0600)")->type_name("FILE");
+  command.add_option("--pin-file", options.pinFile, "Read the token PIN from FILE (mode 0600)")
+      ->type_name("FILE");
   command.add_flag("--pin-stdin", options.pinStdin, "Read the token PIN from standard input");
-  command.add_option("--accept-fee", options.acceptFee, "Accept the CA's fee of AMOUNT KRW (refused if it differs)")
+  command
+      .add_option("--accept-fee", options.acceptFee,
+                  "Accept the CA's fee of AMOUNT KRW (refused if it differs)")
       ->type_name("AMOUNT");
-  command.add_option("--key-type", options.keyType, "ec-p256, ec-p384, rsa-2048, ... (renew: as the old key)");
-  command.add_option("--config", options.config, "renewal.toml (default: $XDG_CONFIG_HOME/dojang/renewal.toml)");
+  command.add_option("--key-type", options.keyType,
+                     "ec-p256, ec-p384, rsa-2048, ... (renew: as the old key)");
+  command.add_option("--config", options.config,
+                     "renewal.toml (default: $XDG_CONFIG_HOME/dojang/renewal.toml)");
   command.add_option("--ca", options.ca, "The CA in renewal.toml (default: its default_ca)");
   command.add_option("--ca-url", options.caUrl, "The CA's CMP URL, http://HOST:PORT/PATH");
   command.add_option("--ca-trusted", options.caTrusted, "The CA's trust anchors (PEM)")->type_name("FILE");
-  command.add_option("--journal", options.journal, "The journal (default: $XDG_STATE_HOME/dojang/renewal.db)");
+  command.add_option("--journal", options.journal,
+                     "The journal (default: $XDG_STATE_HOME/dojang/renewal.db)");
+}
+
+// enroll and reissue: the reference code, the new pair's label, and the engine's options.
+void addCodeOptions(CLI::App& command, dojang::cli::EnrollOptions& options, bool& json,
+                    const std::string& moduleHelp) {
+  command.add_flag("--json", json, "Print JSON");
+  command.add_option("--ref", options.reference, "The CA's reference number (참조번호)")->required();
+  command.add_option("--code", options.code, "The authorization code (인가코드)");
+  command.add_option("--token", options.token, "The token's label (default: the only one)");
+  command.add_option("--label", options.label, "Label of the new key pair and certificate");
+  addEngineOptions(command, options.common, moduleHelp);
 }
 
 }  // namespace
@@ -66,43 +82,55 @@ int main(int argc, char** argv) {
   const std::string moduleHelp =
       "PKCS#11 module to load (default: $DOJANG_MODULE, else dojang-pkcs11.so); any vendor module works";
 
-  auto* tokens = app.add_subcommand("tokens", "List the tokens: label, maker, serial, PIN state, certificates");
+  auto* tokens =
+      app.add_subcommand("tokens", "List the tokens: label, maker, serial, PIN state, certificates");
   tokens->add_flag("--json", json, "Print JSON");
   auto* tokensModuleOption = tokens->add_option("--module", tokensModule, moduleHelp);
 
-  auto* certs = app.add_subcommand("certs", "List certificates on every token, with type, expiry and renewal advice");
+  auto* certs =
+      app.add_subcommand("certs", "List certificates on every token, with type, expiry and renewal advice");
   certs->add_flag("--json", json, "Print JSON");
   auto* certsModuleOption = certs->add_option("--module", certsModule, moduleHelp);
-  auto* expiringOption =
-      certs->add_option("--expiring", expiring, "Only certificates with at most DAYS days left (expired included)")
-          ->type_name("DAYS");
-  auto* tokenOption = certs->add_option("--token", certsToken, "Only the token with this label")->type_name("LABEL");
+  auto* expiringOption = certs
+                             ->add_option("--expiring", expiring,
+                                          "Only certificates with at most DAYS days left (expired included)")
+                             ->type_name("DAYS");
+  auto* tokenOption =
+      certs->add_option("--token", certsToken, "Only the token with this label")->type_name("LABEL");
 
   auto* status = app.add_subcommand("status", "Show whether dojangd runs, its clients, backends and slots");
   status->add_flag("--json", json, "Print JSON");
-  auto* socketOption = status->add_option("--socket", socket, "dojangd's socket (default: $DOJANG_SOCKET or "
-                                                              "$XDG_RUNTIME_DIR/dojang/pkcs11.sock)");
+  auto* socketOption = status->add_option("--socket", socket,
+                                          "dojangd's socket (default: $DOJANG_SOCKET or "
+                                          "$XDG_RUNTIME_DIR/dojang/pkcs11.sock)");
 
   dojang::cli::RenewOptions renewOptions;
-  auto* renew = app.add_subcommand("renew", "Renew a certificate on its token: new key on the token, CMP key update");
+  auto* renew =
+      app.add_subcommand("renew", "Renew a certificate on its token: new key on the token, CMP key update");
   renew->add_flag("--json", json, "Print JSON (never asks anything)");
   renew->add_option("CERT", renewOptions.certificate, "The certificate: its label, serial or a pkcs11: URI");
   addEngineOptions(*renew, renewOptions, moduleHelp);
-  renew->add_flag("--delete-old", renewOptions.deleteOld, "Delete the old pair at once (default: after retire_days)");
+  renew->add_flag("--delete-old", renewOptions.deleteOld,
+                  "Delete the old pair at once (default: after retire_days)");
   renew->add_flag("--recover", renewOptions.recover, "Only finish or undo interrupted renewals");
   renew->add_flag("--history", renewOptions.history, "Show the journal's latest renewals and their steps");
   renew->add_flag("--auto", renewOptions.autoMode,
                   "Non-interactive, as dojangd's scheduler runs it: never prompts, exits 2 where it would");
 
   dojang::cli::EnrollOptions enrollOptions;
-  auto* enroll = app.add_subcommand("enroll", "A first certificate: a key pair generated on the token, CMP ir with "
-                                              "the CA's reference number and authorization code");
-  enroll->add_flag("--json", json, "Print JSON");
-  enroll->add_option("--ref", enrollOptions.reference, "The CA's reference number (참조번호)")->required();
-  enroll->add_option("--code", enrollOptions.code, "The authorization code (인가코드)");
-  enroll->add_option("--token", enrollOptions.token, "The token's label (default: the only one)");
-  enroll->add_option("--label", enrollOptions.label, "Label of the new key pair and certificate");
-  addEngineOptions(*enroll, enrollOptions.common, moduleHelp);
+  auto* enroll = app.add_subcommand("enroll",
+                                    "A first certificate: a key pair generated on the token, CMP ir with "
+                                    "the CA's reference number and authorization code");
+  addCodeOptions(*enroll, enrollOptions, json, moduleHelp);
+
+  dojang::cli::EnrollOptions reissueOptions;
+  reissueOptions.reissue = true;
+  auto* reissue = app.add_subcommand("reissue",
+                                     "재발급: a new certificate for a lost, expired or revoked one, "
+                                     "with the CA's reissue reference number and authorization code");
+  reissue->add_option("CERT", reissueOptions.replacing,
+                      "The certificate replaced, if it is still on the token (its pair is retired)");
+  addCodeOptions(*reissue, reissueOptions, json, moduleHelp);
 
   try {
     app.parse(argc, argv);
@@ -110,8 +138,7 @@ int main(int argc, char** argv) {
     if (error.get_exit_code() == 0) {
       return app.exit(error);  // --help, --version
     }
-    return reportError(json, dojang::cli::kExitUsage,
-                       std::string(error.what()) + " (see dojang --help)");
+    return reportError(json, dojang::cli::kExitUsage, std::string(error.what()) + " (see dojang --help)");
   }
 
   try {
@@ -135,9 +162,10 @@ int main(int argc, char** argv) {
     } else if (renew->parsed()) {
       renewOptions.json = json;
       result = dojang::cli::runRenew(renewOptions);
-    } else if (enroll->parsed()) {
-      enrollOptions.common.json = json;
-      result = dojang::cli::runEnroll(enrollOptions);
+    } else if (enroll->parsed() || reissue->parsed()) {
+      auto& chosen = enroll->parsed() ? enrollOptions : reissueOptions;
+      chosen.common.json = json;
+      result = dojang::cli::runEnroll(chosen);
     } else {
       if (socketOption->count() > 0) {
         statusOptions.socket = socket;

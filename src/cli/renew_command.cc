@@ -181,7 +181,12 @@ nlohmann::json resultJson(const renewal::RenewalResult& outcome, const std::stri
           {"old_pair", outcome.oldPair},
           {"fee_krw", outcome.feeKrw},
           {"journal_id", outcome.journalId},
-          {"journal", journal.string()}};
+          {"journal", journal.string()},
+          {"timings_ms",
+           {{"keygen", outcome.timings.keygen},
+            {"cmp", outcome.timings.cmp},
+            {"verify", outcome.timings.verify},
+            {"token_writes", outcome.timings.tokenWrites}}}};
 }
 
 }  // namespace
@@ -351,10 +356,20 @@ CommandResult runEnroll(const EnrollOptions& options) {
   return withModule(common.module, [&](const Pkcs11Library& library) {
     settings.modulePath = library.path();
     renewal::RenewalEngine engine(*library.functions(), settings);
+    const auto now = std::chrono::system_clock::now();
+    // A reissue may name the certificate it replaces (still on the token, expired or revoked):
+    // that pair is retired at the end, and the token is its token.
+    std::vector<renewal::RenewalCandidate> candidates;
+    const renewal::RenewalCandidate* replacing = nullptr;
+    if (options.reissue && options.replacing) {
+      candidates = engine.candidates(now);
+      replacing = &renewal::RenewalEngine::select(candidates, *options.replacing);
+    }
     const auto tokens = renewal::tokensOf(*library.functions());
     std::vector<renewal::TokenIdentity> matching;
     for (const auto& token : tokens) {
-      if (!options.token || token.label == *options.token) {
+      if (replacing != nullptr ? token.serial == replacing->token.serial
+                               : (!options.token || token.label == *options.token)) {
         matching.push_back(token);
       }
     }
@@ -372,7 +387,8 @@ CommandResult runEnroll(const EnrollOptions& options) {
     enrolment.reference = options.reference;
     enrolment.label = options.label;
     enrolment.acceptedFeeKrw = common.acceptFee;
-    enrolment.keyType = renewal::KeySpec{};
+    enrolment.keyType =
+        replacing != nullptr ? renewal::keySpecOfCertificate(replacing->certificate.der) : renewal::KeySpec{};
     if (common.keyType) {
       const auto spec = renewal::KeySpec::fromName(*common.keyType);
       if (!spec) {
@@ -391,12 +407,13 @@ CommandResult runEnroll(const EnrollOptions& options) {
       throw CommandError(kExitUsage, "no authorization code: give --code");
     }
     const auto pin = readPin(common, matching.front().label);
-    const auto outcome = engine.enroll(matching.front(), pin, enrolment, std::chrono::system_clock::now());
+    const auto outcome = options.reissue ? engine.reissue(matching.front(), pin, enrolment, replacing, now)
+                                         : engine.enroll(matching.front(), pin, enrolment, now);
     CommandResult result;
     result.json = resultJson(outcome, outcome.typeLabel, matching.front().label, settings.journalPath);
-    result.json["enrolled"] = outcome.oldLabel;
-    result.text =
-        resultText("Enrolled", outcome, outcome.typeLabel, matching.front().label, settings.journalPath);
+    result.json[options.reissue ? "reissued" : "enrolled"] = outcome.oldLabel;
+    result.text = resultText(options.reissue ? "Reissued" : "Enrolled", outcome, outcome.typeLabel,
+                             matching.front().label, settings.journalPath);
     return result;
   });
 }

@@ -174,3 +174,58 @@ TEST_CASE("dojang enroll: a first certificate for a key generated on the token",
   // The certificate is on the token beside its key, and is renewable at once (20-day validity).
   checkRenewed(f, "ec-p256");
 }
+
+TEST_CASE("dojang reissue: a new key and certificate that keep the old expiry; the old pair retired",
+          "[renew]") {
+  Fixture f("EC:prime256v1");
+  const auto certs = nlohmann::json::parse(f.run({dojangCli(), "certs", "--json"}).out);
+  REQUIRE(certs["certificates"].size() == 1);
+  const std::string oldNotAfter = certs["certificates"][0]["notAfter"];
+  const std::string oldSerial = certs["certificates"][0]["serial"];
+
+  const auto code = catest::run({catest::dojangCa(), "enroll-code", "--dir", f.caDir.string(), "--reissue",
+                                 "--profile", "signkorea-general-personal", "--subject",
+                                 "cn=홍길동()0001234567890123,ou=개인", "--json"});
+  REQUIRE(code.exitCode == 0);
+  const auto codes = nlohmann::json::parse(code.output.substr(code.output.find('{')));
+  const auto reissued =
+      f.run({dojangCli(), "reissue", kLabel, "--config", (f.work.path() / "renewal.toml").string(),
+             "--pin-stdin", "--json", "--ref", codes["reference"].get<std::string>(), "--code",
+             codes["authorization_code"].get<std::string>()},
+            f.token.pin() + "\n");
+  INFO(reissued.out << reissued.err);
+  REQUIRE(reissued.exitCode == 0);
+  const auto json = nlohmann::json::parse(reissued.out);
+  CHECK(json["reissued"] == kLabel);
+  CHECK(json["not_after"] == oldNotAfter);  // a reissue keeps the original expiry
+  CHECK(json["serial"] != oldSerial);
+  CHECK(json["fee_krw"] == 0);
+
+  const auto objects = f.objects();
+  INFO(objects);
+  CHECK(objects.find("signkey (retired ") != std::string::npos);
+  const auto attributes =
+      f.run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", f.token.pin(),
+             "--list-objects", "--type", "privkey", "--id", json["key_id"].get<std::string>()});
+  CHECK(attributes.out.find("Access:     sensitive, always sensitive, never extractable, local") !=
+        std::string::npos);
+  // The CA revoked the old certificate and lists the new one as a reissue.
+  const auto list = catest::run({catest::dojangCa(), "list", "--dir", f.caDir.string(), "--json"});
+  const auto listed = nlohmann::json::parse(list.output.substr(list.output.find('[')));
+  bool oldRevoked = false;
+  bool newIsReissue = false;
+  for (const auto& entry : listed) {
+    const std::string serial = entry["serial"];
+    if (serial == oldSerial || serial == "0" + oldSerial) {
+      oldRevoked = entry["status"] == "revoked";
+    }
+    if (entry["origin"] == "reissue") {
+      newIsReissue = true;
+    }
+  }
+  CHECK(oldRevoked);
+  CHECK(newIsReissue);
+  const auto history = nlohmann::json::parse(f.run({dojangCli(), "renew", "--history", "--json"}).out);
+  CHECK(history.front()["kind"] == "reissue");
+  CHECK(history.front()["step"] == "retired");
+}
