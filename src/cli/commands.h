@@ -62,6 +62,7 @@ struct RenewOptions {
   std::optional<std::string> caTrusted;    // --ca-trusted PEM
   std::optional<std::string> journal;      // --journal PATH
   bool autoMode = false;                   // --auto: dojangd's scheduler; never prompts (exit 2 instead)
+  std::optional<std::string> lang;         // --lang en|ko (default: the locale)
   bool json = false;
 };
 

@@ -47,6 +47,8 @@ void addEngineOptions(CLI::App& command, dojang::cli::RenewOptions& options, con
   command.add_option("--ca-trusted", options.caTrusted, "The CA's trust anchors (PEM)")->type_name("FILE");
   command.add_option("--journal", options.journal,
                      "The journal (default: $XDG_STATE_HOME/dojang/renewal.db)");
+  command.add_option("--lang", options.lang,
+                     "en or ko: the language of the steps, prompts and errors (default: the locale)");
 }
 
 // enroll and reissue: the reference code, the new pair's label, and the engine's options.

@@ -12,6 +12,7 @@
 
 #include "src/ca/profiles/profile.h"
 #include "src/cli/commands.h"
+#include "src/cli/messages.h"
 #include "src/cli/module_command.h"
 #include "src/cli/table.h"
 #include "src/common/errors/error.h"
@@ -31,8 +32,8 @@ bool interactive(const RenewOptions& options) {
   return !options.autoMode && !options.json && ::isatty(STDIN_FILENO) == 1 && ::isatty(STDERR_FILENO) == 1;
 }
 
-void step(int number, const char* korean, const char* english) {
-  std::cerr << "\n[" << number << "/4] " << korean << " — " << english << '\n';
+void step(const RenewOptions& options, int number) {
+  std::cerr << '\n' << stepTitle(chooseLanguage(options.lang), number) << '\n';
 }
 
 const char* windowText(WindowState window) {
@@ -69,8 +70,8 @@ std::string readLineFromTerminal() {
 }
 
 // The PIN without echo: the terminal's echo is off while it is typed, and restored whatever happens.
-SecureBytes readPinFromTerminal(const std::string& tokenLabel) {
-  std::cerr << "PIN for token \"" << tokenLabel << "\": " << std::flush;
+SecureBytes readPinFromTerminal(Language language, const std::string& tokenLabel) {
+  std::cerr << pinPrompt(language, tokenLabel) << std::flush;
   termios saved{};
   const bool haveTerminal = ::tcgetattr(STDIN_FILENO, &saved) == 0;
   if (haveTerminal) {
@@ -125,7 +126,7 @@ SecureBytes readPin(const RenewOptions& options, const std::string& tokenLabel) 
   if (!interactive(options)) {
     throw CommandError(kExitUsage, "no PIN: use --pin-file FILE or --pin-stdin when not on a terminal");
   }
-  return readPinFromTerminal(tokenLabel);
+  return readPinFromTerminal(chooseLanguage(options.lang), tokenLabel);
 }
 
 std::string defaultProfilesPath() {
@@ -155,17 +156,6 @@ renewal::EngineSettings engineSettings(const RenewOptions& options) {
       options.journal ? std::filesystem::path(*options.journal) : renewal::Journal::defaultPath();
   settings.retireDays = config.retireDays;
   return settings;
-}
-
-std::string resultText(const std::string& verb, const renewal::RenewalResult& outcome,
-                       const std::string& type, const std::string& tokenLabel,
-                       const std::filesystem::path& journal) {
-  return verb + " \"" + outcome.oldLabel + "\" (" + type + ") on token \"" + tokenLabel +
-         "\"\n  valid from " + outcome.notBefore + " until " + outcome.notAfter + "\n  serial " +
-         outcome.newSerialHex + "\n  new key: CKA_ID " + outcome.newKeyIdHex + " (" + outcome.keyType +
-         ", generated on the token)\n  old pair: " + outcome.oldPair +
-         "\n  fee: " + ca::formatFee(outcome.feeKrw) + "\n  journal: #" + std::to_string(outcome.journalId) +
-         " in " + journal.string() + "\n";
 }
 
 nlohmann::json resultJson(const renewal::RenewalResult& outcome, const std::string& type,
@@ -233,6 +223,7 @@ CommandResult runRenew(const RenewOptions& options) {
     renewal::RenewalEngine engine(*library.functions(), settings);
     const auto now = std::chrono::system_clock::now();
     const bool onTerminal = interactive(options);
+    const Language language = chooseLanguage(options.lang);
 
     if (options.recover) {
       const auto tokens = renewal::tokensOf(*library.functions());
@@ -275,12 +266,12 @@ CommandResult runRenew(const RenewOptions& options) {
                 candidateTable(renewable),
             {{"renewable", list}});
       }
-      step(1, "인증서 선택", "choose the certificate");
+      step(options, 1);
       if (renewable.empty()) {
         throw CommandError(kExitFailure, "no certificate can be renewed now:\n" + candidateTable(candidates));
       }
-      std::cerr << candidateTable(renewable) << "Renew which one? [1-" << renewable.size()
-                << "]: " << std::flush;
+      std::cerr << candidateTable(renewable) << chooseCertificatePrompt(language, renewable.size())
+                << std::flush;
       const auto answer = readLineFromTerminal();
       std::size_t index = 0;
       try {
@@ -298,7 +289,7 @@ CommandResult runRenew(const RenewOptions& options) {
 
     // Step 2: the token PIN.
     if (onTerminal) {
-      step(2, "인증서 암호 입력", "the token PIN");
+      step(options, 2);
     }
     const auto pin = readPin(options, chosen->token.label);
 
@@ -321,9 +312,8 @@ CommandResult runRenew(const RenewOptions& options) {
       };
     } else if (onTerminal) {
       choices.confirmFee = [&](const ca::Profile& profile) {
-        step(3, "수수료 결제", "the fee");
-        std::cerr << profile.brand << " " << profile.type << ": " << ca::formatFee(profile.feeKrw)
-                  << " per year. Pay and renew? [y/N]: " << std::flush;
+        step(options, 3);
+        std::cerr << feeQuestion(language, profile) << std::flush;
         const auto answer = readLineFromTerminal();
         return answer == "y" || answer == "Y" || answer == "yes";
       };
@@ -333,19 +323,20 @@ CommandResult runRenew(const RenewOptions& options) {
         return engine.renew(*chosen, pin, choices, now);
       } catch (const Error& error) {
         // dojangd's scheduler retries what is retryable (the CA unreachable, the lock taken).
-        throw CommandError(kExitFailure, error.what(), {{"retryable", error.kind() == ErrorKind::Retryable}});
+        throw CommandError(kExitFailure, describeError(language, error),
+                           {{"retryable", error.kind() == ErrorKind::Retryable}});
       }
     }();
 
     // Step 4: the result.
     if (onTerminal) {
-      step(4, "갱신 완료", "the result");
+      step(options, 4);
     }
     CommandResult result;
     result.json = resultJson(outcome, chosen->typeLabel, chosen->token.label, settings.journalPath);
     result.json["renewed"] = outcome.oldLabel;
-    result.text =
-        resultText("Renewed", outcome, chosen->typeLabel, chosen->token.label, settings.journalPath);
+    result.text = resultText(language, "Renewed", outcome, chosen->typeLabel, chosen->token.label,
+                             settings.journalPath.string());
     return result;
   });
 }
@@ -353,6 +344,7 @@ CommandResult runRenew(const RenewOptions& options) {
 CommandResult runEnroll(const EnrollOptions& options) {
   const auto& common = options.common;
   auto settings = engineSettings(common);
+  const Language language = chooseLanguage(common.lang);
   return withModule(common.module, [&](const Pkcs11Library& library) {
     settings.modulePath = library.path();
     renewal::RenewalEngine engine(*library.functions(), settings);
@@ -407,13 +399,20 @@ CommandResult runEnroll(const EnrollOptions& options) {
       throw CommandError(kExitUsage, "no authorization code: give --code");
     }
     const auto pin = readPin(common, matching.front().label);
-    const auto outcome = options.reissue ? engine.reissue(matching.front(), pin, enrolment, replacing, now)
-                                         : engine.enroll(matching.front(), pin, enrolment, now);
+    const auto outcome = [&] {
+      try {
+        return options.reissue ? engine.reissue(matching.front(), pin, enrolment, replacing, now)
+                               : engine.enroll(matching.front(), pin, enrolment, now);
+      } catch (const Error& error) {
+        throw CommandError(kExitFailure, describeError(language, error),
+                           {{"retryable", error.kind() == ErrorKind::Retryable}});
+      }
+    }();
     CommandResult result;
     result.json = resultJson(outcome, outcome.typeLabel, matching.front().label, settings.journalPath);
     result.json[options.reissue ? "reissued" : "enrolled"] = outcome.oldLabel;
-    result.text = resultText(options.reissue ? "Reissued" : "Enrolled", outcome, outcome.typeLabel,
-                             matching.front().label, settings.journalPath);
+    result.text = resultText(language, options.reissue ? "Reissued" : "Enrolled", outcome, outcome.typeLabel,
+                             matching.front().label, settings.journalPath.string());
     return result;
   });
 }

@@ -229,3 +229,25 @@ TEST_CASE("dojang reissue: a new key and certificate that keep the old expiry; t
   CHECK(history.front()["kind"] == "reissue");
   CHECK(history.front()["step"] == "retired");
 }
+
+TEST_CASE("dojang renew speaks Korean with --lang ko or a Korean locale", "[renew]") {
+  Fixture f("EC:prime256v1");
+  // A refusal the user meets, in Korean, and still nothing generated.
+  const auto mismatch = f.renew({kLabel, "--accept-fee", "4000", "--lang", "ko"}, f.token.pin());
+  CHECK(mismatch.exitCode == 1);
+  CHECK(mismatch.err.find("SignKorea 범용 개인의 수수료는 4,400원입니다") != std::string::npos);
+  CHECK(mismatch.err.find("아무것도 만들지 않았습니다") != std::string::npos);
+  const auto wrongPin = f.renew({kLabel, "--accept-fee", "4400", "--lang", "ko"}, "999999");
+  CHECK(wrongPin.exitCode == 1);
+  CHECK(wrongPin.err.find("PIN이 틀렸습니다") != std::string::npos);
+  // The locale decides without the flag.
+  const auto renewed =
+      f.renew({kLabel, "--accept-fee", "4400"}, f.token.pin(), {}, {{"LANG", "ko_KR.UTF-8"}});
+  INFO(renewed.out << renewed.err);
+  REQUIRE(renewed.exitCode == 0);
+  CHECK(renewed.out.find("갱신되었습니다: \"signkey\" (SignKorea 범용 개인)") != std::string::npos);
+  CHECK(renewed.out.find("수수료: 4,400원") != std::string::npos);
+  const auto english =
+      f.renew({kLabel, "--accept-fee", "4000", "--lang", "en"}, f.token.pin(), {}, {{"LANG", "ko_KR.UTF-8"}});
+  CHECK(english.err.find("does not match") != std::string::npos);
+}

@@ -44,7 +44,9 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
                            dateOf(candidate.summary.notAfterTime) +
                            "; renewal is no longer possible: get a new one with `dojang reissue`",
                        candidate.profile),
-           {{"label", candidate.certificate.label}, {"expired", dateOf(candidate.summary.notAfterTime)}});
+           {{"label", candidate.certificate.label},
+            {"expired", dateOf(candidate.summary.notAfterTime)},
+            {"support", candidate.profile ? supportLine(*candidate.profile) : ""}});
   }
   if (candidate.window == WindowState::TooEarly) {
     refuse(ErrorKind::Refused, RenewalProblem::TooEarly,
@@ -64,13 +66,13 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
                "the CA's fee for " + candidate.typeLabel + " is " + ca::formatFee(fee) + "; --accept-fee " +
                    std::to_string(*choices.acceptedFeeKrw) + " does not match, so nothing was generated",
                {{"type", candidate.typeLabel},
-                {"fee", ca::formatKrw(fee)},
+                {"fee", std::to_string(fee)},
                 {"offered", std::to_string(*choices.acceptedFeeKrw)}});
       }
     } else if (!choices.confirmFee || !choices.confirmFee(*candidate.profile)) {
       refuse(ErrorKind::Refused, RenewalProblem::FeeDeclined,
              "the fee of " + ca::formatFee(fee) + " was not accepted; nothing was generated",
-             {{"fee", ca::formatKrw(fee)}});
+             {{"fee", std::to_string(fee)}});
     }
   }
 
@@ -202,7 +204,10 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
           failureError ? failureError->rv() : CKR_FUNCTION_FAILED, kind, RenewalProblem::RequestFailed,
           withSupport("renewal failed; the old certificate and key are unchanged: " + failure + leftOver,
                       kind == ErrorKind::Refused ? candidate.profile : std::nullopt),
-          {{"detail", failure + leftOver}}, failureError ? failureError->pinRetriesLeft() : std::nullopt);
+          {{"detail", failure + leftOver},
+           {"support",
+            kind == ErrorKind::Refused && candidate.profile ? supportLine(*candidate.profile) : ""}},
+          failureError ? failureError->pinRetriesLeft() : std::nullopt);
     }
   }
 
