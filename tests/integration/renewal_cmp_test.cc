@@ -28,6 +28,7 @@
 #include "src/renewal/cmp/cmp_client.h"
 #include "src/renewal/token_keys/token_keys.h"
 #include "tests/ca/ca_test_support.h"
+#include "tests/support/background_process.h"
 #include "tests/support/dojangd_process.h"
 #include "tests/support/softhsm_token.h"
 
@@ -480,34 +481,6 @@ TEST_CASE("TokenKeys for a token that is not there says so", "[renewal_cmp]") {
 
 namespace {
 
-// A program running in the background for one test (OpenSSL's mock CMP server), killed at the end.
-class Background final {
- public:
-  explicit Background(const std::vector<std::string>& argv) {
-    m_pid = ::fork();
-    REQUIRE(m_pid >= 0);
-    if (m_pid == 0) {
-      std::vector<char*> pointers;
-      for (const auto& argument : argv) {
-        pointers.push_back(const_cast<char*>(argument.c_str()));
-      }
-      pointers.push_back(nullptr);
-      ::execvp(pointers[0], pointers.data());
-      ::_exit(127);
-    }
-  }
-  ~Background() {
-    ::kill(m_pid, SIGKILL);
-    int status = 0;
-    ::waitpid(m_pid, &status, 0);
-  }
-  Background(const Background&) = delete;
-  Background& operator=(const Background&) = delete;
-
- private:
-  pid_t m_pid = -1;
-};
-
 void runOpenssl(const std::vector<std::string>& arguments) {
   std::vector<std::string> argv = {"openssl"};
   argv.insert(argv.end(), arguments.begin(), arguments.end());
@@ -565,9 +538,10 @@ TEST_CASE("keyUpdate against OpenSSL's mock CMP server, a second and independent
   // -srv_trusted, and signs its answers with its own key, which the client trusts. OpenSSL 3.0's
   // mock server also wants the kur's oldCertID (issuer and serial of the old certificate) to name
   // the certificate it returns, so that one carries dojang-ca's name and the old serial.
-  Background server({"openssl", "cmp", "-port", std::to_string(port), "-srv_cert", dir.file("mock-ca.pem"),
-                     "-srv_key", dir.file("mock-ca.key"), "-srv_trusted", one.ca.dir.file("ca.cert.pem"),
-                     "-rsp_cert", dir.file("renewed.pem")});
+  dojang::test::BackgroundProcess server({"openssl", "cmp", "-port", std::to_string(port), "-srv_cert",
+                                          dir.file("mock-ca.pem"), "-srv_key", dir.file("mock-ca.key"),
+                                          "-srv_trusted", one.ca.dir.file("ca.cert.pem"), "-rsp_cert",
+                                          dir.file("renewed.pem")});
   for (int i = 0; i < 200 && !acceptsConnections(port); ++i) {
     ::usleep(25000);
   }

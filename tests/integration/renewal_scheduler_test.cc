@@ -21,6 +21,8 @@
 #include <thread>
 
 #include "tests/ca/ca_test_support.h"
+#include "tests/integration/renewal_fixture.h"
+#include "tests/support/background_process.h"
 #include "tests/support/dojangd_process.h"
 #include "tests/support/run_command.h"
 #include "tests/support/softhsm_token.h"
@@ -33,20 +35,11 @@ namespace catest = dojang::ca::test;
 
 namespace {
 
+using test::dojangCli;
+using test::writeText;
+
 constexpr const char* kFeeOid = "2.25.291284094336645414261949578006134921605.1";
 constexpr const char* kLabel = "signkey";
-
-std::string dojangCli() {
-  const char* path = std::getenv("DOJANG_CLI");
-  if (path == nullptr) {
-    throw std::runtime_error("DOJANG_CLI is not set (run through meson test)");
-  }
-  return path;
-}
-
-void writeText(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream(path) << text;
-}
 
 std::string readText(const std::filesystem::path& path) {
   std::ifstream in(path);
@@ -66,40 +59,6 @@ bool eventually(const std::function<bool()>& done, std::chrono::seconds patience
   }
   return done();
 }
-
-// A program in the background (dbus-daemon, dbus-monitor), its output to a file; killed and
-// reaped when the owner dies.
-class Background final {
- public:
-  Background(std::vector<std::string> args, const std::filesystem::path& output) {
-    std::vector<char*> argv;
-    for (auto& arg : args) {
-      argv.push_back(arg.data());
-    }
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0600);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    const int error = ::posix_spawnp(&m_pid, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (error != 0) {
-      throw std::runtime_error("cannot start " + args[0]);
-    }
-  }
-  ~Background() {
-    ::kill(m_pid, SIGKILL);
-    int status = 0;
-    ::waitpid(m_pid, &status, 0);
-  }
-  Background(const Background&) = delete;
-  Background& operator=(const Background&) = delete;
-
- private:
-  pid_t m_pid = -1;
-};
 
 // A token, a CA issuing 20-day certificates under `profile`, dojangd with `renewalConfig`, then
 // the first certificate (keygen through the module, ir with `openssl cmp`, --write-object).
@@ -261,11 +220,12 @@ TEST_CASE("dojangd renews a certificate of a free profile by itself", "[schedule
 TEST_CASE("dojangd only notifies for a paid profile above the fee ceiling", "[scheduler]") {
   test::TempDir bus("dojang-bus-");
   const std::string address = "unix:path=" + (bus / "socket").string();
-  Background daemon({"dbus-daemon", "--session", "--nofork", "--address=" + address},
-                    bus / "dbus-daemon.log");
+  test::BackgroundProcess daemon({"dbus-daemon", "--session", "--nofork", "--address=" + address},
+                                 bus / "dbus-daemon.log");
   REQUIRE(eventually([&] { return std::filesystem::exists(bus / "socket"); }, std::chrono::seconds(5)));
-  Background monitor({"dbus-monitor", "--address", address, "interface='org.freedesktop.Notifications'"},
-                     bus / "monitor.log");
+  test::BackgroundProcess monitor(
+      {"dbus-monitor", "--address", address, "interface='org.freedesktop.Notifications'"},
+      bus / "monitor.log");
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the monitor is attached
 
   Fixture f("signkorea-general-personal", 4400,
