@@ -64,49 +64,62 @@ CommandResult RenewalFixture::run(const std::vector<std::string>& argv, const st
   return runCommand(argv, options);
 }
 
-nlohmann::json RenewalFixture::enrolmentCode() const {
+nlohmann::json enrolmentCodeFor(const std::filesystem::path& caDir, const std::string& profile) {
   const auto code = catest::run({catest::dojangCa(), "enroll-code", "--dir", caDir.string(), "--profile",
-                                 "signkorea-general-personal", "--subject",
-                                 "cn=홍길동()0001234567890123,ou=개인", "--json"});
+                                 profile, "--subject", "cn=홍길동()0001234567890123,ou=개인", "--json"});
   REQUIRE(code.exitCode == 0);
   return nlohmann::json::parse(code.output.substr(code.output.find('{')));
 }
 
-void RenewalFixture::enrol() {
-  const auto codes = enrolmentCode();
-  writeText(work.path() / "openssl.cnf",
+void enrolFirstCertificate(const FirstCertificate& first) {
+  const auto codes = enrolmentCodeFor(first.caDir, first.profile);
+  writeText(first.work / "openssl.cnf",
             "openssl_conf = init\n[init]\nengines = engines\n[engines]\npkcs11 = pkcs11\n[pkcs11]\n"
             "engine_id = pkcs11\nMODULE_PATH = " +
                 dojangModulePath() + "\ninit = 0\n");
-  auto withConf = env;
-  withConf["OPENSSL_CONF"] = (work.path() / "openssl.cnf").string();
   CommandOptions options;
-  options.env = withConf;
-  const std::string keyUri =
-      "pkcs11:token=" + token.label() + ";object=" + kRenewalLabel + ";type=private;pin-value=" + token.pin();
-  const auto ir = runCommand({"openssl",  "cmp",
-                              "-cmd",     "ir",
-                              "-server",  server->hostPort(),
-                              "-path",    "/",
-                              "-trusted", (caDir / "ca.cert.pem").string(),
-                              "-ref",     codes["reference"].get<std::string>(),
-                              "-secret",  "pass:" + codes["authorization_code"].get<std::string>(),
-                              "-engine",  "pkcs11",
-                              "-keyform", "ENGINE",
-                              "-newkey",  keyUri,
-                              "-subject", "/CN=applicant",
-                              "-certout", (work.path() / "first.pem").string(),
-                              "-geninfo", std::string(kFeeOid) + ":int:4400"},
-                             options);
+  options.env = first.env;
+  options.env["OPENSSL_CONF"] = (first.work / "openssl.cnf").string();
+  const std::string keyUri = "pkcs11:token=" + first.token.label() + ";object=" + kRenewalLabel +
+                             ";type=private;pin-value=" + first.token.pin();
+  std::vector<std::string> argv = {"openssl",  "cmp",
+                                   "-cmd",     "ir",
+                                   "-server",  first.caHostPort,
+                                   "-path",    "/",
+                                   "-trusted", (first.caDir / "ca.cert.pem").string(),
+                                   "-ref",     codes["reference"].get<std::string>(),
+                                   "-secret",  "pass:" + codes["authorization_code"].get<std::string>(),
+                                   "-engine",  "pkcs11",
+                                   "-keyform", "ENGINE",
+                                   "-newkey",  keyUri,
+                                   "-subject", "/CN=applicant",
+                                   "-certout", (first.work / "first.pem").string()};
+  if (first.feeKrw > 0) {
+    argv.insert(argv.end(), {"-geninfo", std::string(kFeeOid) + ":int:" + std::to_string(first.feeKrw)});
+  }
+  const auto ir = runCommand(argv, options);
   INFO(ir.out << ir.err);
   REQUIRE(ir.exitCode == 0);
-  REQUIRE(run({"openssl", "x509", "-in", (work.path() / "first.pem").string(), "-outform", "DER", "-out",
-               (work.path() / "first.der").string()})
+  CommandOptions plain;
+  plain.env = first.env;
+  REQUIRE(runCommand({"openssl", "x509", "-in", (first.work / "first.pem").string(), "-outform", "DER",
+                      "-out", (first.work / "first.der").string()},
+                     plain)
               .exitCode == 0);
-  REQUIRE(
-      run({"pkcs11-tool", "--module", dojangModulePath(), "--login", "--pin", token.pin(), "--write-object",
-           (work.path() / "first.der").string(), "--type", "cert", "--id", "01", "--label", kRenewalLabel})
-          .exitCode == 0);
+  REQUIRE(runCommand({"pkcs11-tool", "--module", dojangModulePath(), "--login", "--pin", first.token.pin(),
+                      "--write-object", (first.work / "first.der").string(), "--type", "cert", "--id", "01",
+                      "--label", kRenewalLabel},
+                     plain)
+              .exitCode == 0);
+}
+
+nlohmann::json RenewalFixture::enrolmentCode() const {
+  return enrolmentCodeFor(caDir, "signkorea-general-personal");
+}
+
+void RenewalFixture::enrol() {
+  enrolFirstCertificate(
+      {work.path(), env, token, server->hostPort(), caDir, "signkorea-general-personal", 4400});
 }
 
 CommandResult RenewalFixture::renew(const std::vector<std::string>& extra, const std::string& pin,

@@ -29,6 +29,22 @@ void writeText(const std::filesystem::path& path, const std::string& text);
 // How often `what` occurs in `text`.
 std::size_t count(const std::string& text, const std::string& what);
 
+// What the first certificate needs: ir through the token with `openssl cmp` (OpenSSL's pkcs11
+// engine over dojang-pkcs11.so) for the pair labelled kRenewalLabel with CKA_ID 01, then stored on
+// the token beside its key, as the demo does.
+struct FirstCertificate {
+  std::filesystem::path work;  // openssl.cnf and the certificate go here
+  std::map<std::string, std::string> env;
+  const SoftHsmToken& token;
+  std::string caHostPort;
+  std::filesystem::path caDir;
+  std::string profile;
+  long long feeKrw = 0;  // the fee acknowledged in the request; 0: none
+};
+void enrolFirstCertificate(const FirstCertificate& first);
+// A reference number and authorization code from dojang-ca for `profile`, as JSON.
+nlohmann::json enrolmentCodeFor(const std::filesystem::path& caDir, const std::string& profile);
+
 // A token with one key pair and its first certificate, a CA, and the renewal configuration.
 struct RenewalFixture {
   explicit RenewalFixture(const std::string& keyType,

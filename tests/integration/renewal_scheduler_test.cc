@@ -38,7 +38,6 @@ namespace {
 using test::dojangCli;
 using test::writeText;
 
-constexpr const char* kFeeOid = "2.25.291284094336645414261949578006134921605.1";
 constexpr const char* kLabel = "signkey";
 
 std::string readText(const std::filesystem::path& path) {
@@ -103,45 +102,7 @@ struct Fixture {
   }
 
   void enrol(const std::string& profile, long long fee) {
-    const auto code = catest::run({catest::dojangCa(), "enroll-code", "--dir", caDir.string(), "--profile",
-                                   profile, "--subject", "cn=홍길동()0001234567890123,ou=개인", "--json"});
-    REQUIRE(code.exitCode == 0);
-    const auto codes = nlohmann::json::parse(code.output.substr(code.output.find('{')));
-    writeText(work.path() / "openssl.cnf",
-              "openssl_conf = init\n[init]\nengines = engines\n[engines]\npkcs11 = pkcs11\n[pkcs11]\n"
-              "engine_id = pkcs11\nMODULE_PATH = " +
-                  test::dojangModulePath() + "\ninit = 0\n");
-    auto withConf = env;
-    withConf["OPENSSL_CONF"] = (work.path() / "openssl.cnf").string();
-    test::CommandOptions options;
-    options.env = withConf;
-    const std::string keyUri =
-        "pkcs11:token=" + token.label() + ";object=" + kLabel + ";type=private;pin-value=" + token.pin();
-    std::vector<std::string> argv = {"openssl",  "cmp",
-                                     "-cmd",     "ir",
-                                     "-server",  server->hostPort(),
-                                     "-path",    "/",
-                                     "-trusted", (caDir / "ca.cert.pem").string(),
-                                     "-ref",     codes["reference"].get<std::string>(),
-                                     "-secret",  "pass:" + codes["authorization_code"].get<std::string>(),
-                                     "-engine",  "pkcs11",
-                                     "-keyform", "ENGINE",
-                                     "-newkey",  keyUri,
-                                     "-subject", "/CN=applicant",
-                                     "-certout", (work.path() / "first.pem").string()};
-    if (fee > 0) {
-      argv.insert(argv.end(), {"-geninfo", std::string(kFeeOid) + ":int:" + std::to_string(fee)});
-    }
-    const auto ir = test::runCommand(argv, options);
-    INFO(ir.out << ir.err);
-    REQUIRE(ir.exitCode == 0);
-    REQUIRE(run({"openssl", "x509", "-in", (work.path() / "first.pem").string(), "-outform", "DER", "-out",
-                 (work.path() / "first.der").string()})
-                .exitCode == 0);
-    REQUIRE(run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", token.pin(),
-                 "--write-object", (work.path() / "first.der").string(), "--type", "cert", "--id", "01",
-                 "--label", kLabel})
-                .exitCode == 0);
+    test::enrolFirstCertificate({work.path(), env, token, server->hostPort(), caDir, profile, fee});
   }
 
   nlohmann::json history() const {
