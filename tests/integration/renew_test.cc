@@ -3,7 +3,9 @@
 // the 30-day renewal window), pkcs11-tool and `openssl cmp` for the first certificate, and openssl
 // to check what the renewed key signs.
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 
 #include "tests/integration/renewal_fixture.h"
@@ -250,4 +252,31 @@ TEST_CASE("dojang renew speaks Korean with --lang ko or a Korean locale", "[rene
   const auto english =
       f.renew({kLabel, "--accept-fee", "4000", "--lang", "en"}, f.token.pin(), {}, {{"LANG", "ko_KR.UTF-8"}});
   CHECK(english.err.find("does not match") != std::string::npos);
+}
+
+TEST_CASE("a retired pair is deleted by the next renewal once its retire_days are over", "[renew]") {
+  Fixture f("EC:prime256v1");
+  const auto config = f.work.path() / "renewal.toml";
+  std::stringstream text;
+  text << std::ifstream(config).rdbuf();
+  std::string toml = text.str();
+  const auto at = toml.find("[renewal]\n");
+  REQUIRE(at != std::string::npos);
+  toml.insert(at + 10, "retire_days = 0\n");
+  writeText(config, toml);
+
+  REQUIRE(f.renew({kLabel, "--accept-fee", "4400"}, f.token.pin()).exitCode == 0);
+  // The first renewal retired the original pair (CKA_ID 01) and keeps it until retire_days pass.
+  CHECK(f.objects().find("ID:         01\n") != std::string::npos);
+  // The next run (here a second renewal) deletes it: its time is over.
+  const auto second = f.renew({kLabel, "--accept-fee", "4400", "--json"}, f.token.pin());
+  INFO(second.out << second.err);
+  REQUIRE(second.exitCode == 0);
+  const auto objects = f.objects();
+  INFO(objects);
+  CHECK(objects.find("ID:         01\n") == std::string::npos);
+  // The first renewal's pair is the retired one now, kept as its own retire_days say.
+  CHECK(count(objects, "signkey (retired ") >= 2);
+  const auto history = nlohmann::json::parse(f.run({dojangCli(), "renew", "--history", "--json"}).out);
+  REQUIRE(history.size() == 2);
 }

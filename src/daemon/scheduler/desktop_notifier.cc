@@ -51,7 +51,8 @@ class BusError final {
   [[nodiscard]] std::string text() const { return m_error.message != nullptr ? m_error.message : ""; }
 
  private:
-  sd_bus_error m_error = SD_BUS_ERROR_NULL;
+  // All fields zero is SD_BUS_ERROR_NULL, whose C compound literal is not C++.
+  sd_bus_error m_error{};
 };
 
 }  // namespace

@@ -177,6 +177,30 @@ std::string recoverRecord(Journal& journal, RenewalToken& token, const RenewalRe
   return name + ": nothing to do";
 }
 
+std::vector<std::string> deleteDueOldPairs(Journal& journal, RenewalToken& token,
+                                           std::chrono::system_clock::time_point now) {
+  std::vector<std::string> report;
+  for (const auto& record : journal.dueForOldKeyDeletion(unixSeconds(now))) {
+    const auto& plan = record.plan;
+    if (plan.tokenSerial != token.identity().serial || plan.oldKeyId.empty()) {
+      continue;
+    }
+    // A pair relabelled since (or a CKA_ID reused) is not the retired pair any more: left alone.
+    const std::string retiredPrefix = plan.oldLabel + " (retired ";
+    for (const auto object : token.allWithId(plan.oldKeyId)) {
+      const auto label = token.attribute(object, CKA_LABEL).value_or(Bytes{});
+      if (std::string(label.begin(), label.end()).rfind(retiredPrefix, 0) == 0) {
+        token.destroy(object);
+      }
+    }
+    if (journal.markOldKeyDeleted(record.id)) {
+      report.push_back("journal #" + std::to_string(record.id) + ": the retired pair of \"" + plan.oldLabel +
+                       "\" is deleted (its " + "retire days are over)");
+    }
+  }
+  return report;
+}
+
 RenewalResult resultOf(std::int64_t journalId, const RenewalPlan& plan, const Bytes& issuedDer,
                        std::string oldPair, long long fee, std::chrono::system_clock::time_point now) {
   const auto summary = pki::summarizeCertificate(issuedDer, now);

@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "src/common/errors/error.h"
 #include "src/renewal/cmp/cmp_client.h"
@@ -45,6 +46,10 @@ std::string retireOld(RenewalToken& token, const RenewalPlan& plan, bool deleteO
                       std::chrono::system_clock::time_point now);
 // Finishes or undoes one interrupted renewal, under its lock, with the token logged in.
 std::string recoverRecord(Journal& journal, RenewalToken& token, const RenewalRecord& record, int retireDays);
+// Deletes the retired old pairs on this token whose retire_days are over (the journal says when),
+// and only objects still labelled as retired by that renewal. Returns one line per renewal.
+std::vector<std::string> deleteDueOldPairs(Journal& journal, RenewalToken& token,
+                                           std::chrono::system_clock::time_point now);
 // What a finished renewal, enrolment or reissue tells its caller.
 [[nodiscard]] RenewalResult resultOf(std::int64_t journalId, const RenewalPlan& plan, const Bytes& issuedDer,
                                      std::string oldPair, long long fee,

@@ -115,6 +115,9 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
     }
   }
 
+  // Housekeeping while the token is open: retired pairs whose retire_days are over go now.
+  (void)steps::deleteDueOldPairs(journal, token, now);
+
   const KeySpec spec = choices.keyType.value_or(keySpecOfCertificate(candidate.certificate.der));
   RenewalPlan plan;
   plan.certificateKey = candidate.certificateKey;
@@ -272,6 +275,21 @@ std::vector<std::string> RenewalEngine::recoverUnfinished(const SecureBytes& pin
     RenewalToken session(m_functions, *token);
     session.login(pin);
     report.push_back(recoverRecord(journal, session, record, m_settings.retireDays));
+  }
+  // Retired pairs whose retire_days are over, on the tokens present.
+  const auto now = std::chrono::system_clock::now();
+  const auto due = journal.dueForOldKeyDeletion(unixSeconds(now));
+  for (const auto& token : tokens) {
+    const bool anyHere = std::any_of(due.begin(), due.end(), [&](const RenewalRecord& record) {
+      return record.plan.tokenSerial == token.serial;
+    });
+    if (anyHere) {
+      RenewalToken session(m_functions, token);
+      session.login(pin);
+      for (auto& line : steps::deleteDueOldPairs(journal, session, now)) {
+        report.push_back(std::move(line));
+      }
+    }
   }
   return report;
 }
