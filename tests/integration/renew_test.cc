@@ -280,3 +280,15 @@ TEST_CASE("a retired pair is deleted by the next renewal once its retire_days ar
   const auto history = nlohmann::json::parse(f.run({dojangCli(), "renew", "--history", "--json"}).out);
   REQUIRE(history.size() == 2);
 }
+
+TEST_CASE("dojang renew after expiry points to dojang reissue", "[renew]") {
+  // dojang-ca backdates the first certificate so that it expired five days ago.
+  Fixture f("EC:prime256v1", {"--test-validity-days", "20", "--test-not-before-offset-days", "25"});
+  const auto result = f.renew({kLabel, "--accept-fee", "4400"}, f.token.pin());
+  INFO(result.out << result.err);
+  CHECK(result.exitCode == 1);
+  CHECK(result.err.find("expired on ") != std::string::npos);
+  CHECK(result.err.find("`dojang reissue`") != std::string::npos);
+  CHECK(result.err.find("Koscom 고객센터 1577-7337") != std::string::npos);  // the CA's support line
+  CHECK(f.objects().find("renewal pending") == std::string::npos);
+}
