@@ -7,8 +7,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "tests/integration/renewal_fixture.h"
+#include "tests/support/background_process.h"
 
 namespace test = dojang::test;
 namespace catest = dojang::ca::test;
@@ -291,4 +293,72 @@ TEST_CASE("dojang renew after expiry points to dojang reissue", "[renew]") {
   CHECK(result.err.find("`dojang reissue`") != std::string::npos);
   CHECK(result.err.find("Koscom 고객센터 1577-7337") != std::string::npos);  // the CA's support line
   CHECK(f.objects().find("renewal pending") == std::string::npos);
+}
+
+namespace {
+
+// A stand-in for a broken CA on 127.0.0.1: every POST gets `status` and `body` (python3's
+// http.server), so the renewal meets an HTTP error or an answer that is not CMP.
+std::unique_ptr<test::BackgroundProcess> brokenCa(const std::filesystem::path& dir, int status,
+                                                  const std::string& body, int& port) {
+  const auto script = dir / "broken_ca.py";
+  writeText(script,
+            "import http.server, sys\n"
+            "class H(http.server.BaseHTTPRequestHandler):\n"
+            "    def do_POST(self):\n"
+            "        self.rfile.read(int(self.headers.get('Content-Length', 0)))\n"
+            "        self.send_response(int(sys.argv[1]))\n"
+            "        self.send_header('Content-Type', 'application/pkixcmp')\n"
+            "        self.end_headers()\n"
+            "        self.wfile.write(sys.argv[2].encode())\n"
+            "    def log_message(self, *args):\n"
+            "        pass\n"
+            "server = http.server.HTTPServer(('127.0.0.1', 0), H)\n"
+            "open(sys.argv[3], 'w').write(str(server.server_address[1]))\n"
+            "server.serve_forever()\n");
+  const auto portFile = dir / "broken_ca.port";
+  auto process = std::make_unique<test::BackgroundProcess>(
+      std::vector<std::string>{"python3", script.string(), std::to_string(status), body, portFile.string()});
+  for (int i = 0; i < 200 && !std::filesystem::exists(portFile); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::stringstream text;
+  text << std::ifstream(portFile).rdbuf();
+  port = std::stoi(text.str());
+  return process;
+}
+
+}  // namespace
+
+TEST_CASE("a CA answering HTTP 500 or garbage gives a clear error and leaves the old pair and no orphan key",
+          "[renew]") {
+  Fixture f("EC:prime256v1");
+  const auto before = count(f.objects(), "Private Key Object");
+  int port = 0;
+  std::unique_ptr<test::BackgroundProcess> ca;
+  std::string expected;
+  SECTION("HTTP 500") {
+    ca = brokenCa(f.work.path(), 500, "internal error", port);
+    expected = "500";
+  }
+  SECTION("an answer that is not CMP") {
+    ca = brokenCa(f.work.path(), 200, "this is not a CMP message", port);
+    expected = "renewal failed";
+  }
+  const auto result =
+      f.renew({kLabel, "--accept-fee", "4400", "--ca-url", "http://127.0.0.1:" + std::to_string(port) + "/"},
+              f.token.pin());
+  INFO(result.out << result.err);
+  CHECK(result.exitCode == 1);
+  CHECK(result.err.find("the old certificate and key are unchanged") != std::string::npos);
+  CHECK(result.err.find(expected) != std::string::npos);
+  const auto objects = f.objects();
+  CHECK(count(objects, "Private Key Object") == before);
+  CHECK(objects.find("renewal pending") == std::string::npos);
+  const auto history = nlohmann::json::parse(f.run({dojangCli(), "renew", "--history", "--json"}).out);
+  REQUIRE(history.size() == 1);
+  CHECK(history.front()["step"] == "rolled-back");
+  // And the real CA still renews it.
+  CHECK(f.renew({kLabel, "--accept-fee", "4400"}, f.token.pin()).exitCode == 0);
 }
