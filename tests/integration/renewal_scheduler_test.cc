@@ -226,3 +226,50 @@ TEST_CASE("dojangd only notifies for a paid profile above the fee ceiling", "[sc
     CHECK(record["kind"] != "renew");
   }
 }
+
+TEST_CASE("dojangd restarted in the middle of a scheduled renewal finishes it", "[scheduler]") {
+  const char* faults = std::getenv("DOJANG_CLI_FAULTS");
+  REQUIRE(faults != nullptr);
+  // The first daemon's child is the test build with live fault points: it stops itself once the
+  // CA's certificate is journalled (step "issued"), before certConf goes out.
+  Fixture f("signkorea-securities", 0,
+            "dojang_cli = \"" + std::string(faults) +
+                "\"\n[[renewal.auto]]\nprofile = \"signkorea-securities\"\nmax_fee_krw = 0\n",
+            {{"DOJANG_FAULT_AT", "issued"}, {"DOJANG_FAULT_ACTION", "stop"}});
+  const auto stepOfRenewal = [&]() -> std::string {
+    for (const auto& record : f.history()) {
+      if (record["kind"] == "renew") {
+        return record["step"];
+      }
+    }
+    return "";
+  };
+  REQUIRE(eventually([&] { return stepOfRenewal() == "issued"; }, std::chrono::seconds(30)));
+
+  // The daemon dies, and so does its stopped child: nothing finishes the renewal but a restart.
+  f.daemon->kill9();
+  CHECK(test::runCommand({"pkill", "-KILL", "-f", f.pinFile().string()}).exitCode == 0);
+  CHECK(stepOfRenewal() == "issued");
+  // The restarted daemon runs the normal dojang: its next `dojang renew --auto` recovers first.
+  std::stringstream config;
+  config << std::ifstream(f.daemon->configPath()).rdbuf();
+  std::string text = config.str();
+  const auto at = text.find(faults);
+  REQUIRE(at != std::string::npos);
+  text.replace(at, std::string(faults).size(), dojangCli());
+  writeText(f.daemon->configPath(), text);
+  f.daemon->restart();
+
+  REQUIRE(eventually([&] { return stepOfRenewal() == "retired"; }, std::chrono::seconds(30)));
+  // One renewal, finished, not a second one started beside it.
+  int renewals = 0;
+  for (const auto& record : f.history()) {
+    renewals += record["kind"] == "renew" ? 1 : 0;
+  }
+  CHECK(renewals == 1);
+  const auto objects =
+      f.run({"pkcs11-tool", "--module", test::dojangModulePath(), "--list-objects", "--type", "cert"}).out;
+  INFO(objects);
+  CHECK(objects.find("signkey (retired ") != std::string::npos);
+  CHECK(objects.find("label:      signkey\n") != std::string::npos);
+}
