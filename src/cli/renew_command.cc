@@ -282,9 +282,12 @@ CommandResult runRenew(const RenewOptions& options) {
         throw CommandError(kExitUsage,
                            "\"" + answer + "\" is not one of 1-" + std::to_string(renewable.size()));
       }
-      chosen = &renewal::RenewalEngine::select(candidates,
-                                               "pkcs11:serial=" + renewable[index - 1].token.serial +
-                                                   ";object=" + renewable[index - 1].certificate.label);
+      // The same certificate in the full list (a label may hold characters a URI would need escaped).
+      for (const auto& candidate : candidates) {
+        if (candidate.certificateKey == renewable[index - 1].certificateKey) {
+          chosen = &candidate;
+        }
+      }
     }
 
     // Step 2: the token PIN.
