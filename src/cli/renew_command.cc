@@ -32,8 +32,8 @@ bool interactive(const RenewOptions& options) {
   return !options.autoMode && !options.json && ::isatty(STDIN_FILENO) == 1 && ::isatty(STDERR_FILENO) == 1;
 }
 
-void step(const RenewOptions& options, int number) {
-  std::cerr << '\n' << stepTitle(chooseLanguage(options.lang), number) << '\n';
+void step(Language language, int number) {
+  std::cerr << '\n' << stepTitle(language, number) << '\n';
 }
 
 const char* windowText(WindowState window) {
@@ -107,7 +107,7 @@ SecureBytes readPinFromStream(std::istream& in, const std::string& source) {
   return result;
 }
 
-SecureBytes readPin(const RenewOptions& options, const std::string& tokenLabel) {
+SecureBytes readPin(const RenewOptions& options, Language language, const std::string& tokenLabel) {
   if (options.pinFile) {
     struct stat status {};
     if (::stat(options.pinFile->c_str(), &status) != 0) {
@@ -126,7 +126,7 @@ SecureBytes readPin(const RenewOptions& options, const std::string& tokenLabel) 
   if (!interactive(options)) {
     throw CommandError(kExitUsage, "no PIN: use --pin-file FILE or --pin-stdin when not on a terminal");
   }
-  return readPinFromTerminal(chooseLanguage(options.lang), tokenLabel);
+  return readPinFromTerminal(language, tokenLabel);
 }
 
 std::string defaultProfilesPath() {
@@ -227,7 +227,7 @@ CommandResult runRenew(const RenewOptions& options) {
 
     if (options.recover) {
       const auto tokens = renewal::tokensOf(*library.functions());
-      const auto pin = readPin(options, tokens.empty() ? std::string("?") : tokens.front().label);
+      const auto pin = readPin(options, language, tokens.empty() ? std::string("?") : tokens.front().label);
       const auto lines = engine.recoverUnfinished(pin);
       CommandResult result;
       result.json = {{"recovered", lines}};
@@ -266,7 +266,7 @@ CommandResult runRenew(const RenewOptions& options) {
                 candidateTable(renewable),
             {{"renewable", list}});
       }
-      step(options, 1);
+      step(language, 1);
       if (renewable.empty()) {
         throw CommandError(kExitFailure, "no certificate can be renewed now:\n" + candidateTable(candidates));
       }
@@ -292,9 +292,9 @@ CommandResult runRenew(const RenewOptions& options) {
 
     // Step 2: the token PIN.
     if (onTerminal) {
-      step(options, 2);
+      step(language, 2);
     }
-    const auto pin = readPin(options, chosen->token.label);
+    const auto pin = readPin(options, language, chosen->token.label);
 
     // Step 3: the fee (asked by the engine only when it is due).
     renewal::RenewalChoices choices;
@@ -315,7 +315,7 @@ CommandResult runRenew(const RenewOptions& options) {
       };
     } else if (onTerminal) {
       choices.confirmFee = [&](const ca::Profile& profile) {
-        step(options, 3);
+        step(language, 3);
         std::cerr << feeQuestion(language, profile) << std::flush;
         const auto answer = readLineFromTerminal();
         return answer == "y" || answer == "Y" || answer == "yes";
@@ -333,7 +333,7 @@ CommandResult runRenew(const RenewOptions& options) {
 
     // Step 4: the result.
     if (onTerminal) {
-      step(options, 4);
+      step(language, 4);
     }
     CommandResult result;
     result.json = resultJson(outcome, chosen->typeLabel, chosen->token.label, settings.journalPath);
@@ -401,7 +401,7 @@ CommandResult runEnroll(const EnrollOptions& options) {
     } else {
       throw CommandError(kExitUsage, "no authorization code: give --code");
     }
-    const auto pin = readPin(common, matching.front().label);
+    const auto pin = readPin(common, language, matching.front().label);
     const auto outcome = [&] {
       try {
         return options.reissue ? engine.reissue(matching.front(), pin, enrolment, replacing, now)

@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "src/common/cryptoki/hex_text.h"
 #include "src/common/errors/foreign_errors.h"
 #include "src/common/ossl/owners.h"
 #include "src/renewal/engine/fault_point.h"
@@ -177,6 +178,29 @@ std::string recoverRecord(Journal& journal, RenewalToken& token, const RenewalRe
   return name + ": nothing to do";
 }
 
+std::optional<Bytes> issuedOrRolledBack(Journal& journal, RenewalToken& token, std::int64_t id,
+                                        const Bytes& newKeyId, const std::string& failure,
+                                        std::string& leftOver) {
+  journal.recordError(id, failure);
+  const auto current = journal.find(id);
+  if (current && current->step == RenewalStep::Issued) {
+    // The certificate was journalled before certConf and only the confirmation went wrong.
+    return current->issuedCertificateDer;
+  }
+  // Nothing confirmed: the pending key goes; the old pair was never touched.
+  try {
+    deletePending(token, newKeyId);
+    StepData data;
+    data.note = failure;
+    journal.advance(id, RenewalStep::RolledBack, data);
+  } catch (const std::exception& cleanup) {
+    journal.recordError(id, std::string("rollback: ") + cleanup.what());
+    leftOver = "; the new key could not be deleted yet (" + std::string(cleanup.what()) +
+               "): `dojang renew --recover` deletes it when the token is back";
+  }
+  return std::nullopt;
+}
+
 std::vector<std::string> deleteDueOldPairs(Journal& journal, RenewalToken& token,
                                            std::chrono::system_clock::time_point now) {
   std::vector<std::string> report;
@@ -210,7 +234,7 @@ RenewalResult resultOf(std::int64_t journalId, const RenewalPlan& plan, const By
   result.newSerialHex = summary.serialHex;
   result.notBefore = summary.notBefore;
   result.notAfter = summary.notAfter;
-  result.newKeyIdHex = hexOf(plan.newKeyId);
+  result.newKeyIdHex = hexText(plan.newKeyId);
   result.keyType = plan.keyType;
   result.oldPair = std::move(oldPair);
   result.oldLabel = plan.oldLabel;

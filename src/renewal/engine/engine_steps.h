@@ -46,6 +46,13 @@ std::string retireOld(RenewalToken& token, const RenewalPlan& plan, bool deleteO
                       std::chrono::system_clock::time_point now);
 // Finishes or undoes one interrupted renewal, under its lock, with the token logged in.
 std::string recoverRecord(Journal& journal, RenewalToken& token, const RenewalRecord& record, int retireDays);
+// After a failed request: the certificate journalled at Issued if the CA got that far (the
+// operation then finishes with it), else nothing, with the pending key deleted and the renewal
+// rolled back. When the key cannot be deleted yet (the token went away too), `leftOver` says so
+// and the next run or --recover deletes it.
+[[nodiscard]] std::optional<Bytes> issuedOrRolledBack(Journal& journal, RenewalToken& token, std::int64_t id,
+                                                      const Bytes& newKeyId, const std::string& failure,
+                                                      std::string& leftOver);
 // Deletes the retired old pairs on this token whose retire_days are over (the journal says when),
 // and only objects still labelled as retired by that renewal. Returns one line per renewal.
 std::vector<std::string> deleteDueOldPairs(Journal& journal, RenewalToken& token,

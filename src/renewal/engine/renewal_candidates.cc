@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <string_view>
 
+#include "src/common/cryptoki/hex_text.h"
 #include "src/common/errors/error.h"
 #include "src/renewal/engine/renewal_engine.h"
 #include "src/renewal/journal/journal.h"
@@ -88,7 +89,7 @@ std::vector<RenewalCandidate> RenewalEngine::candidates(std::chrono::system_cloc
         continue;  // not X.509: nothing to renew
       }
       candidate.token = token;
-      candidate.certificateKey = token.serial + "/" + hexOf(certificate.id);
+      candidate.certificateKey = token.serial + "/" + hexText(certificate.id);
       for (const auto& profile : m_settings.profiles.profiles) {
         if (!candidate.summary.policyOid.empty() && profile.policyOid == candidate.summary.policyOid) {
           candidate.profile = profile;
@@ -139,7 +140,7 @@ const RenewalCandidate& RenewalEngine::select(const std::vector<RenewalCandidate
         } else if (key == "object") {
           object = value;
         } else if (key == "id") {
-          id = hexOf(Bytes(value.begin(), value.end()));
+          id = hexText(Bytes(value.begin(), value.end()));
         } else if (key == "serial") {
           serial = value;
         }
@@ -149,7 +150,7 @@ const RenewalCandidate& RenewalEngine::select(const std::vector<RenewalCandidate
     for (const auto& candidate : candidates) {
       if ((!token || candidate.token.label == *token) && (!serial || candidate.token.serial == *serial) &&
           (!object || candidate.certificate.label == *object) &&
-          (!id || hexOf(candidate.certificate.id) == *id)) {
+          (!id || hexText(candidate.certificate.id) == *id)) {
         matches.push_back(&candidate);
       }
     }

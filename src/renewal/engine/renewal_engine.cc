@@ -182,26 +182,11 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
     failure = error.what();
   }
   if (issuedDer.empty()) {
-    journal.recordError(record.id, failure);
-    const auto current = journal.find(record.id);
-    if (current && current->step == RenewalStep::Issued) {
-      // The certificate was journalled before certConf and only the confirmation went wrong:
-      // the renewal finishes with it.
-      issuedDer = current->issuedCertificateDer;
+    std::string leftOver;
+    if (auto journalled =
+            steps::issuedOrRolledBack(journal, token, record.id, plan.newKeyId, failure, leftOver)) {
+      issuedDer = std::move(*journalled);
     } else {
-      // Nothing confirmed: the pending key goes; the old pair was never touched.
-      std::string leftOver;
-      try {
-        deletePending(token, plan.newKeyId);
-        StepData data;
-        data.note = failure;
-        journal.advance(record.id, RenewalStep::RolledBack, data);
-      } catch (const std::exception& cleanup) {
-        // The token went away too: the next run (or --recover) deletes the pending key.
-        journal.recordError(record.id, std::string("rollback: ") + cleanup.what());
-        leftOver = "; the new key could not be deleted yet (" + std::string(cleanup.what()) +
-                   "): `dojang renew --recover` deletes it when the token is back";
-      }
       const ErrorKind kind = failureError ? failureError->kind() : ErrorKind::Fatal;
       throw RenewalError(
           failureError ? failureError->rv() : CKR_FUNCTION_FAILED, kind, RenewalProblem::RequestFailed,

@@ -3,6 +3,7 @@
 // renewal.
 #include <openssl/x509.h>
 
+#include "src/common/cryptoki/hex_text.h"
 #include "src/common/errors/foreign_errors.h"
 #include "src/renewal/cmp/cmp_client.h"
 #include "src/renewal/engine/engine_steps.h"
@@ -50,7 +51,7 @@ RenewalResult RenewalEngine::issueWithCode(const std::string& kind, const TokenI
   RenewalPlan plan;
   plan.newKeyId.resize(16);
   opensslRandomBytes(plan.newKeyId, "RAND_bytes for the new CKA_ID");
-  plan.certificateKey = tokenIdentity.serial + "/" + hexOf(plan.newKeyId);
+  plan.certificateKey = tokenIdentity.serial + "/" + hexText(plan.newKeyId);
   plan.tokenSerial = tokenIdentity.serial;
   plan.tokenLabel = tokenIdentity.label;
   plan.oldLabel = enrolment.label;
@@ -112,17 +113,10 @@ RenewalResult RenewalEngine::issueWithCode(const std::string& kind, const TokenI
         });
     issuedDer = derOf(*answer.certificate);
   } catch (const std::exception& error) {
-    journal.recordError(record.id, error.what());
-    const auto current = journal.find(record.id);
-    if (!current || current->step != RenewalStep::Issued) {
-      try {
-        deletePending(token, plan.newKeyId);
-        StepData data;
-        data.note = error.what();
-        journal.advance(record.id, RenewalStep::RolledBack, data);
-      } catch (const std::exception& cleanup) {
-        journal.recordError(record.id, std::string("rollback: ") + cleanup.what());
-      }
+    std::string leftOver;  // not in this message: "nothing was left" covers the key still to delete
+    auto journalled =
+        steps::issuedOrRolledBack(journal, token, record.id, plan.newKeyId, error.what(), leftOver);
+    if (!journalled) {
       const auto* dojangError = dynamic_cast<const Error*>(&error);
       throw RenewalError(dojangError != nullptr ? dojangError->rv() : CKR_FUNCTION_FAILED,
                          dojangError != nullptr ? dojangError->kind() : ErrorKind::Fatal,
@@ -131,7 +125,7 @@ RenewalResult RenewalEngine::issueWithCode(const std::string& kind, const TokenI
                              std::string(" failed; nothing was left on the token: ") + error.what(),
                          {{"detail", error.what()}});
     }
-    issuedDer = current->issuedCertificateDer;
+    issuedDer = std::move(*journalled);
   }
   token.storeCertificate(issuedDer, plan.newKeyId, plan.oldLabel);
   journal.advance(record.id, RenewalStep::Stored);

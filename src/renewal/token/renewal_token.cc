@@ -64,8 +64,6 @@ Bytes derOf(Encode encode, Object* object, const char* what) {
 
 }  // namespace
 
-std::string hexOf(const Bytes& bytes) { return hexText(bytes); }
-
 X509Ptr parseCertificate(const Bytes& der) {
   const unsigned char* in = der.data();
   X509Ptr certificate(d2i_X509(nullptr, &in, static_cast<long>(der.size())));

@@ -90,9 +90,6 @@ class RenewalToken final {
   CK_SESSION_HANDLE m_session = CK_INVALID_HANDLE;
 };
 
-// Lowercase hex, no separators: how CKA_IDs are shown and journalled.
-[[nodiscard]] std::string hexOf(const Bytes& bytes);
-
 // DER into an X509; Error(BadInput) when it is not one certificate.
 [[nodiscard]] X509Ptr parseCertificate(const Bytes& der);
 
