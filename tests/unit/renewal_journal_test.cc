@@ -365,6 +365,13 @@ TEST_CASE("roll-back, errors, unfinished() and history()", "[renewal_journal]") 
   journal.recordError(requested, "connection timed out");
   const int64_t keygen = journal.begin(samplePlan("T/04")).id;
 
+  // Only the finished renewal installed a pair; one rolled back or unfinished installed nothing.
+  const auto installer = journal.finishedRenewalThatInstalled("SOFTHSM-0001", {0x0c, 0x0d, 0x0e});
+  REQUIRE(installer);
+  CHECK(installer->id == retired);
+  CHECK_FALSE(journal.finishedRenewalThatInstalled("SOFTHSM-0002", {0x0c, 0x0d, 0x0e}));
+  CHECK_FALSE(journal.finishedRenewalThatInstalled("SOFTHSM-0001", {0x0a, 0x0b}));
+
   const renewal::RenewalRecord undone = *journal.find(rolledBack);
   CHECK(undone.rollbackReason == "the CA rejected the request");
   CHECK(undone.lastError == "CA said: badPOP");

@@ -299,6 +299,7 @@ void RenewalScheduler::checkCertificate(const TokenCertificate& certificate, Sys
   const AutoRenewal* rule = ruleFor(certificate.label, profile);
   DecisionInput input;
   input.now = now;
+  input.notBefore = summary.notBeforeTime;
   input.notAfter = summary.notAfterTime;
   input.windowOpens = summary.notAfterTime - std::chrono::hours(24) * m_catalog->renewalWindowDays;
   input.notifyDays = m_settings.schedule.notifyDays;
@@ -312,6 +313,9 @@ void RenewalScheduler::checkCertificate(const TokenCertificate& certificate, Sys
   input.lastFailure = entry.lastFailure;
   input.stopped = entry.stopped;
   input.retry = {m_settings.schedule.retryInitial, m_settings.schedule.retryMax};
+  if (const auto installer = journal.finishedRenewalThatInstalled(certificate.tokenSerial, certificate.id)) {
+    input.installedByRenewalAt = SystemTime{std::chrono::seconds(installer->updatedAt)};
+  }
   const auto decision = decide(input);
 
   row.detail = decision.reason;
@@ -340,6 +344,7 @@ void RenewalScheduler::checkCertificate(const TokenCertificate& certificate, Sys
       row.detail = entry.lastError;
       break;
     case Action::FeeTooHigh:
+    case Action::Hold:
     case Action::None:
       row.state = now >= summary.notAfterTime ? "expired" : "ok";
       break;

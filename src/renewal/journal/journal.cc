@@ -450,6 +450,17 @@ std::optional<RenewalRecord> Journal::latestFor(const std::string& certificateKe
   return std::move(records.front());
 }
 
+std::optional<RenewalRecord> Journal::finishedRenewalThatInstalled(const std::string& tokenSerial,
+                                                                   const std::vector<unsigned char>& keyId) {
+  std::vector<RenewalRecord> records =
+      select("WHERE token_serial = ?1 AND new_key_id = ?2 AND step = 'retired' ORDER BY id DESC LIMIT 1",
+             [&](sqlite::Statement& query) { query.bind(1, tokenSerial).bindBlob(2, keyId); });
+  if (records.empty()) {
+    return std::nullopt;
+  }
+  return std::move(records.front());
+}
+
 std::vector<RenewalRecord> Journal::unfinished() {
   return select(std::string("WHERE ") + kUnfinished + " ORDER BY id", [](sqlite::Statement&) {});
 }
