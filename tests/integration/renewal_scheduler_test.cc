@@ -70,6 +70,7 @@ bool eventually(const std::function<bool()>& done, std::chrono::seconds patience
 struct FixtureFiles {
   std::optional<std::string> caUrl;
   mode_t pinMode = 0600;
+  int retireDays = 30;
 };
 
 // A loopback URL where nothing listens (the port was bound, then closed).
@@ -94,6 +95,7 @@ struct Fixture {
     server = std::make_unique<catest::CaServer>(caDir.string(),
                                                 std::vector<std::string>{"--test-validity-days", "20"});
     std::filesystem::create_directories(work.path() / "config" / "dojang");
+    retireDays = files.retireDays;
     writeRenewalConfig(files.caUrl.value_or(server->url("/")));
     writeText(pinFile(), token.pin() + "\n");
     ::chmod(pinFile().c_str(), files.pinMode);
@@ -120,8 +122,9 @@ struct Fixture {
   // The CLI (and so the scheduler's child) reads renewal.toml at every run.
   void writeRenewalConfig(const std::string& caUrl) const {
     writeText(work.path() / "config" / "dojang" / "renewal.toml",
-              "[renewal]\ndefault_ca = \"test\"\n[ca.test]\nurl = \"" + caUrl + "\"\ntrusted = \"" +
-                  (caDir / "ca.cert.pem").string() + "\"\ntimeout_seconds = 3\nvalidity_days = 20\n");
+              "[renewal]\ndefault_ca = \"test\"\nretire_days = " + std::to_string(retireDays) +
+                  "\n[ca.test]\nurl = \"" + caUrl + "\"\ntrusted = \"" + (caDir / "ca.cert.pem").string() +
+                  "\"\ntimeout_seconds = 3\nvalidity_days = 20\n");
   }
 
   // The scheduler's row for the test's certificate in `dojang status --json`, or null.
@@ -174,6 +177,7 @@ struct Fixture {
   std::unique_ptr<test::DojangdProcess> daemon;
   std::map<std::string, std::string> env;
   std::string lastStatus;
+  int retireDays = 30;
 };
 
 }  // namespace
@@ -411,4 +415,34 @@ TEST_CASE("dojangd names what an automatic renewal waits for: a PIN file it refu
   ::chmod(f.pinFile().c_str(), 0600);
   f.daemon->restart();
   REQUIRE(eventually([&] { return f.stepOfRenewal() == "retired"; }, std::chrono::seconds(30)));
+}
+
+TEST_CASE("dojangd deletes a retired pair once retire_days are over, with no renewal running",
+          "[scheduler]") {
+  Fixture f("signkorea-securities", 0,
+            "[[renewal.auto]]\nprofile = \"signkorea-securities\"\nmax_fee_krw = 0\n", {},
+            {std::nullopt, 0600, 0});
+  REQUIRE(eventually([&] { return f.stepOfRenewal() == "retired"; }, std::chrono::seconds(30)));
+  // retire_days = 0: the old pair is due at once; the scheduler's next check deletes it (the new
+  // certificate is held, so no renewal does it on the way).
+  const auto listing = [&] {
+    return f
+        .run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", f.token.pin(),
+              "--list-objects"})
+        .out;
+  };
+  CHECK(eventually([&] { return listing().find("retired") == std::string::npos; }, std::chrono::seconds(15)));
+  INFO(listing());
+  INFO(f.daemon->log());
+  CHECK(listing().find("ID:         01\n") == std::string::npos);
+  CHECK(listing().find("label:      signkey\n") != std::string::npos);
+  CHECK(eventually(
+      [&] { return f.daemon->log().find("is deleted (its retire days are over)") != std::string::npos; },
+      std::chrono::seconds(5)));
+  // Once: nothing is due any more, so no further child runs.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const auto log = f.daemon->log();
+  const auto first = log.find("deleting retired pairs past retire_days");
+  REQUIRE(first != std::string::npos);
+  CHECK(log.find("deleting retired pairs past retire_days", first + 1) == std::string::npos);
 }

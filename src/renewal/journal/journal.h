@@ -76,6 +76,7 @@ struct RenewalPlan final {
   std::string caName;
   std::string kind;  // "renew", "reissue" or "enroll"
   std::optional<int64_t> feeAcknowledgedKrw;
+  bool deleteOldAtOnce = false;  // --delete-old: the old pair goes when the new one is stored
 
   friend bool operator==(const RenewalPlan&, const RenewalPlan&) = default;
 };
