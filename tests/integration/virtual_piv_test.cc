@@ -161,6 +161,11 @@ TEST_CASE("opensc-tool and pcsc-lite see the virtual card inserted and pulled", 
   CHECK(gone.exitCode != 0);
   bench.insert();
   CHECK(bench.run({"opensc-tool", "-r", number, "--atr"}).exitCode == 0);
+
+  // pcscd restarted under a card left in its reader: the card connects again by itself.
+  bench.pcscd.restart();
+  CHECK(bench.card.waitUntilPresent(bench.pcscd.readerName()));
+  CHECK(bench.run({"opensc-tool", "-r", number, "--atr"}).exitCode == 0);
 }
 
 TEST_CASE("yubico-piv-tool provisions the card; OpenSC lists and signs ECDSA, PKCS#1 and PSS; "
