@@ -216,6 +216,17 @@ TEST_CASE("socket activation: pkcs11-tool reaches the token through the socket s
   // Bound by systemd-socket-activate; dojangd starts only on the first connection.
   CHECK(activator.output().find("serving the socket systemd passed") == std::string::npos);
 
+  // A dojangd started by hand on the same path finds a listener there and leaves it alone.
+  auto byHandEnv = daemonEnv(token, dir);
+  byHandEnv.push_back("DOJANG_SOCKET=" + socketPath.string());
+  Child byHand({{dojangdExecutable(), "--foreground", "--config", (dir / "dojangd.toml").string()},
+                byHandEnv,
+                dir / "by-hand.log",
+                std::nullopt,
+                std::nullopt});
+  CHECK(byHand.waitForExit(kPatience) == std::optional<int>(0));
+  CHECK(byHand.output().find(socketPath.string() + " is served by another listener") != std::string::npos);
+
   const auto listed = runCommand({"pkcs11-tool", "--module", dojangModulePath(), "-L"},
                                  {{"DOJANG_SOCKET", socketPath.string()}, {"DOJANG_NO_AUTOSTART", "1"},
                                   {"SOFTHSM2_CONF", token.configPath().string()}});
