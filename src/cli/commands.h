@@ -78,10 +78,17 @@ struct EnrollOptions {
   std::optional<std::string> replacing;  // reissue's CERT: the certificate it replaces, if still on the token
 };
 
+// `dojang setup p11-kit`: which route p11-kit programs take to the cards.
+struct SetupP11KitOptions {
+  std::string keep = "dojang";  // --keep dojang|opensc|both
+  bool dryRun = false;          // --dry-run: say what would change, change nothing
+};
+
 [[nodiscard]] CommandResult runTokens(const ModuleOptions& options);
 [[nodiscard]] CommandResult runCerts(const CertsOptions& options);
 [[nodiscard]] CommandResult runStatus(const StatusOptions& options);
 [[nodiscard]] CommandResult runRenew(const RenewOptions& options);
 [[nodiscard]] CommandResult runEnroll(const EnrollOptions& options);
+[[nodiscard]] CommandResult runSetupP11Kit(const SetupP11KitOptions& options);
 
 }  // namespace dojang::cli

@@ -134,6 +134,24 @@ int main(int argc, char** argv) {
                       "The certificate replaced, if it is still on the token (its pair is retired)");
   addCodeOptions(*reissue, reissueOptions, json, moduleHelp);
 
+  dojang::cli::SetupP11KitOptions setupOptions;
+  auto* setup = app.add_subcommand("setup", "Set up how programs reach your tokens");
+  setup->require_subcommand(1);
+  auto* setupP11Kit = setup->add_subcommand(
+      "p11-kit",
+      "One route per card for p11-kit programs (GnuTLS, p11tool, the p11-kit proxy): hide OpenSC's "
+      "module (--keep dojang, the default) or dojang's (--keep opensc) in ~/.config/pkcs11/modules, "
+      "or remove that override (--keep both)");
+  setupP11Kit->add_flag("--json", json, "Print JSON");
+  setupP11Kit->add_option("--keep", setupOptions.keep, "dojang, opensc or both (default: dojang)")
+      ->check(CLI::IsMember({"dojang", "opensc", "both"}));
+  setupP11Kit->add_flag("--dry-run", setupOptions.dryRun, "Say what would change; change nothing");
+
+  app.footer(
+      "One card, one route: p11-kit programs (GnuTLS, p11tool, the p11-kit proxy) load every module\n"
+      "registered with p11-kit, so a card read by OpenSC appears twice when OpenSC's module is\n"
+      "registered too: once directly, once through dojang. `dojang setup p11-kit` keeps one route.");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -164,6 +182,8 @@ int main(int argc, char** argv) {
     } else if (renew->parsed()) {
       renewOptions.json = json;
       result = dojang::cli::runRenew(renewOptions);
+    } else if (setupP11Kit->parsed()) {
+      result = dojang::cli::runSetupP11Kit(setupOptions);
     } else if (enroll->parsed() || reissue->parsed()) {
       auto& chosen = enroll->parsed() ? enrollOptions : reissueOptions;
       chosen.common.json = json;

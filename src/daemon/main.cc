@@ -144,7 +144,8 @@ int main(int argc, char** argv) {
   app.add_flag("--foreground,-f", foreground, "stay in the foreground and log to stderr (the default)");
   app.add_flag("--daemonize", daemonize, "detach; return once the socket is ready");
   app.add_flag("--verbose,-v", verbose, "log every failed call");
-  app.add_option("--socket", socketPath, "socket path (also $DOJANG_SOCKET)");
+  app.add_option("--socket", socketPath,
+                 "socket path (also $DOJANG_SOCKET); under systemd's dojangd.socket, the socket it passes");
   app.add_option("--config", configPath, "config file (default $XDG_CONFIG_HOME/dojang/dojangd.toml)");
   CLI11_PARSE(app, argc, argv);
   daemon::setVerbose(verbose);
@@ -173,7 +174,14 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stopSignals, nullptr);
 
   try {
-    daemon::ListeningSocket socket(socketPath);
+    // Under systemd's dojangd.socket the socket is systemd's: its path is the one clients use.
+    const auto inherited = daemon::inheritedSocket();
+    const auto socketOwner = inherited ? std::make_unique<daemon::ListeningSocket>(*inherited)
+                                       : std::make_unique<daemon::ListeningSocket>(socketPath);
+    daemon::ListeningSocket& socket = *socketOwner;
+    if (inherited) {
+      daemon::logInfo("serving the socket systemd passed: " + socket.path());
+    }
     const auto config = daemon::loadConfig(configPath);
     daemon::logInfo("configuration: " + config.source);
 
@@ -199,7 +207,7 @@ int main(int argc, char** argv) {
     daemon::Service service(slots, backends);
     ensureDescriptorsFor(config.connections.maxConnections);
     daemon::Server server(service, socket, config.connections);
-    auto scheduler = startScheduler(slots, config, socketPath);
+    auto scheduler = startScheduler(slots, config, socket.path());
     {
       const SignalWatcher signals(stopSignals, [&server](int received) {
         if (received != 0) {
@@ -208,7 +216,9 @@ int main(int argc, char** argv) {
         server.stop();
       });
       reportReady(readyFd, true);
+      daemon::notifyReady();
       server.run();
+      daemon::notifyStopping();
     }
     scheduler.reset();
     slots.stopMonitoring();

@@ -3,10 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sys/file.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,7 +11,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -54,27 +50,6 @@ std::chrono::microseconds spinBeforeBlocking() {
 }
 
 std::string errnoText(const std::string& what, int error = errno) { return what + ": " + std::strerror(error); }
-
-// The socket's directory must be ours alone: other users must not even see the socket.
-void preparePrivateDirectory(const std::filesystem::path& directory) {
-  std::error_code ignored;
-  if (!std::filesystem::exists(directory)) {
-    std::filesystem::create_directories(directory.parent_path(), ignored);
-    if (::mkdir(directory.c_str(), 0700) != 0 && errno != EEXIST) {
-      fail(CKR_GENERAL_ERROR, errnoText("mkdir " + directory.string()));
-    }
-  }
-  struct stat info {};
-  if (::stat(directory.c_str(), &info) != 0) {
-    fail(CKR_GENERAL_ERROR, errnoText("stat " + directory.string()));
-  }
-  if (info.st_uid != ::getuid()) {
-    fail(CKR_GENERAL_ERROR, directory.string() + " belongs to another user");
-  }
-  if (directory.filename() == "dojang" && (info.st_mode & 0077) != 0) {
-    ::chmod(directory.c_str(), 0700);
-  }
-}
 
 // Field 22 of /proc/PID/stat, the start time in clock ticks since boot; 0 when unreadable.
 // Fields are counted after the command name's closing parenthesis, as the name may hold spaces.
@@ -144,45 +119,6 @@ void RateLimitedWarning::warn(const std::string& message) {
                           : message + " (and " + std::to_string(leftOut) + " more like it since the last such line)");
   m_lastLogged = now;
   m_loggedAny = true;
-}
-
-ListeningSocket::ListeningSocket(std::string path) : m_path(std::move(path)) {
-  const std::filesystem::path socketPath(m_path);
-  preparePrivateDirectory(socketPath.parent_path());
-  const std::string lockPath = m_path + ".lock";
-  m_lockFd = ::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (m_lockFd < 0) {
-    fail(CKR_GENERAL_ERROR, errnoText("open " + lockPath));
-  }
-  if (::flock(m_lockFd, LOCK_EX | LOCK_NB) != 0) {
-    ::close(m_lockFd);
-    m_lockFd = -1;
-    throw AlreadyRunning("another dojangd serves " + m_path);
-  }
-  ::unlink(m_path.c_str());  // a stale socket from a daemon that died
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (m_path.size() >= sizeof address.sun_path) {
-    fail(CKR_GENERAL_ERROR, "socket path too long: " + m_path);
-  }
-  std::memcpy(address.sun_path, m_path.c_str(), m_path.size() + 1);
-  m_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const mode_t oldMask = ::umask(0177);
-  const int bound = ::bind(m_fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);
-  ::umask(oldMask);
-  if (bound != 0 || ::listen(m_fd, 64) != 0) {
-    fail(CKR_GENERAL_ERROR, errnoText("bind/listen " + m_path));
-  }
-}
-
-ListeningSocket::~ListeningSocket() {
-  if (m_fd >= 0) {
-    ::unlink(m_path.c_str());
-    ::close(m_fd);
-  }
-  if (m_lockFd >= 0) {
-    ::close(m_lockFd);
-  }
 }
 
 Server::Server(Service& service, ListeningSocket& socket, ConnectionLimits limits)

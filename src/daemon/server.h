@@ -17,32 +17,10 @@
 #include "src/common/wire/transport.h"
 #include "src/daemon/client.h"
 #include "src/daemon/config.h"
+#include "src/daemon/listening_socket.h"
 #include "src/daemon/service.h"
 
 namespace dojang::daemon {
-
-// Owns the socket path and its lock file for the daemon's lifetime.
-class ListeningSocket final {
- public:
-  // Throws AlreadyRunning when another dojangd holds the lock.
-  explicit ListeningSocket(std::string path);
-  ListeningSocket(const ListeningSocket&) = delete;
-  ListeningSocket& operator=(const ListeningSocket&) = delete;
-  ~ListeningSocket();
-
-  [[nodiscard]] int fd() const noexcept { return m_fd; }
-  [[nodiscard]] const std::string& path() const noexcept { return m_path; }
-
- private:
-  std::string m_path;
-  int m_lockFd = -1;
-  int m_fd = -1;
-};
-
-class AlreadyRunning final : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 // A warning that may repeat in bursts: the first is logged, then at most one line per quiet
 // period, counting the ones left out.
