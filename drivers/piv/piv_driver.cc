@@ -65,8 +65,12 @@ std::vector<token::SlotDescription> PivDriver::slots() {
   }
   std::vector<token::SlotDescription> out;
   if (!current) {
+    const std::lock_guard lock(m_mutex);
+    m_readers.clear();
+    m_foreignCards.clear();
     return out;
   }
+  std::set<std::string> stillForeign;
   for (const auto& reader : readers) {
     if (!matchesReader(reader)) {
       continue;
@@ -84,9 +88,14 @@ std::vector<token::SlotDescription> PivDriver::slots() {
     }
     if (present) {
       slot.flags |= CKF_TOKEN_PRESENT;
+      stillForeign.insert(reader);
     }
     out.push_back(std::move(slot));
   }
+  const std::lock_guard lock(m_mutex);
+  m_readers = readers;
+  // A card pulled out is no longer the foreign one; the next card is tried afresh.
+  std::erase_if(m_foreignCards, [&](const std::string& reader) { return stillForeign.count(reader) == 0; });
   return out;
 }
 
@@ -98,23 +107,35 @@ std::unique_ptr<token::Token> PivDriver::openToken(const std::string& slotKey) {
   if (!current->cardPresent(slotKey)) {
     fail(CKR_TOKEN_NOT_PRESENT, "no card in " + slotKey);
   }
-  auto card = std::make_shared<PivCard>(current, slotKey, m_settings, m_warn);
-  {
-    const std::lock_guard lock(m_mutex);
-    m_cards[slotKey] = card;
+  try {
+    return std::make_unique<PivToken>(std::make_shared<PivCard>(current, slotKey, m_settings, m_warn));
+  } catch (const Error& error) {
+    if (error.rv() == CKR_TOKEN_NOT_RECOGNIZED) {
+      const std::lock_guard lock(m_mutex);
+      m_foreignCards.insert(slotKey);
+    }
+    throw;
   }
-  return std::make_unique<PivToken>(std::move(card));
 }
 
-std::vector<std::string> PivDriver::servedReaders() {
+bool PivDriver::servesSlotDescription(const std::string& slotDescription) {
+  constexpr std::size_t kSlotDescriptionLength = 64;  // CK_SLOT_INFO.slotDescription
+  std::string wanted = slotDescription;
+  while (!wanted.empty() && wanted.back() == ' ') {
+    wanted.pop_back();
+  }
+  if (wanted.empty()) {
+    return false;
+  }
   const std::lock_guard lock(m_mutex);
-  std::vector<std::string> readers;
-  for (const auto& [reader, weak] : m_cards) {
-    if (const auto card = weak.lock(); card && !card->removed()) {
-      readers.push_back(reader);
+  for (const auto& reader : m_readers) {
+    const bool same = reader == wanted ||
+                      (wanted.size() >= kSlotDescriptionLength - 4 && reader.compare(0, wanted.size(), wanted) == 0);
+    if (same && matchesReader(reader) && m_foreignCards.count(reader) == 0) {
+      return true;
     }
   }
-  return readers;
+  return false;
 }
 
 bool PivDriver::waitForChange() { return m_monitor.waitForChange(); }

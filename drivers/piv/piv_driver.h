@@ -4,7 +4,7 @@
 #pragma once
 
 #include <functional>
-#include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,9 +32,12 @@ class PivDriver final : public token::Driver {
   bool waitForChange() override;
   void cancelWait() override;
 
-  // The readers in which this driver serves a PIV card now: the daemon hides another driver's
-  // slot for the same card (src/daemon/driver_dedupe.h).
-  [[nodiscard]] std::vector<std::string> servedReaders();
+  // Whether another driver's slot with this CK_SLOT_INFO.slotDescription is a reader this driver
+  // serves, so the daemon shows that card once, through this driver (src/daemon/driver_dedupe.h).
+  // OpenSC and ykcs11 put the reader name there (cut to 64 characters); a reader counts as
+  // served when its name matches the configured patterns and it does not hold a card found to
+  // be no PIV card (that one is left to the other driver).
+  [[nodiscard]] bool servesSlotDescription(const std::string& slotDescription);
   [[nodiscard]] bool matchesReader(const std::string& reader) const;
 
  private:
@@ -47,7 +50,8 @@ class PivDriver final : public token::Driver {
   pcsc::ReaderMonitor m_monitor;
   std::mutex m_mutex;
   std::shared_ptr<const pcsc::Context> m_context;
-  std::map<std::string, std::weak_ptr<PivCard>> m_cards;  // by reader
+  std::vector<std::string> m_readers;  // as last listed
+  std::set<std::string> m_foreignCards;  // readers holding a card without the PIV application
 };
 
 }  // namespace dojang::piv
