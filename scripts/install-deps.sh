@@ -9,7 +9,7 @@ packages=(
   libssl-dev libp11-dev libp11-kit-dev libpcsclite-dev libsqlite3-dev libtomlplusplus-dev
   libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libassuan-dev libgpg-error-dev libsystemd-dev catch2
   # tokens, readers and the real clients the tests drive
-  softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools vsmartcard-vpcd p11-kit
+  softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools vsmartcard-vpcd yubico-piv-tool ykcs11 p11-kit
   libnss3-tools openssh-client openssl libengine-pkcs11-openssl gnutls-bin curl sqlite3
   procps psmisc util-linux tmux
   # the scheduler's desktop notifications, seen on a private session bus in the tests

@@ -307,6 +307,28 @@ TEST_CASE("a recovery killed between its own token writes is recovered again", "
   checkRecovered(f, point);
 }
 
+TEST_CASE("dojang renew --delete-old killed after storing: recovery deletes the old pair as asked",
+          "[renewal_faults]") {
+  const auto point = GENERATE(as<std::string>(), "stored", "new-relabelled");
+  CAPTURE(point);
+  test::RenewalFixture f("EC:prime256v1");
+  REQUIRE(renewWithFault(f, point, {kLabel, "--accept-fee", "4400", "--delete-old"}).exitCode == kKilled);
+
+  const auto recovered = recover(f);
+  INFO(recovered.out << recovered.err);
+  REQUIRE(recovered.exitCode == 0);
+  const auto outcome = checkInvariant(f);
+  CHECK(outcome.latest["step"] == "retired");
+  CHECK(outcome.currentId != "01");
+  // --delete-old was journalled with the plan: the old pair is gone now, not kept for retire_days.
+  const auto listing = f.objects();
+  INFO(listing);
+  for (const auto& object : parseObjects(listing)) {
+    CHECK(object.id != "01");
+    CHECK(object.label.find("retired") == std::string::npos);
+  }
+}
+
 TEST_CASE("the token goes away while a renewal is stopped at a fault point", "[renewal_faults]") {
   const auto point = GENERATE(as<std::string>(), "requested", "stored");
   CAPTURE(point);

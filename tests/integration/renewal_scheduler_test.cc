@@ -3,9 +3,12 @@
 // certificates (inside the 30-day window), the first certificate from `openssl cmp` through the
 // token, then no command at all: dojangd renews (free profile) or only notifies (paid profile
 // above the fee ceiling; the Notify call is watched on a private session bus with dbus-monitor).
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +19,7 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -61,20 +65,40 @@ bool eventually(const std::function<bool()>& done, std::chrono::seconds patience
 
 // A token, a CA issuing 20-day certificates under `profile`, dojangd with `renewalConfig`, then
 // the first certificate (keygen through the module, ir with `openssl cmp`, --write-object).
+// What a test changes in the fixture's files before dojangd starts: the CA URL renewal.toml
+// names (default: the test's CA) and the mode of the PIN file.
+struct FixtureFiles {
+  std::optional<std::string> caUrl;
+  mode_t pinMode = 0600;
+  int retireDays = 30;
+};
+
+// A loopback URL where nothing listens (the port was bound, then closed).
+std::string closedCaUrl() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), length) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  ::close(fd);
+  return "http://127.0.0.1:" + std::to_string(ntohs(address.sin_port)) + "/";
+}
+
 struct Fixture {
   Fixture(const std::string& profile, long long fee, const std::string& renewalConfig,
-          std::map<std::string, std::string> daemonEnv = {})
+          std::map<std::string, std::string> daemonEnv = {}, const FixtureFiles& files = {})
       : caDir(work.path() / "ca") {
     REQUIRE(catest::run({catest::dojangCa(), "init", "--dir", caDir.string()}).exitCode == 0);
     server = std::make_unique<catest::CaServer>(caDir.string(),
                                                 std::vector<std::string>{"--test-validity-days", "20"});
     std::filesystem::create_directories(work.path() / "config" / "dojang");
-    writeText(work.path() / "config" / "dojang" / "renewal.toml",
-              "[renewal]\ndefault_ca = \"test\"\n[ca.test]\nurl = \"" + server->url("/") +
-                  "\"\ntrusted = \"" + (caDir / "ca.cert.pem").string() +
-                  "\"\ntimeout_seconds = 3\nvalidity_days = 20\n");
+    retireDays = files.retireDays;
+    writeRenewalConfig(files.caUrl.value_or(server->url("/")));
     writeText(pinFile(), token.pin() + "\n");
-    ::chmod(pinFile().c_str(), 0600);
+    ::chmod(pinFile().c_str(), files.pinMode);
     daemonEnv["XDG_STATE_HOME"] = (work.path() / "state").string();
     daemonEnv["XDG_CONFIG_HOME"] = (work.path() / "config").string();
     daemon = std::make_unique<test::DojangdProcess>(
@@ -94,6 +118,33 @@ struct Fixture {
   }
 
   std::filesystem::path pinFile() const { return work.path() / "pin"; }
+
+  // The CLI (and so the scheduler's child) reads renewal.toml at every run.
+  void writeRenewalConfig(const std::string& caUrl) const {
+    writeText(work.path() / "config" / "dojang" / "renewal.toml",
+              "[renewal]\ndefault_ca = \"test\"\nretire_days = " + std::to_string(retireDays) +
+                  "\n[ca.test]\nurl = \"" + caUrl + "\"\ntrusted = \"" + (caDir / "ca.cert.pem").string() +
+                  "\"\ntimeout_seconds = 3\nvalidity_days = 20\n");
+  }
+
+  // The scheduler's row for the test's certificate in `dojang status --json`, or null.
+  nlohmann::json rowOfCertificate() {
+    for (const auto& entry : renewals()) {
+      if (entry["label"] == kLabel) {
+        return entry;
+      }
+    }
+    return nullptr;
+  }
+
+  std::string stepOfRenewal() const {
+    for (const auto& record : history()) {
+      if (record["kind"] == "renew") {
+        return record["step"];
+      }
+    }
+    return "";
+  }
 
   test::CommandResult run(const std::vector<std::string>& argv) const {
     test::CommandOptions options;
@@ -126,6 +177,7 @@ struct Fixture {
   std::unique_ptr<test::DojangdProcess> daemon;
   std::map<std::string, std::string> env;
   std::string lastStatus;
+  int retireDays = 30;
 };
 
 }  // namespace
@@ -236,14 +288,7 @@ TEST_CASE("dojangd restarted in the middle of a scheduled renewal finishes it", 
             "dojang_cli = \"" + std::string(faults) +
                 "\"\n[[renewal.auto]]\nprofile = \"signkorea-securities\"\nmax_fee_krw = 0\n",
             {{"DOJANG_FAULT_AT", "issued"}, {"DOJANG_FAULT_ACTION", "stop"}});
-  const auto stepOfRenewal = [&]() -> std::string {
-    for (const auto& record : f.history()) {
-      if (record["kind"] == "renew") {
-        return record["step"];
-      }
-    }
-    return "";
-  };
+  const auto stepOfRenewal = [&] { return f.stepOfRenewal(); };
   REQUIRE(eventually([&] { return stepOfRenewal() == "issued"; }, std::chrono::seconds(30)));
 
   // The daemon dies, and so does its stopped child: nothing finishes the renewal but a restart.
@@ -272,4 +317,132 @@ TEST_CASE("dojangd restarted in the middle of a scheduled renewal finishes it", 
   INFO(objects);
   CHECK(objects.find("signkey (retired ") != std::string::npos);
   CHECK(objects.find("label:      signkey\n") != std::string::npos);
+}
+
+TEST_CASE("dojangd retries with backoff while the CA is unreachable, then renews", "[scheduler]") {
+  Fixture f("signkorea-securities", 0,
+            "[[renewal.auto]]\nprofile = \"signkorea-securities\"\nmax_fee_krw = 0\n", {},
+            {closedCaUrl(), 0600});
+  // retry_initial_seconds = 1: attempts after about 1, 2 and 4 s, each shown in `dojang status`.
+  const bool retried =
+      eventually([&] { return f.daemon->log().find("failed (attempt 3), will retry") != std::string::npos; },
+                 std::chrono::seconds(30));
+  INFO(f.daemon->log());
+  REQUIRE(retried);
+  const auto row = f.rowOfCertificate();
+  INFO(f.lastStatus);
+  REQUIRE(row.is_object());
+  CHECK(row["state"].get<std::string>().rfind("retrying at ", 0) == 0);
+  CHECK(row["detail"].get<std::string>().find("cannot connect to the CA at 127.0.0.1:") != std::string::npos);
+  CHECK(row["retryAt"].is_string());
+  // The attempts came further apart each time: the second gap is longer than the first.
+  const auto log = f.daemon->log();
+  CHECK(log.find("failed (attempt 1), will retry") < log.find("failed (attempt 2), will retry"));
+  // Every attempt was rolled back: nothing is left between steps, and no new key stays behind.
+  for (const auto& record : f.history()) {
+    if (record["kind"] == "renew") {
+      CHECK(record["step"] == "rolled-back");
+    }
+  }
+  const auto keys = f.run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin",
+                           f.token.pin(), "--list-objects", "--type", "privkey"})
+                        .out;
+  INFO(keys);
+  CHECK(keys.find("pending") == std::string::npos);
+
+  // The CA is back (renewal.toml names it again): the next retry renews, with no command.
+  f.writeRenewalConfig(f.server->url("/"));
+  REQUIRE(eventually([&] { return f.stepOfRenewal() == "retired"; }, std::chrono::seconds(40)));
+  // The new certificate (20 days, inside the 30-day window at once) is held, not renewed again
+  // and charged again at every check.
+  CHECK(eventually(
+      [&] {
+        const auto current = f.rowOfCertificate();
+        return current.is_object() &&
+               current["detail"].get<std::string>().find("renewed by dojang") != std::string::npos;
+      },
+      std::chrono::seconds(10)));
+  INFO(f.lastStatus);
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // three more checks
+  int renewed = 0;
+  for (const auto& record : f.history()) {
+    renewed += record["kind"] == "renew" && record["step"] == "retired" ? 1 : 0;
+  }
+  CHECK(renewed == 1);
+}
+
+TEST_CASE("dojangd names what an automatic renewal waits for: a PIN file it refuses, a token away",
+          "[scheduler]") {
+  Fixture f("signkorea-securities", 0,
+            "[[renewal.auto]]\nprofile = \"signkorea-securities\"\nmax_fee_krw = 0\n", {},
+            {std::nullopt, 0644});
+  // A PIN file others can read is refused, named in `dojang status` and the log; nothing starts.
+  nlohmann::json row;
+  CHECK(eventually(
+      [&] {
+        row = f.rowOfCertificate();
+        return row.is_object() && row["state"] == "needs PIN";
+      },
+      std::chrono::seconds(15)));
+  INFO(f.lastStatus);
+  INFO(f.daemon->log());
+  CHECK(row["detail"].get<std::string>().find("(mode 0644) is refused") != std::string::npos);
+  CHECK(f.daemon->log().find("needs a PIN: the PIN file") != std::string::npos);
+  CHECK(f.stepOfRenewal().empty());
+  const auto text = f.run({dojangCli(), "status"}).out;
+  CHECK(text.find("needs PIN") != std::string::npos);
+
+  // The token goes away (dojangd restarted while SoftHSM's token directory is elsewhere): the due
+  // renewal waits for it, by name.
+  f.daemon->stop();
+  const auto tokens = f.token.directory() / "tokens";
+  const auto away = f.token.directory() / "tokens-away";
+  std::filesystem::rename(tokens, away);
+  std::filesystem::create_directories(tokens);
+  f.daemon->restart();
+  CHECK(eventually(
+      [&] {
+        row = f.rowOfCertificate();
+        return row.is_object() && row["state"] == "waiting for token " + f.token.label();
+      },
+      std::chrono::seconds(15)));
+  CHECK(row["detail"].get<std::string>().rfind("was: needs PIN (the PIN file ", 0) == 0);
+
+  // The token is back and the PIN file is private: the renewal runs by itself.
+  f.daemon->stop();
+  std::filesystem::remove_all(tokens);
+  std::filesystem::rename(away, tokens);
+  ::chmod(f.pinFile().c_str(), 0600);
+  f.daemon->restart();
+  REQUIRE(eventually([&] { return f.stepOfRenewal() == "retired"; }, std::chrono::seconds(30)));
+}
+
+TEST_CASE("dojangd deletes a retired pair once retire_days are over, with no renewal running",
+          "[scheduler]") {
+  Fixture f("signkorea-securities", 0,
+            "[[renewal.auto]]\nprofile = \"signkorea-securities\"\nmax_fee_krw = 0\n", {},
+            {std::nullopt, 0600, 0});
+  REQUIRE(eventually([&] { return f.stepOfRenewal() == "retired"; }, std::chrono::seconds(30)));
+  // retire_days = 0: the old pair is due at once; the scheduler's next check deletes it (the new
+  // certificate is held, so no renewal does it on the way).
+  const auto listing = [&] {
+    return f
+        .run({"pkcs11-tool", "--module", test::dojangModulePath(), "--login", "--pin", f.token.pin(),
+              "--list-objects"})
+        .out;
+  };
+  CHECK(eventually([&] { return listing().find("retired") == std::string::npos; }, std::chrono::seconds(15)));
+  INFO(listing());
+  INFO(f.daemon->log());
+  CHECK(listing().find("ID:         01\n") == std::string::npos);
+  CHECK(listing().find("label:      signkey\n") != std::string::npos);
+  CHECK(eventually(
+      [&] { return f.daemon->log().find("is deleted (its retire days are over)") != std::string::npos; },
+      std::chrono::seconds(5)));
+  // Once: nothing is due any more, so no further child runs.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const auto log = f.daemon->log();
+  const auto first = log.find("deleting retired pairs past retire_days");
+  REQUIRE(first != std::string::npos);
+  CHECK(log.find("deleting retired pairs past retire_days", first + 1) == std::string::npos);
 }

@@ -7,6 +7,7 @@
 
 #include <csignal>
 #include <stdexcept>
+#include <thread>
 
 extern char** environ;
 
@@ -32,9 +33,47 @@ BackgroundProcess::BackgroundProcess(std::vector<std::string> argv, const std::f
 }
 
 BackgroundProcess::~BackgroundProcess() {
+  if (m_exitStatus) {
+    return;  // already reaped: the pid may belong to someone else by now
+  }
   ::kill(m_pid, SIGKILL);
   int status = 0;
   ::waitpid(m_pid, &status, 0);
+}
+
+int BackgroundProcess::decodeStatus(int status) {
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool BackgroundProcess::running() {
+  if (m_exitStatus) {
+    return false;
+  }
+  int status = 0;
+  if (::waitpid(m_pid, &status, WNOHANG) == m_pid) {
+    m_exitStatus = decodeStatus(status);
+    return false;
+  }
+  return true;
+}
+
+int BackgroundProcess::stop(std::chrono::milliseconds grace) {
+  if (!running()) {
+    return *m_exitStatus;
+  }
+  ::kill(m_pid, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (running()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::kill(m_pid, SIGKILL);
+      int status = 0;
+      ::waitpid(m_pid, &status, 0);
+      m_exitStatus = decodeStatus(status);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return *m_exitStatus;
 }
 
 }  // namespace dojang::test

@@ -4,7 +4,9 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,9 +22,16 @@ class BackgroundProcess final {
   BackgroundProcess& operator=(const BackgroundProcess&) = delete;
 
   [[nodiscard]] pid_t pid() const noexcept { return m_pid; }
+  // False once the process has exited (it is then reaped and its status kept).
+  [[nodiscard]] bool running();
+  // SIGTERM, then SIGKILL when it has not exited after `grace`; reaps it. Returns the exit status,
+  // or 128 + the signal number when a signal ended it. Later calls return the same status.
+  int stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
 
  private:
+  static int decodeStatus(int status);
   pid_t m_pid = -1;
+  std::optional<int> m_exitStatus;  // set once reaped
 };
 
 }  // namespace dojang::test

@@ -19,6 +19,7 @@ core::DecisionInput inputWith(std::chrono::seconds left) {
   core::DecisionInput input;
   input.now = kNow;
   input.notAfter = kNow + left;
+  input.notBefore = input.notAfter - 365 * kDay;
   input.windowOpens = input.notAfter - 30 * kDay;
   input.notifyDays = {30, 7, 3, 1};
   input.automatic = true;
@@ -127,4 +128,23 @@ TEST_CASE("a failure that is not retried stops automatic renewal", "[scheduler]"
   const auto decision = core::decide(input);
   CHECK(decision.action == core::Action::Stopped);
   CHECK(decision.notifyDays == 30);
+}
+
+TEST_CASE("a certificate dojang renewed is not renewed again before half its lifetime", "[scheduler]") {
+  // A CA issuing 20-day certificates with a 30-day window: the new one is due at once.
+  auto fresh = inputWith(20 * kDay);
+  fresh.notBefore = kNow - hours(1);
+  fresh.installedByRenewalAt = kNow - hours(1);
+  const auto held = core::decide(fresh);
+  CHECK(held.action == core::Action::Hold);
+  CHECK(held.reason.find("shorter than the window") != std::string::npos);
+  // Notices still go out.
+  CHECK(held.notifyDays == 30);
+  // Half its life later it is renewed as usual.
+  fresh.now = kNow + 11 * kDay;
+  CHECK(core::decide(fresh).action == core::Action::Renew);
+  // The same certificate from elsewhere (not in the journal) is renewed at once.
+  auto enrolled = inputWith(20 * kDay);
+  enrolled.notBefore = kNow - hours(1);
+  CHECK(core::decide(enrolled).action == core::Action::Renew);
 }

@@ -365,6 +365,13 @@ TEST_CASE("roll-back, errors, unfinished() and history()", "[renewal_journal]") 
   journal.recordError(requested, "connection timed out");
   const int64_t keygen = journal.begin(samplePlan("T/04")).id;
 
+  // Only the finished renewal installed a pair; one rolled back or unfinished installed nothing.
+  const auto installer = journal.finishedRenewalThatInstalled("SOFTHSM-0001", {0x0c, 0x0d, 0x0e});
+  REQUIRE(installer);
+  CHECK(installer->id == retired);
+  CHECK_FALSE(journal.finishedRenewalThatInstalled("SOFTHSM-0002", {0x0c, 0x0d, 0x0e}));
+  CHECK_FALSE(journal.finishedRenewalThatInstalled("SOFTHSM-0001", {0x0a, 0x0b}));
+
   const renewal::RenewalRecord undone = *journal.find(rolledBack);
   CHECK(undone.rollbackReason == "the CA rejected the request");
   CHECK(undone.lastError == "CA said: badPOP");
@@ -589,7 +596,7 @@ TEST_CASE("the journal is WAL in private directories, shared by two connections"
   CHECK(mode.text(0) == "wal");
   dojang::sqlite::Statement version(raw, "PRAGMA user_version");
   REQUIRE(version.step());
-  CHECK(version.integer(0) == 1);
+  CHECK(version.integer(0) == 2);
 
   renewal::Journal daemon(path);
   const int64_t id = cli.begin(samplePlan()).id;
@@ -609,4 +616,27 @@ TEST_CASE("the default path honours XDG_STATE_HOME, then HOME", "[renewal_journa
   CHECK(renewal::Journal::defaultPath() == "/home/user/.local/state/dojang/renewal.db");
   unsetenv("HOME");
   CHECK(errorFrom([] { (void)renewal::Journal::defaultPath(); }).kind() == dojang::ErrorKind::BadInput);
+}
+
+TEST_CASE("a version 1 journal gains the --delete-old column and keeps its renewals", "[renewal_journal]") {
+  dojang::test::TempDir directory;
+  const auto path = directory / "renewal.db";
+  int64_t id = 0;
+  {
+    renewal::Journal journal(path);
+    id = journal.begin(samplePlan()).id;
+  }
+  {
+    // What dojang 0.1's first journal looked like: no delete_old_at_once column, user_version 1.
+    dojang::sqlite::Database raw(path.string());
+    raw.execute("ALTER TABLE renewals DROP COLUMN delete_old_at_once");
+    raw.execute("PRAGMA user_version = 1");
+  }
+  renewal::Journal journal(path);
+  const auto kept = journal.find(id);
+  REQUIRE(kept);
+  CHECK(kept->plan == samplePlan());
+  auto plan = samplePlan("T/09");
+  plan.deleteOldAtOnce = true;
+  CHECK(journal.find(journal.begin(plan).id)->plan.deleteOldAtOnce);
 }

@@ -64,6 +64,16 @@ Decision decide(const DecisionInput& input) {
                       ": renew with `dojang renew`";
     return decision;
   }
+  // A CA that issues certificates shorter-lived than the window would make every renewal due at
+  // once again, and charge its fee each time: a certificate dojang renewed waits for half its
+  // lifetime before the next automatic renewal.
+  if (input.installedByRenewalAt && input.now < input.notBefore + (input.notAfter - input.notBefore) / 2) {
+    decision.action = Action::Hold;
+    decision.reason =
+        "renewed by dojang, yet already inside the renewal window: its validity is shorter than the window; "
+        "automatic renewal waits until half of it has passed (renew by hand with `dojang renew`)";
+    return decision;
+  }
   if (input.stopped) {
     decision.action = Action::Stopped;
     decision.reason = "the last automatic renewal failed and is not retried: renew with `dojang renew`";

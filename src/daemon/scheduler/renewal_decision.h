@@ -19,6 +19,7 @@ struct RetryPolicy {
 
 struct DecisionInput {
   SystemTime now;
+  SystemTime notBefore;
   SystemTime notAfter;
   SystemTime windowOpens;           // the CA accepts a renewal from then until notAfter
   std::vector<int> notifyDays;      // thresholds, any order
@@ -30,6 +31,8 @@ struct DecisionInput {
   std::optional<SystemTime> lastFailure;
   bool stopped = false;  // the last failure is not retried (wrong PIN, refusal)
   RetryPolicy retry;
+  // When dojang itself installed this certificate by a renewal (from the journal), if it did.
+  std::optional<SystemTime> installedByRenewalAt;
 };
 
 enum class Action {
@@ -37,6 +40,7 @@ enum class Action {
   Renew,       // start the renewal now
   RetryLater,  // the CA was unreachable: again at Decision::retryAt
   FeeTooHigh,  // automatic, but the fee is unknown or above the ceiling: notices only
+  Hold,        // automatic, but the certificate is a fresh renewal already inside the window
   Stopped,     // a failure that is not retried automatically
 };
 

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -130,12 +131,12 @@ void RenewalScheduler::run() {
     try {
       if (m_running) {
         if (const auto status = m_running->child->poll()) {
-          finishRenewal(*status);
+          m_running->housekeeping ? finishHousekeeping(*status) : finishRenewal(*status);
           nextCheck = std::chrono::steady_clock::now();
         } else if (m_running->child->age() > m_settings.childPatience) {
           logWarning("renewal of \"" + m_running->label + "\" took too long; ended, to be retried");
           m_running->child.reset();  // ends and reaps it
-          finishRenewal(128 + SIGKILL);
+          m_running->housekeeping ? finishHousekeeping(128 + SIGKILL) : finishRenewal(128 + SIGKILL);
         }
       }
       bool tokenEvent = false;
@@ -196,6 +197,9 @@ void RenewalScheduler::check() {
   std::set<std::string> presentSerials;
   for (const auto& token : found.tokens) {
     presentSerials.insert(token.serial);
+  }
+  if (!m_running) {
+    startHousekeeping(journal, presentSerials, now);
   }
   const auto window = std::chrono::hours(24) * m_catalog->renewalWindowDays;
   for (auto row : store.all()) {
@@ -299,6 +303,7 @@ void RenewalScheduler::checkCertificate(const TokenCertificate& certificate, Sys
   const AutoRenewal* rule = ruleFor(certificate.label, profile);
   DecisionInput input;
   input.now = now;
+  input.notBefore = summary.notBeforeTime;
   input.notAfter = summary.notAfterTime;
   input.windowOpens = summary.notAfterTime - std::chrono::hours(24) * m_catalog->renewalWindowDays;
   input.notifyDays = m_settings.schedule.notifyDays;
@@ -312,6 +317,9 @@ void RenewalScheduler::checkCertificate(const TokenCertificate& certificate, Sys
   input.lastFailure = entry.lastFailure;
   input.stopped = entry.stopped;
   input.retry = {m_settings.schedule.retryInitial, m_settings.schedule.retryMax};
+  if (const auto installer = journal.finishedRenewalThatInstalled(certificate.tokenSerial, certificate.id)) {
+    input.installedByRenewalAt = SystemTime{std::chrono::seconds(installer->updatedAt)};
+  }
   const auto decision = decide(input);
 
   row.detail = decision.reason;
@@ -320,7 +328,8 @@ void RenewalScheduler::checkCertificate(const TokenCertificate& certificate, Sys
     case Action::Renew:
       if (m_running) {
         row.state = "queued";
-        row.detail = "after the renewal of \"" + m_running->label + "\"";
+        row.detail = m_running->housekeeping ? "after the deletion of retired pairs"
+                                             : "after the renewal of \"" + m_running->label + "\"";
         m_nextRetry = now;  // look again as soon as that one ends
       } else {
         std::tie(row.state, row.detail) = startRenewal(certificate, key, input.feeKrw.value_or(0));
@@ -340,6 +349,7 @@ void RenewalScheduler::checkCertificate(const TokenCertificate& certificate, Sys
       row.detail = entry.lastError;
       break;
     case Action::FeeTooHigh:
+    case Action::Hold:
     case Action::None:
       row.state = now >= summary.notAfterTime ? "expired" : "ok";
       break;
@@ -404,6 +414,60 @@ std::pair<std::string, std::string> RenewalScheduler::startRenewal(const TokenCe
   logInfo("renewing \"" + certificate.label + "\" on token \"" + certificate.tokenLabel +
           "\" automatically (" + *program + " renew --auto)");
   return {"renewing", "dojang renew --auto"};
+}
+
+void RenewalScheduler::startHousekeeping(renewal::Journal& journal,
+                                         const std::set<std::string>& presentSerials, SystemTime now) {
+  if (m_housekeepingNotBefore && now < *m_housekeepingNotBefore) {
+    return;
+  }
+  const auto due = journal.dueForOldKeyDeletion(unixSeconds(now));
+  const auto here = std::find_if(due.begin(), due.end(), [&](const renewal::RenewalRecord& record) {
+    return presentSerials.contains(record.plan.tokenSerial);
+  });
+  if (here == due.end()) {
+    return;
+  }
+  const auto program = findDojangCli(m_settings.schedule.dojangCli);
+  if (pinFileProblem(m_settings.schedule.pinFile) || !program) {
+    return;  // the retired pair stays; `dojang renew --recover` deletes it by hand
+  }
+  try {
+    Running running;
+    running.child = std::make_unique<RenewChild>(
+        *program,
+        std::vector<std::string>{"renew", "--recover", "--auto", "--json", "--pin-file",
+                                 *m_settings.schedule.pinFile, "--journal", m_settings.databasePath.string()},
+        m_settings.socketPath);
+    running.label = "retired pairs";
+    running.tokenLabel = here->plan.tokenLabel;
+    running.housekeeping = true;
+    m_running = std::move(running);
+    logInfo("deleting retired pairs past retire_days on token \"" + here->plan.tokenLabel + "\"");
+  } catch (const std::exception& error) {
+    logError(std::string("renewal scheduler: cannot start dojang renew --recover: ") + error.what());
+  }
+}
+
+void RenewalScheduler::finishHousekeeping(int status) {
+  Running running = std::move(*m_running);
+  m_running.reset();
+  m_housekeepingNotBefore.reset();
+  if (status == 0 && running.child) {
+    const auto report = nlohmann::json::parse(running.child->standardOutput(), nullptr, false);
+    if (report.is_object() && report.contains("recovered") && report["recovered"].is_array()) {
+      for (const auto& line : report["recovered"]) {
+        if (line.is_string()) {
+          logInfo(line.get<std::string>());
+        }
+      }
+    }
+    return;
+  }
+  const auto failure = running.child ? failureOf(status, running.child->standardError())
+                                     : ChildFailure{"it took too long and was ended", true};
+  m_housekeepingNotBefore = system_clock::now() + m_settings.schedule.retryMax;
+  logWarning("deleting retired pairs failed, tried again later: " + failure.message);
 }
 
 void RenewalScheduler::finishRenewal(int status) {

@@ -63,6 +63,7 @@ class RenewalScheduler final {
     std::string certificateKey;
     std::string label;
     std::string tokenLabel;
+    bool housekeeping = false;  // `dojang renew --recover`: deletes retired pairs that are due
   };
 
   void run();
@@ -73,6 +74,11 @@ class RenewalScheduler final {
   std::pair<std::string, std::string> startRenewal(const TokenCertificate& certificate,
                                                    const std::string& certificateKey, long long feeKrw);
   void finishRenewal(int status);
+  // Retired pairs past retire_days on a token that is present: deleted by a `--recover` child, so
+  // that they go on time even when no renewal runs.
+  void startHousekeeping(renewal::Journal& journal, const std::set<std::string>& presentSerials,
+                         SystemTime now);
+  void finishHousekeeping(int status);
   void notice(const TokenCertificate& certificate, long long daysLeft, const std::string& typeLabel,
               const std::string& reason);
   [[nodiscard]] const AutoRenewal* ruleFor(const std::string& label, const ca::Profile* profile) const;
@@ -84,6 +90,7 @@ class RenewalScheduler final {
   std::map<std::string, Entry> m_entries;
   std::optional<Running> m_running;  // at most one renewal at a time
   std::optional<SystemTime> m_nextRetry;
+  std::optional<SystemTime> m_housekeepingNotBefore;  // after a failed one, not again at once
 
   std::mutex m_mutex;
   std::condition_variable m_wake;

@@ -160,13 +160,12 @@ std::string recoverRecord(Journal& journal, RenewalToken& token, const RenewalRe
       journal.advance(record.id, RenewalStep::Stored);
       [[fallthrough]];
     case RecoveryAction::RetireOld: {
-      // The plan does not say whether --delete-old was given: a pair already gone was deleted by
-      // the interrupted run, and is journalled so rather than given a deletion date.
+      // A pair already gone was deleted by the interrupted run (--delete-old, journalled in the plan).
       const bool oldGone = !plan.oldKeyId.empty() && token.allWithId(plan.oldKeyId).empty();
-      (void)retireOld(token, plan, false, retireDays, now);
+      (void)retireOld(token, plan, plan.deleteOldAtOnce, retireDays, now);
       StepData retired;
-      retired.oldKeyDeleted = oldGone;
-      if (!oldGone && !plan.oldKeyId.empty()) {
+      retired.oldKeyDeleted = oldGone || (plan.deleteOldAtOnce && !plan.oldKeyId.empty());
+      if (!retired.oldKeyDeleted && !plan.oldKeyId.empty()) {
         retired.oldKeyDeleteAfter = unixSeconds(now) + std::int64_t{retireDays} * kSecondsPerDay;
       }
       journal.advance(record.id, RenewalStep::Retired, retired);

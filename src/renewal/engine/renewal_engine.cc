@@ -133,6 +133,7 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
   plan.profile = candidate.profile ? candidate.profile->id : "";
   plan.caName = m_settings.ca.name;
   plan.kind = "renew";
+  plan.deleteOldAtOnce = choices.deleteOld;
   if (fee > 0) {
     plan.feeAcknowledgedKrw = fee;
   }
@@ -208,10 +209,10 @@ RenewalResult RenewalEngine::renew(const RenewalCandidate& candidate, const Secu
     faultPoint("stored-on-token");
     journal.advance(record.id, RenewalStep::Stored);
     faultPoint("stored");
-    oldPair = retireOld(token, plan, choices.deleteOld, m_settings.retireDays, now);
+    oldPair = retireOld(token, plan, plan.deleteOldAtOnce, m_settings.retireDays, now);
     StepData retired;
-    retired.oldKeyDeleted = choices.deleteOld;
-    if (!choices.deleteOld) {
+    retired.oldKeyDeleted = plan.deleteOldAtOnce;
+    if (!plan.deleteOldAtOnce) {
       retired.oldKeyDeleteAfter = unixSeconds(now) + std::int64_t{m_settings.retireDays} * kSecondsPerDay;
     }
     journal.advance(record.id, RenewalStep::Retired, retired);

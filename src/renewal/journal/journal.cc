@@ -17,7 +17,8 @@
 namespace dojang::renewal {
 namespace {
 
-constexpr int64_t kSchemaVersion = 1;
+// 2: renewals.delete_old_at_once (--delete-old), so that recovery honours it.
+constexpr int64_t kSchemaVersion = 2;
 
 // Written for the terminal steps' spellings in kStepNames; a unit test holds the two together.
 constexpr const char* kUnfinished = "step NOT IN ('retired', 'rolled-back')";
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS renewals (
   old_key_delete_after INTEGER,
   old_key_deleted INTEGER NOT NULL DEFAULT 0,
   rollback_reason TEXT,
-  last_error TEXT
+  last_error TEXT,
+  delete_old_at_once INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS renewals_one_unfinished_per_certificate
   ON renewals(certificate_key) WHERE step NOT IN ('retired', 'rolled-back');
@@ -67,7 +69,7 @@ constexpr const char* kRenewalColumns =
     "id, certificate_key, token_serial, token_label, old_key_id, old_certificate_der, old_label, "
     "new_key_id, pending_label, key_type, profile, ca_name, kind, fee_acknowledged_krw, step, "
     "started_at, updated_at, owner_pid, issued_certificate_der, old_key_delete_after, old_key_deleted, "
-    "rollback_reason, last_error";
+    "rollback_reason, last_error, delete_old_at_once";
 
 constexpr std::array<std::pair<RenewalStep, std::string_view>, 6> kStepNames{{
     {RenewalStep::Keygen, "keygen"},
@@ -136,6 +138,7 @@ RenewalRecord readRecord(const sqlite::Statement& row) {
   record.oldKeyDeleted = row.integer(20) != 0;
   record.rollbackReason = row.optionalText(21);
   record.lastError = row.optionalText(22);
+  plan.deleteOldAtOnce = row.integer(23) != 0;
   return record;
 }
 
@@ -296,6 +299,9 @@ void Journal::migrate() {
                     ", newer than this dojang's " + std::to_string(kSchemaVersion) +
                     "; run a dojang at least as new as the one that wrote it");
   }
+  if (version == 1) {
+    m_database.execute("ALTER TABLE renewals ADD COLUMN delete_old_at_once INTEGER NOT NULL DEFAULT 0");
+  }
   if (version < kSchemaVersion) {
     m_database.execute(kSchema);
     m_database.execute("PRAGMA user_version = " + std::to_string(kSchemaVersion));
@@ -316,14 +322,15 @@ RenewalRecord Journal::begin(const RenewalPlan& plan) {
       m_database,
       "INSERT INTO renewals (certificate_key, token_serial, token_label, old_key_id, "
       "old_certificate_der, old_label, new_key_id, pending_label, key_type, profile, "
-      "ca_name, kind, fee_acknowledged_krw, step, started_at, updated_at, owner_pid) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16)");
+      "ca_name, kind, fee_acknowledged_krw, step, started_at, updated_at, owner_pid, delete_old_at_once) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17)");
   insert.bind(1, plan.certificateKey).bind(2, plan.tokenSerial).bind(3, plan.tokenLabel);
   bindBytes(insert, 4, plan.oldKeyId);
   bindBytes(insert, 5, plan.oldCertificateDer);
   insert.bind(6, plan.oldLabel).bindBlob(7, plan.newKeyId).bind(8, plan.pendingLabel).bind(9, plan.keyType);
   insert.bind(10, plan.profile).bind(11, plan.caName).bind(12, plan.kind).bind(13, plan.feeAcknowledgedKrw);
   insert.bind(14, name(RenewalStep::Keygen)).bind(15, at).bind(16, static_cast<int64_t>(getpid()));
+  insert.bind(17, static_cast<int64_t>(plan.deleteOldAtOnce ? 1 : 0));
   insert.run();
   const int64_t id = sqlite3_last_insert_rowid(m_database.handle());
   appendEvent(id, RenewalStep::Keygen, at,
@@ -444,6 +451,17 @@ std::optional<RenewalRecord> Journal::latestFor(const std::string& certificateKe
   std::vector<RenewalRecord> records =
       select("WHERE certificate_key = ?1 ORDER BY id DESC LIMIT 1",
              [&](sqlite::Statement& query) { query.bind(1, certificateKey); });
+  if (records.empty()) {
+    return std::nullopt;
+  }
+  return std::move(records.front());
+}
+
+std::optional<RenewalRecord> Journal::finishedRenewalThatInstalled(const std::string& tokenSerial,
+                                                                   const std::vector<unsigned char>& keyId) {
+  std::vector<RenewalRecord> records =
+      select("WHERE token_serial = ?1 AND new_key_id = ?2 AND step = 'retired' ORDER BY id DESC LIMIT 1",
+             [&](sqlite::Statement& query) { query.bind(1, tokenSerial).bindBlob(2, keyId); });
   if (records.empty()) {
     return std::nullopt;
   }

@@ -76,6 +76,7 @@ struct RenewalPlan final {
   std::string caName;
   std::string kind;  // "renew", "reissue" or "enroll"
   std::optional<int64_t> feeAcknowledgedKrw;
+  bool deleteOldAtOnce = false;  // --delete-old: the old pair goes when the new one is stored
 
   friend bool operator==(const RenewalPlan&, const RenewalPlan&) = default;
 };
@@ -142,6 +143,10 @@ class Journal final {
   [[nodiscard]] std::optional<RenewalRecord> find(int64_t id);
   // The newest renewal of that certificate, finished or not.
   [[nodiscard]] std::optional<RenewalRecord> latestFor(const std::string& certificateKey);
+  // The finished renewal (Retired) whose new pair is this key on this token: how that
+  // certificate came to be there, if dojang put it there.
+  [[nodiscard]] std::optional<RenewalRecord> finishedRenewalThatInstalled(
+      const std::string& tokenSerial, const std::vector<unsigned char>& keyId);
   // Renewals not yet Retired or RolledBack, oldest first.
   [[nodiscard]] std::vector<RenewalRecord> unfinished();
   // The newest `limit` renewals, newest first.
