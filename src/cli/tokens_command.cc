@@ -6,6 +6,7 @@
 #include "src/cli/module_command.h"
 #include "src/cli/table.h"
 #include "src/common/cryptoki/padded_text.h"
+#include "src/common/cryptoki/token_model.h"
 #include "src/common/errors/error.h"
 
 namespace dojang::cli {
@@ -67,6 +68,7 @@ CommandResult runTokens(const ModuleOptions& options) {
   return withModule(options, [](const Pkcs11Library& library) {
     nlohmann::json tokens = nlohmann::json::array();
     Table table({"SLOT", "LABEL", "MANUFACTURER", "MODEL", "SERIAL", "FLAGS", "CERTS"});
+    std::string warnings;
     for (const CK_SLOT_ID slot : library.slots(true)) {
       const CK_SLOT_INFO slotInfo = library.slotInfo(slot);
       const CK_TOKEN_INFO info = library.tokenInfo(slot);
@@ -95,6 +97,13 @@ CommandResult runTokens(const ModuleOptions& options) {
           certCount = "? (" + ckRvName(error.rv()) + ")";
         }
       }
+      if (hasDefaultManagementKey(paddedText(info.model))) {
+        entry["defaultManagementKey"] = true;
+        warnings += "Warning: slot " + std::to_string(slot) + " (" + paddedText(info.label) +
+                    ") still has the well-known default PIV management key: anyone can replace its keys "
+                    "and certificates. Set a new one and name it in dojangd.toml ([[piv.card]] "
+                    "management_key_file).\n";
+      }
       table.addRow({std::to_string(slot), paddedText(info.label), paddedText(info.manufacturerID),
                     paddedText(info.model), paddedText(info.serialNumber), flagsText(info.flags),
                     certCount});
@@ -102,7 +111,7 @@ CommandResult runTokens(const ModuleOptions& options) {
     }
     CommandResult result;
     result.json = {{"module", library.path()}, {"tokens", tokens}};
-    result.text = table.empty() ? "No tokens found (module " + library.path() + ").\n" : table.render();
+    result.text = table.empty() ? "No tokens found (module " + library.path() + ").\n" : table.render() + warnings;
     return result;
   });
 }

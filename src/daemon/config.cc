@@ -90,6 +90,65 @@ void parseRenewal(const toml::table& table, const std::string& source, RenewalSc
   }
 }
 
+[[noreturn]] void badPiv(const std::string& source, const std::string& message) {
+  fail(CKR_GENERAL_ERROR, source + ": piv." + message);
+}
+
+void parsePiv(const toml::table& table, const std::string& source, piv::PivSettings& settings) {
+  const auto* section = table["piv"].as_table();
+  if (section == nullptr) {
+    return;
+  }
+  if (const auto* enabled = (*section)["enabled"].as_boolean()) {
+    settings.enabled = enabled->get();
+  } else if ((*section)["enabled"]) {
+    badPiv(source, "enabled must be true or false");
+  }
+  if (const auto* readers = (*section)["readers"].as_array()) {
+    settings.readers.clear();
+    for (const auto& node : *readers) {
+      const auto pattern = node.value<std::string>();
+      if (!pattern || pattern->empty()) {
+        badPiv(source, "readers must be a list of reader-name patterns (\"Yubico*\")");
+      }
+      settings.readers.push_back(*pattern);
+    }
+    if (settings.readers.empty()) {
+      badPiv(source, "readers must not be empty (leave it out for every reader)");
+    }
+  }
+  const auto* cards = (*section)["card"].as_array();
+  if (cards == nullptr) {
+    return;
+  }
+  std::size_t index = 0;
+  for (const auto& node : *cards) {
+    ++index;
+    const std::string where = "card #" + std::to_string(index);
+    const auto* entry = node.as_table();
+    if (entry == nullptr) {
+      badPiv(source, where + " must be a table ([[piv.card]])");
+    }
+    piv::PivCardSettings card;
+    card.serial = (*entry)["serial"].value_or(std::string());
+    card.reader = (*entry)["reader"].value_or(std::string());
+    card.managementKeyFile = (*entry)["management_key_file"].value_or(std::string());
+    card.managementKeyAlgorithm = (*entry)["management_key_algorithm"].value_or(std::string());
+    if (card.serial.empty() && card.reader.empty()) {
+      badPiv(source, where + " needs serial = \"...\" or reader = \"...\"");
+    }
+    if (card.managementKeyFile.empty()) {
+      badPiv(source, where + " needs management_key_file = \"path\"");
+    }
+    static constexpr const char* kAlgorithms[] = {"", "3des", "aes128", "aes192", "aes256"};
+    if (std::none_of(std::begin(kAlgorithms), std::end(kAlgorithms),
+                     [&](const char* name) { return card.managementKeyAlgorithm == name; })) {
+      badPiv(source, where + ": management_key_algorithm must be 3des, aes128, aes192 or aes256");
+    }
+    settings.cards.push_back(std::move(card));
+  }
+}
+
 void addDefaultBackend(Config& config) {
   for (const char* candidate : kOpenscCandidates) {
     if (std::filesystem::exists(candidate)) {
@@ -156,6 +215,7 @@ Config parseConfig(const std::string& text, const std::string& source) {
     }
   }
   parseRenewal(table, source, config.renewal);
+  parsePiv(table, source, config.piv);
   if (config.backends.empty()) {
     addDefaultBackend(config);
   }

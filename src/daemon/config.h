@@ -10,6 +10,14 @@
 //   name = "softhsm"
 //   module = "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"
 //
+//   [piv]                        # the native PIV driver over PC/SC (drivers/piv/piv_settings.h)
+//   enabled = true
+//   readers = ["*"]              # glob patterns on reader names
+//   [[piv.card]]                 # a card's management key: by serial or reader
+//   serial = "12345678"
+//   management_key_file = "/home/me/.config/dojang/piv.key"
+//   management_key_algorithm = "aes192"   # optional: 3des, aes128, aes192, aes256
+//
 //   [renewal]                    # the renewal scheduler (src/daemon/scheduler, docs/renewal.md)
 //   check_interval_seconds = 14400
 //   notify_days = [30, 7, 3, 1]
@@ -29,6 +37,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "drivers/piv/piv_settings.h"
 
 namespace dojang::daemon {
 
@@ -67,6 +77,7 @@ struct Config {
   std::chrono::milliseconds pollInterval{1000};
   ConnectionLimits connections;
   RenewalSchedule renewal;
+  piv::PivSettings piv;
   std::string source;  // the file read, or "built-in defaults"
 };
 

@@ -15,10 +15,12 @@
 #include <memory>
 #include <thread>
 
+#include "drivers/piv/piv_driver.h"
 #include "drivers/vendor_module/vendor_driver.h"
 #include "src/common/errors/error.h"
 #include "src/common/wire/socket_path.h"
 #include "src/daemon/config.h"
+#include "src/daemon/driver_dedupe.h"
 #include "src/daemon/log.h"
 #include "src/daemon/scheduler/renewal_scheduler.h"
 #include "src/daemon/server.h"
@@ -187,9 +189,22 @@ int main(int argc, char** argv) {
 
     std::vector<std::unique_ptr<token::Driver>> drivers;
     std::vector<wire::BackendStatus> backends;
+    // The native PIV driver comes after the vendor modules, so their slot IDs stay as they were.
+    std::unique_ptr<piv::PivDriver> pivDriver;
+    if (config.piv.enabled) {
+      pivDriver = std::make_unique<piv::PivDriver>(config.piv, [](const std::string& text) { daemon::logWarning("piv: " + text); });
+    }
     for (const auto& backend : config.backends) {
       try {
-        drivers.push_back(std::make_unique<vendor::VendorDriver>(backend.modulePath, backend.name));
+        std::unique_ptr<token::Driver> driver = std::make_unique<vendor::VendorDriver>(backend.modulePath, backend.name);
+        if (pivDriver) {
+          // One card, one slot: a card the PIV driver serves is left out of this module's slots.
+          driver = std::make_unique<daemon::ReaderDedupe>(
+              std::move(driver), [native = pivDriver.get()](const std::string& description) {
+                return native->servesSlotDescription(description);
+              });
+        }
+        drivers.push_back(std::move(driver));
         backends.push_back({backend.name, backend.modulePath, "loaded"});
         daemon::logInfo("backend " + backend.name + ": " + backend.modulePath);
       } catch (const Error& error) {
@@ -197,7 +212,18 @@ int main(int argc, char** argv) {
         daemon::logError("backend " + backend.name + " not loaded: " + error.what());
       }
     }
-    if (config.backends.empty()) {
+    if (pivDriver) {
+      // Its reader list first, so that the vendor modules' first scan already leaves its cards out.
+      try {
+        (void)pivDriver->slots();
+      } catch (const Error& error) {
+        daemon::logWarning("driver piv: " + std::string(error.what()));
+      }
+      backends.push_back({"piv", pivDriver->location(), "loaded"});
+      daemon::logInfo("driver piv: " + pivDriver->location());
+      drivers.push_back(std::move(pivDriver));
+    }
+    if (config.backends.empty() && !config.piv.enabled) {
       daemon::logWarning("no backends configured and OpenSC is not installed: no tokens will appear");
     }
 

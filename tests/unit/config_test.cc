@@ -193,3 +193,43 @@ TEST_CASE("[renewal] mistakes are errors naming the key", "[config][renewal]") {
   CHECK_THAT(errorOf("[[renewal.auto]]\nprofile = \"b\"\nmax_fee_krw = -1\n"),
              Catch::Contains("max_fee_krw must not be negative"));
 }
+
+TEST_CASE("[piv] is off by default and serves every reader when enabled", "[config][piv]") {
+  CHECK_FALSE(core::parseConfig("", "dojangd.toml").piv.enabled);
+  const auto config = core::parseConfig("[piv]\nenabled = true\n", "dojangd.toml");
+  CHECK(config.piv.enabled);
+  CHECK(config.piv.readers == std::vector<std::string>{"*"});
+  CHECK(config.piv.cards.empty());
+}
+
+TEST_CASE("[piv] readers and [[piv.card]] management keys are read", "[config][piv]") {
+  const auto config = core::parseConfig(R"(
+[piv]
+enabled = true
+readers = ["Yubico*", "Virtual PCD*"]
+[[piv.card]]
+serial = "12345678"
+management_key_file = "/home/me/.config/dojang/yubikey.key"
+management_key_algorithm = "aes192"
+[[piv.card]]
+reader = "Virtual PCD 00 00"
+management_key_file = "/tmp/k"
+)",
+                                        "dojangd.toml");
+  CHECK(config.piv.readers == std::vector<std::string>{"Yubico*", "Virtual PCD*"});
+  REQUIRE(config.piv.cards.size() == 2);
+  CHECK(config.piv.cards[0] ==
+        dojang::piv::PivCardSettings{"12345678", "", "/home/me/.config/dojang/yubikey.key", "aes192"});
+  CHECK(config.piv.cards[1] == dojang::piv::PivCardSettings{"", "Virtual PCD 00 00", "/tmp/k", ""});
+}
+
+TEST_CASE("[piv] mistakes are errors naming the key", "[config][piv]") {
+  CHECK_THAT(errorOf("[piv]\nenabled = \"yes\"\n"), Catch::Contains("piv.enabled must be true or false"));
+  CHECK_THAT(errorOf("[piv]\nreaders = []\n"), Catch::Contains("piv.readers must not be empty"));
+  CHECK_THAT(errorOf("[piv]\nreaders = [1]\n"), Catch::Contains("piv.readers must be a list"));
+  CHECK_THAT(errorOf("[[piv.card]]\nmanagement_key_file = \"/k\"\n"),
+             Catch::Contains("piv.card #1 needs serial"));
+  CHECK_THAT(errorOf("[[piv.card]]\nserial = \"1\"\n"), Catch::Contains("piv.card #1 needs management_key_file"));
+  CHECK_THAT(errorOf("[[piv.card]]\nserial = \"1\"\nmanagement_key_file = \"/k\"\nmanagement_key_algorithm = \"des\"\n"),
+             Catch::Contains("management_key_algorithm must be 3des, aes128, aes192 or aes256"));
+}

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <string>
 
 namespace dojang {
@@ -28,6 +29,7 @@ void checkPcsc(long rv, std::string_view call, CallSite where) {
     case SCARD_E_SHARING_VIOLATION:
     case SCARD_E_NO_SERVICE:
     case SCARD_E_SERVICE_STOPPED:
+    case SCARD_F_COMM_ERROR:  // pcscd went away under the call; it may be restarting
       throw Error(CKR_DEVICE_ERROR, ErrorKind::Retryable, message, where);
     case SCARD_E_CANCELLED:
       throw Error(CKR_FUNCTION_CANCELED, ErrorKind::Retryable, message, where);
@@ -35,6 +37,60 @@ void checkPcsc(long rv, std::string_view call, CallSite where) {
     case SCARD_E_INVALID_VALUE:
     case SCARD_E_INSUFFICIENT_BUFFER:
       throw Error(CKR_ARGUMENTS_BAD, ErrorKind::BadInput, message, where);
+    default:
+      throw Error(CKR_DEVICE_ERROR, ErrorKind::Fatal, message, where);
+  }
+}
+
+void checkPcscCard(long rv, std::string_view call, CallSite where) {
+  switch (rv) {
+    case SCARD_E_NO_SERVICE:
+    case SCARD_E_SERVICE_STOPPED:
+    case SCARD_F_COMM_ERROR:
+    case SCARD_E_INVALID_HANDLE:  // the handle died with the pcscd that made it
+      throw Error(CKR_DEVICE_REMOVED, ErrorKind::TokenRemoved,
+                  std::string(call) + " failed: " + pcsc_stringify_error(rv) + " (pcscd went away)", where);
+    default:
+      checkPcsc(rv, call, where);
+  }
+}
+
+void checkCardStatus(std::uint16_t status, std::string_view command, CallSite where) {
+  if (status == 0x9000) {
+    return;
+  }
+  char code[8];
+  std::snprintf(code, sizeof code, "%04X", static_cast<unsigned>(status));
+  const std::string message = std::string(command) + ": the card answered " + code;
+  if ((status & 0xFFF0) == 0x63C0) {
+    const unsigned left = status & 0x0F;
+    if (left == 0) {
+      throw Error(CKR_PIN_LOCKED, ErrorKind::PinLocked, message + " (blocked)", std::optional<unsigned>(0), where);
+    }
+    throw Error(CKR_PIN_INCORRECT, ErrorKind::PinIncorrect,
+                message + " (" + std::to_string(left) + (left == 1 ? " try" : " tries") + " left)",
+                std::optional<unsigned>(left), where);
+  }
+  switch (status) {
+    case 0x6983:
+      throw Error(CKR_PIN_LOCKED, ErrorKind::PinLocked, message + " (blocked)", std::optional<unsigned>(0), where);
+    case 0x6982:
+      throw Error(CKR_USER_NOT_LOGGED_IN, ErrorKind::NotLoggedIn, message + " (security status not satisfied)",
+                  where);
+    case 0x6A82:
+      throw Error(CKR_OBJECT_HANDLE_INVALID, ErrorKind::BadInput, message + " (not found)", where);
+    case 0x6A84:
+      throw Error(CKR_DEVICE_MEMORY, ErrorKind::Fatal, message + " (card memory full)", where);
+    case 0x6A80:
+    case 0x6A86:
+    case 0x6700:
+      throw Error(CKR_ARGUMENTS_BAD, ErrorKind::BadInput, message + " (wrong data or parameters)", where);
+    case 0x6D00:
+    case 0x6E00:
+    case 0x6A81:
+      throw Error(CKR_FUNCTION_NOT_SUPPORTED, ErrorKind::Unsupported, message + " (not supported)", where);
+    case 0x6985:
+      throw Error(CKR_FUNCTION_REJECTED, ErrorKind::Refused, message + " (conditions of use not satisfied)", where);
     default:
       throw Error(CKR_DEVICE_ERROR, ErrorKind::Fatal, message, where);
   }

@@ -18,6 +18,18 @@ namespace dojang {
 void checkPcsc(long rv, std::string_view call,
                CallSite where = CallSite::current());
 
+// PC/SC calls on a card handle (SCardBeginTransaction, SCardTransmit, ...): as checkPcsc, except
+// that pcscd gone (stopped, restarted) means the card is out of reach, so TokenRemoved.
+void checkPcscCard(long rv, std::string_view call,
+                   CallSite where = CallSite::current());
+
+// ISO/IEC 7816-4 status words (SW1-SW2, clause 5.6) from a card application: throws unless
+// `status` is 9000. 63Cx is a wrong PIN with x tries left (PinIncorrect), 6983 a blocked one
+// (PinLocked), 6982 a missing PIN or key authentication (NotLoggedIn), 6A82 an absent object or
+// application; `command` names the APDU for the message.
+void checkCardStatus(std::uint16_t status, std::string_view command,
+                     CallSite where = CallSite::current());
+
 // OpenSSL: drains the thread's error queue into the message and throws.
 [[noreturn]] void throwOpenssl(std::string_view what, ErrorKind kind = ErrorKind::Fatal,
                                CallSite where = CallSite::current());

@@ -1,0 +1,294 @@
+#include "drivers/piv/piv_card.h"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+
+#include "src/common/cryptoki/token_model.h"
+#include "src/common/errors/foreign_errors.h"
+
+namespace dojang::piv {
+
+namespace {
+
+// PIV does not say how many tries a PIN has; a count above every one seen so far is the most
+// the card has shown, which is the count after a right PIN for a card inserted unblocked.
+constexpr unsigned kAssumedPinTries = 3;
+constexpr CK_ULONG kMinPinLength = 6;  // SP 800-73-4 Part 2, 2.4.3: 6 to 8 digits
+constexpr CK_ULONG kMaxPinLength = 8;
+
+
+}  // namespace
+
+PivCard::PivCard(std::shared_ptr<const pcsc::Context> context, const std::string& reader, const PivSettings& settings,
+                 const Warn& warn)
+    : m_context(std::move(context)), m_connection(*m_context, reader) {
+  std::optional<FirmwareVersion> version;
+  std::optional<std::uint32_t> yubikeySerial;
+  std::optional<std::string> chuidSerial;
+  withCard([&](PivApplet& applet) {
+    applet.select();
+    version = applet.yubikeyVersion();
+    yubikeySerial = version ? applet.yubikeySerial() : std::nullopt;
+    if (!yubikeySerial) {
+      chuidSerial = applet.chuidSerial();
+    }
+    readEverything(applet);
+  });
+  m_serial = yubikeySerial ? std::to_string(*yubikeySerial) : chuidSerial.value_or("");
+  m_managementKey = configuredKey(settings);
+  if (m_managementKey) {
+    m_defaultManagementKey = isDefaultKey(*m_managementKey);
+  } else if (version) {
+    // A YubiKey's management key has no retry counter, so trying the factory key costs nothing
+    // and tells whether the card is still open to anyone who read a tutorial.
+    try {
+      withCard([&](PivApplet& applet) { authenticateAdministrator(applet, nullptr); });
+      m_defaultManagementKey = true;
+    } catch (const Error& error) {
+      if (error.kind() == ErrorKind::TokenRemoved) {
+        throw;
+      }
+    }
+  } else {
+    // Other cards may count failed management-key attempts: assume the default, say so, and let
+    // the first key generation find out.
+    m_defaultManagementKey = true;
+  }
+  if (m_defaultManagementKey) {
+    warn("the card in \"" + reader +
+                   "\" uses the well-known default management key; anyone can replace its keys and "
+                   "certificates. Set a new one (yubico-piv-tool -a set-mgm-key) and name it in "
+                   "[[piv.card]] management_key_file");
+  }
+
+  m_description.label = version ? "YubiKey PIV" : "PIV card";
+  if (!m_serial.empty() && yubikeySerial) {
+    m_description.label += " #" + m_serial;
+  }
+  m_description.manufacturer = version ? "Yubico" : "PIV";
+  m_description.model = m_defaultManagementKey ? kDefaultManagementKeyModel : kModel;
+  m_description.serialNumber = m_serial.substr(0, 16);
+  m_description.flags = CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_LOGIN_REQUIRED;
+  m_description.minPinLen = kMinPinLength;
+  m_description.maxPinLen = kMaxPinLength;
+  if (version) {
+    m_description.firmwareVersion = {version->major, static_cast<CK_BYTE>(version->minor * 10 + version->patch)};
+    m_description.hardwareVersion = {version->major, version->minor};
+  }
+}
+
+std::optional<ManagementKey> PivCard::configuredKey(const PivSettings& settings) const {
+  for (const PivCardSettings& card : settings.cards) {
+    const bool bySerial = !card.serial.empty() && card.serial == m_serial;
+    const bool byReader = !card.reader.empty() && fnmatch(card.reader.c_str(), m_connection.reader().c_str(), 0) == 0;
+    if ((bySerial || byReader) && !card.managementKeyFile.empty()) {
+      std::optional<apdu::Algorithm> algorithm;
+      if (!card.managementKeyAlgorithm.empty()) {
+        algorithm = parseManagementAlgorithm(card.managementKeyAlgorithm);
+      }
+      return readManagementKeyFile(card.managementKeyFile, algorithm);
+    }
+  }
+  return std::nullopt;
+}
+
+void PivCard::readEverything(PivApplet& applet) {
+  std::array<SlotContent, kKeySlotCount> contents;
+  for (std::size_t i = 0; i < kKeySlotCount; ++i) {
+    contents[i].certificate = applet.readCertificate(keySlots()[i]);
+    if (contents[i].certificate) {
+      try {
+        contents[i].publicKey = publicKeyFromCertificate(*contents[i].certificate);
+      } catch (const Error&) {
+        contents[i].certificate.reset();  // not a certificate of a key this card can hold
+      }
+    }
+  }
+  const PinStatus pin = applet.pinStatus();
+  const std::lock_guard lock(m_stateMutex);
+  m_contents = std::move(contents);
+  m_maxPinTries = std::max(pin.retriesLeft.value_or(kAssumedPinTries), kAssumedPinTries);
+  const unsigned left = pin.verified ? m_maxPinTries : pin.retriesLeft.value_or(m_maxPinTries);
+  m_pin = token::PinState::fromCounts(left, m_maxPinTries);
+}
+
+pcsc::CardTransaction PivCard::beginLocked() {
+  {
+    const std::lock_guard lock(m_stateMutex);
+    if (m_removed) {
+      fail(CKR_DEVICE_REMOVED, "the card was removed from " + m_connection.reader());
+    }
+  }
+  return pcsc::CardTransaction(m_connection);
+}
+
+void PivCard::afterResetLocked(PivApplet& applet) {
+  applet.select();  // a reset deselects the application
+  bool hadLogin = false;
+  {
+    const std::lock_guard lock(m_stateMutex);
+    hadLogin = m_login.has_value();
+  }
+  if (hadLogin) {
+    throw Error(CKR_USER_NOT_LOGGED_IN, ErrorKind::LoginLost,
+                "another program reset the card in " + m_connection.reader() + "; its login is gone");
+  }
+}
+
+void PivCard::noteFailure(const Error& error) {
+  const std::lock_guard lock(m_stateMutex);
+  if (error.kind() == ErrorKind::TokenRemoved) {
+    m_removed = true;
+  }
+  if (error.kind() == ErrorKind::TokenRemoved || error.kind() == ErrorKind::LoginLost) {
+    m_login.reset();
+    m_soPuk.reset();
+  }
+}
+
+bool PivCard::removed() const {
+  const std::lock_guard lock(m_stateMutex);
+  return m_removed;
+}
+
+std::array<SlotContent, kKeySlotCount> PivCard::contents() const {
+  const std::lock_guard lock(m_stateMutex);
+  return m_contents;
+}
+
+void PivCard::setContent(std::size_t slotIndex, SlotContent content) {
+  const std::lock_guard lock(m_stateMutex);
+  m_contents.at(slotIndex) = std::move(content);
+}
+
+token::PinStates PivCard::pinStates() const {
+  const std::lock_guard lock(m_stateMutex);
+  return {m_pin, m_puk};
+}
+
+std::optional<CK_USER_TYPE> PivCard::login() const {
+  const std::lock_guard lock(m_stateMutex);
+  return m_login;
+}
+
+void PivCard::recordPinResult(PivApplet& applet, bool verified) {
+  const PinStatus status = verified ? PinStatus{true, std::nullopt} : applet.pinStatus();
+  const std::lock_guard lock(m_stateMutex);
+  if (status.retriesLeft) {
+    m_maxPinTries = std::max(m_maxPinTries, *status.retriesLeft);
+  }
+  const unsigned left = status.verified ? m_maxPinTries : status.retriesLeft.value_or(m_maxPinTries);
+  m_pin = token::PinState::fromCounts(left, m_maxPinTries);
+}
+
+void PivCard::loginUser(CK_USER_TYPE user, const SecureBytes& pin) {
+  withCard([&](PivApplet& applet) {
+    if (user == CKU_SO) {
+      // The SO of a PIV card is the PUK's holder: checked without being used up, and kept for
+      // C_InitPIN (RESET RETRY COUNTER) while the SO stays logged in.
+      try {
+        applet.checkPuk(pin);
+      } catch (const Error& error) {
+        const std::lock_guard lock(m_stateMutex);
+        if (error.pinRetriesLeft()) {
+          m_puk = token::PinState{error.pinRetriesLeft(), std::nullopt, *error.pinRetriesLeft() == 0, true,
+                                  *error.pinRetriesLeft() == 1};
+        }
+        throw;
+      }
+      const std::lock_guard lock(m_stateMutex);
+      m_puk = token::PinState{};
+      m_soPuk.emplace(pin.view());
+      m_login = CKU_SO;
+      return;
+    }
+    try {
+      applet.verifyPin(pin);
+    } catch (const Error& error) {
+      if (error.kind() == ErrorKind::PinIncorrect || error.kind() == ErrorKind::PinLocked) {
+        const std::lock_guard lock(m_stateMutex);
+        const unsigned left = error.pinRetriesLeft().value_or(0);
+        m_maxPinTries = std::max(m_maxPinTries, left);
+        m_pin = token::PinState::fromCounts(left, m_maxPinTries);
+      }
+      throw;
+    }
+    recordPinResult(applet, true);
+    const std::lock_guard lock(m_stateMutex);
+    m_login = CKU_USER;
+  });
+}
+
+void PivCard::logout() {
+  withCard([&](PivApplet& applet) {
+    applet.resetPinStatus();
+    const std::lock_guard lock(m_stateMutex);
+    m_login.reset();
+    m_soPuk.reset();
+  });
+}
+
+void PivCard::authenticateAdministrator(PivApplet& applet, const SecureBytes* given) {
+  if (m_managementKey) {
+    applet.authenticateManagementKey(*m_managementKey);
+    return;
+  }
+  if (given != nullptr) {
+    applet.authenticateManagementKey(parseManagementKey(
+        std::string_view(reinterpret_cast<const char*>(given->data()), given->size()), std::nullopt));
+    return;
+  }
+  try {
+    applet.authenticateManagementKey(defaultManagementKey(apdu::Algorithm::TripleDes));
+  } catch (const Error& error) {
+    if (error.rv() != CKR_FUNCTION_REJECTED) {
+      throw;
+    }
+    // YubiKey 5.7 ships the same default bytes as an AES-192 key.
+    applet.authenticateManagementKey(defaultManagementKey(apdu::Algorithm::Aes192));
+  }
+}
+
+void PivCard::verifyForOperation(PivApplet& applet, const SecureBytes& pin) {
+  try {
+    applet.verifyPin(pin);
+  } catch (const Error& error) {
+    if (error.kind() == ErrorKind::PinIncorrect || error.kind() == ErrorKind::PinLocked) {
+      const std::lock_guard lock(m_stateMutex);
+      m_pin = token::PinState::fromCounts(error.pinRetriesLeft().value_or(0), m_maxPinTries);
+    }
+    throw;
+  }
+  recordPinResult(applet, true);
+}
+
+void PivCard::initPin(const SecureBytes& newPin) {
+  withCard([&](PivApplet& applet) {
+    std::optional<SecureBytes> puk;
+    {
+      const std::lock_guard lock(m_stateMutex);
+      if (m_login != CKU_SO || !m_soPuk) {
+        fail(CKR_USER_NOT_LOGGED_IN, "C_InitPIN on a PIV card needs the SO (PUK) logged in");
+      }
+      puk.emplace(m_soPuk->view());
+    }
+    applet.resetRetryCounter(*puk, newPin);
+    recordPinResult(applet, false);
+  });
+}
+
+void PivCard::setPin(const SecureBytes& oldPin, const SecureBytes& newPin) {
+  const bool so = login() == CKU_SO;
+  withCard([&](PivApplet& applet) {
+    applet.changeReference(so ? apdu::kPukReference : apdu::kPinReference, oldPin, newPin);
+    if (so) {
+      const std::lock_guard lock(m_stateMutex);
+      m_soPuk.emplace(newPin.view());
+    } else {
+      recordPinResult(applet, true);
+    }
+  });
+}
+
+}  // namespace dojang::piv

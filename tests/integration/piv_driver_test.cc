@@ -1,0 +1,212 @@
+// The native PIV driver end to end: the virtual PIV card behind the real pcscd and vpcd, a real
+// dojangd with [piv] enabled, and every operation through dojang-pkcs11.so by pkcs11-tool, with
+// openssl checking the results: keys generated on the card, certificates written, ECDSA,
+// PKCS#1 and PSS signatures, decryption, the APDU budget of a second client, a wrong PIN, a
+// blocked one, and the PUK unblocking it.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <string>
+#include <vector>
+
+#include "tests/support/dojangd_process.h"
+#include "tests/support/pcscd_process.h"
+#include "tests/support/run_command.h"
+#include "tests/support/softhsm_token.h"
+#include "tests/support/temp_dir.h"
+
+namespace {
+
+using dojang::test::CommandResult;
+
+constexpr const char* kTokenLabel = "PIV card";
+constexpr const char* kPin = "123456";
+constexpr const char* kPuk = "12345678";
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+std::string readFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void writeFile(const std::filesystem::path& path, const std::string& content) {
+  std::ofstream(path, std::ios::binary) << content;
+}
+
+// pcscd with its own reader, the card in it, and dojangd serving the reader through the PIV
+// driver (SoftHSM beside it, as the test daemon always has one).
+struct PivBench {
+  PivBench()
+      : pcscd(dir.path(), "dojang PIV driver test"),
+        daemon(softhsm, dojang::test::DojangdOptions{
+                            "", "[piv]\nenabled = true\nreaders = [\"dojang PIV driver test*\"]\n", {}}) {}
+
+  void insert() {
+    card.start(pcscd.port(), dir / "card.state");
+    REQUIRE(card.waitUntilPresent(pcscd.readerName()));
+  }
+
+  CommandResult run(const std::vector<std::string>& argv) const {
+    auto env = daemon.env();
+    env["HOME"] = (dir / "home").string();
+    auto result = dojang::test::runCommand(argv, env);
+    UNSCOPED_INFO("$ " << joined(argv) << "\nexit " << result.exitCode << "\n" << result.out << result.err);
+    return result;
+  }
+  // pkcs11-tool on the card's token through dojang.
+  CommandResult tool(std::vector<std::string> arguments) const {
+    arguments.insert(arguments.begin(),
+                     {"pkcs11-tool", "--module", dojang::test::dojangModulePath(), "--token-label", kTokenLabel});
+    return run(arguments);
+  }
+  CommandResult userTool(std::vector<std::string> arguments) const {
+    arguments.insert(arguments.begin(), {"--login", "--pin", kPin});
+    return tool(std::move(arguments));
+  }
+  std::string path(const std::string& name) const { return (dir / name).string(); }
+
+  // Waits until dojangd shows the card's token (its monitor saw the insertion).
+  void waitForToken() const {
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      const auto slots = tool({"--list-token-slots"});
+      if (slots.exitCode == 0 && contains(slots.out, kTokenLabel)) {
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL("dojangd never showed the PIV card\n" << daemon.log());
+  }
+
+  // The public key of the key with `id`, as PEM.
+  std::string publicKeyPem(const std::string& id) const {
+    const std::string der = path("pub-" + id + ".der");
+    const std::string pem = path("pub-" + id + ".pem");
+    REQUIRE(tool({"--read-object", "--type", "pubkey", "--id", id, "-o", der}).exitCode == 0);
+    REQUIRE(run({"openssl", "pkey", "-pubin", "-inform", "DER", "-in", der, "-out", pem}).exitCode == 0);
+    return pem;
+  }
+
+  // A CA-signed certificate for the card key `id`, written to the card through dojang.
+  void certify(const std::string& id, const std::string& publicKey) const {
+    if (!std::filesystem::exists(path("ca.key"))) {
+      REQUIRE(run({"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
+                   path("ca.key")}).exitCode == 0);
+      REQUIRE(run({"openssl", "req", "-new", "-x509", "-key", path("ca.key"), "-subj", "/CN=piv driver test CA",
+                   "-days", "30", "-out", path("ca.pem")}).exitCode == 0);
+    }
+    const std::string request = path("req-" + id + ".csr");
+    const std::string certificate = path("cert-" + id + ".der");
+    REQUIRE(run({"openssl", "req", "-new", "-key", path("ca.key"), "-subj", "/CN=card key " + id, "-out", request})
+                .exitCode == 0);
+    REQUIRE(run({"openssl", "x509", "-req", "-in", request, "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
+                 "-CAcreateserial", "-force_pubkey", publicKey, "-days", "30", "-outform", "DER", "-out",
+                 certificate}).exitCode == 0);
+    REQUIRE(userTool({"--write-object", certificate, "--type", "cert", "--id", id, "--label", "card cert " + id})
+                .exitCode == 0);
+  }
+
+  static std::string joined(const std::vector<std::string>& argv) {
+    std::string text;
+    for (const auto& argument : argv) {
+      text += argument + " ";
+    }
+    return text;
+  }
+
+  dojang::test::PcscdLock lock;
+  dojang::test::TempDir dir{"dojang-pivdrv-"};
+  dojang::test::PcscdProcess pcscd;
+  dojang::test::VirtualPivCard card{dir.path()};
+  dojang::test::SoftHsmToken softhsm;
+  dojang::test::DojangdProcess daemon;
+};
+
+}  // namespace
+
+TEST_CASE("PIV through dojang: on-card keys, certificates, ECDSA, PKCS#1, PSS, decryption, no APDUs for a second client",
+          "[piv][integration]") {
+  PivBench bench;
+  bench.insert();
+  bench.waitForToken();
+  writeFile(bench.path("data"), "the data to sign, PIV through dojang\n");
+
+  // EC P-256 in 9A (CKA_ID 01), generated on the card.
+  REQUIRE(bench.userTool({"--keypairgen", "--key-type", "EC:prime256v1", "--id", "01", "--label", "ec"}).exitCode == 0);
+  const std::string ecPublic = bench.publicKeyPem("01");
+  bench.certify("01", ecPublic);
+  REQUIRE(bench.userTool({"--sign", "--mechanism", "ECDSA-SHA256", "--id", "01", "-i", bench.path("data"), "-o",
+                          bench.path("sig-ec"), "--signature-format", "openssl"}).exitCode == 0);
+  CHECK(bench.run({"openssl", "dgst", "-sha256", "-verify", ecPublic, "-signature", bench.path("sig-ec"),
+                   bench.path("data")}).exitCode == 0);
+
+  // RSA-2048 in 9D (CKA_ID 03): PKCS#1 v1.5 and PSS signatures, decryption.
+  REQUIRE(bench.userTool({"--keypairgen", "--key-type", "rsa:2048", "--id", "03", "--label", "rsa"}).exitCode == 0);
+  const std::string rsaPublic = bench.publicKeyPem("03");
+  bench.certify("03", rsaPublic);
+  REQUIRE(bench.userTool({"--sign", "--mechanism", "SHA256-RSA-PKCS", "--id", "03", "-i", bench.path("data"), "-o",
+                          bench.path("sig-pkcs1")}).exitCode == 0);
+  CHECK(bench.run({"openssl", "dgst", "-sha256", "-verify", rsaPublic, "-signature", bench.path("sig-pkcs1"),
+                   bench.path("data")}).exitCode == 0);
+  REQUIRE(bench.userTool({"--sign", "--mechanism", "SHA256-RSA-PKCS-PSS", "--id", "03", "-i", bench.path("data"), "-o",
+                          bench.path("sig-pss")}).exitCode == 0);
+  CHECK(bench.run({"openssl", "dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:-2",
+                   "-verify", rsaPublic, "-signature", bench.path("sig-pss"), bench.path("data")}).exitCode == 0);
+
+  writeFile(bench.path("secret"), "a session key");
+  REQUIRE(bench.run({"openssl", "pkeyutl", "-encrypt", "-pubin", "-inkey", rsaPublic, "-in", bench.path("secret"),
+                     "-out", bench.path("secret.enc")}).exitCode == 0);
+  REQUIRE(bench.userTool({"--decrypt", "--mechanism", "RSA-PKCS", "--id", "03", "-i", bench.path("secret.enc"), "-o",
+                          bench.path("secret.dec")}).exitCode == 0);
+  CHECK(readFile(bench.path("secret.dec")) == "a session key");
+  REQUIRE(bench.run({"openssl", "pkeyutl", "-encrypt", "-pubin", "-inkey", rsaPublic, "-pkeyopt",
+                     "rsa_padding_mode:oaep", "-in", bench.path("secret"), "-out", bench.path("secret.oaep")})
+              .exitCode == 0);
+  REQUIRE(bench.userTool({"--decrypt", "--mechanism", "RSA-PKCS-OAEP", "--hash-algorithm", "SHA-1", "--mgf",
+                          "MGF1-SHA1", "--id", "03", "-i", bench.path("secret.oaep"), "-o", bench.path("secret.dec2")})
+              .exitCode == 0);
+  CHECK(readFile(bench.path("secret.dec2")) == "a session key");
+
+  // The objects are the card's, ykcs11-style; a later client reads them from dojangd's cache.
+  bench.card.clearApduLog();
+  const auto listing = bench.tool({"--list-objects"});
+  REQUIRE(listing.exitCode == 0);
+  CHECK(contains(listing.out, "Certificate for PIV Authentication"));
+  CHECK(contains(listing.out, "Certificate for Key Management"));
+  CHECK(contains(listing.out, "CN=card key 03"));
+  CHECK(bench.card.apduCount() == 0);
+}
+
+TEST_CASE("PIV through dojang: a wrong PIN shows in the token flags, three block it, the PUK unblocks it",
+          "[piv][integration][pin]") {
+  PivBench bench;
+  bench.insert();
+  bench.waitForToken();
+
+  const auto wrong = bench.tool({"--login", "--pin", "000000", "--list-objects"});
+  CHECK(wrong.exitCode != 0);
+  CHECK(contains(wrong.out + wrong.err, "CKR_PIN_INCORRECT"));
+  const auto afterOne = bench.tool({"--list-token-slots"});
+  CHECK(contains(afterOne.out, "PIN count low"));
+  if (const char* cli = std::getenv("DOJANG_CLI")) {
+    const auto tokens = bench.run({cli, "tokens", "--module", dojang::test::dojangModulePath()});
+    CHECK(contains(tokens.out, "PIN count low"));
+    CHECK(contains(tokens.out, "default PIV management key"));
+  }
+
+  CHECK(bench.tool({"--login", "--pin", "000000", "--list-objects"}).exitCode != 0);
+  CHECK(contains(bench.tool({"--list-token-slots"}).out, "final user PIN try"));
+  CHECK(bench.tool({"--login", "--pin", "000000", "--list-objects"}).exitCode != 0);
+  CHECK(contains(bench.tool({"--list-token-slots"}).out, "user PIN locked"));
+  const auto blocked = bench.tool({"--login", "--pin", kPin, "--list-objects"});
+  CHECK(blocked.exitCode != 0);
+  CHECK(contains(blocked.out + blocked.err, "CKR_PIN_LOCKED"));
+
+  // The SO of a PIV card holds the PUK: C_Login(CKU_SO) then C_InitPIN is RESET RETRY COUNTER.
+  REQUIRE(bench.tool({"--login", "--login-type", "so", "--so-pin", kPuk, "--init-pin", "--new-pin", "654321"})
+              .exitCode == 0);
+  CHECK_FALSE(contains(bench.tool({"--list-token-slots"}).out, "user PIN locked"));
+  CHECK(bench.tool({"--login", "--pin", "654321", "--list-objects"}).exitCode == 0);
+}
