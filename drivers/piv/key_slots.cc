@@ -26,6 +26,28 @@ const std::array<KeySlot, kKeySlotCount>& keySlots() {
   return slots;
 }
 
+const std::array<std::size_t, kKeySlotCount>& generationOrder() {
+  static const auto order = [] {
+    std::array<std::size_t, kKeySlotCount> indices{};
+    indices[0] = 0;  // 9A
+    for (std::size_t retired = 0; retired < 20; ++retired) {
+      indices[1 + retired] = 4 + retired;
+    }
+    indices[21] = 2;  // 9D
+    indices[22] = 1;  // 9C
+    indices[23] = 3;  // 9E
+    return indices;
+  }();
+  return order;
+}
+
+std::optional<std::size_t> retiredNumber(const KeySlot& slot) {
+  if (slot.keyReference >= 0x82 && slot.keyReference <= 0x95) {
+    return static_cast<std::size_t>(slot.keyReference - 0x82);
+  }
+  return std::nullopt;
+}
+
 const KeySlot* slotForObjectId(std::span<const std::uint8_t> ckaId) {
   if (ckaId.size() != 1) {
     return nullptr;

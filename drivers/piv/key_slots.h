@@ -13,6 +13,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -28,8 +29,17 @@ struct KeySlot {
 };
 
 inline constexpr std::size_t kKeySlotCount = 24;
-// In search order for key generation without a CKA_ID: 9A, 9C, 9D, 9E, then 82..95.
+// 9A, 9C, 9D, 9E, then 82..95.
 [[nodiscard]] const std::array<KeySlot, kKeySlotCount>& keySlots();
+// Where key generation looks for a free slot when the template names none (no CKA_ID, or an
+// application's own CKA_ID), as indices into keySlots(): 9A, then the retired slots 82..95, then
+// 9D, 9C and 9E. A first key lands in 9A; a renewal, whose old key still holds 9A, in the first
+// free retired slot, and the renewal after it back in 9A once the old pair was deleted. 9D, 9C
+// and 9E come last for what their roles do to a general-purpose key: OpenSC offers 9D for
+// decryption only, 9C asks for the PIN before every signature, and 9E signs without a PIN.
+[[nodiscard]] const std::array<std::size_t, kKeySlotCount>& generationOrder();
+// Whether the slot is one of the retired ones (82..95), and which (0 for 82).
+[[nodiscard]] std::optional<std::size_t> retiredNumber(const KeySlot& slot);
 // The slot a CKA_ID names, or nullptr.
 [[nodiscard]] const KeySlot* slotForObjectId(std::span<const std::uint8_t> ckaId);
 

@@ -77,6 +77,10 @@ std::optional<Bytes> PivApplet::readObject(std::uint32_t tag) {
   return Bytes(value->begin(), value->end());
 }
 
+void PivApplet::writeObject(std::uint32_t tag, std::span<const std::uint8_t> value) {
+  checkCardStatus(send(apdu::putData(tag, value)).status, "PUT DATA");
+}
+
 std::optional<Bytes> PivApplet::readCertificate(const KeySlot& slot) {
   const auto object = readObject(slot.certificateTag);
   if (!object || object->empty()) {

@@ -37,6 +37,8 @@ class PivApplet final {
   // GET DATA of one object's value (the content of its 53 wrapper); nullopt when the card does
   // not have it (6A82).
   [[nodiscard]] std::optional<Bytes> readObject(std::uint32_t tag);
+  // PUT DATA of one object's value (wrapped in 53 here). Needs the management key.
+  void writeObject(std::uint32_t tag, std::span<const std::uint8_t> value);
   // The certificate in a key slot's object, as DER: 53 { 70 cert, 71 certinfo, FE }, inflated
   // when certinfo says it is gzip-compressed (Part 1, Table 10, CertInfo bit 0).
   [[nodiscard]] std::optional<Bytes> readCertificate(const KeySlot& slot);

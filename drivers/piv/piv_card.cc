@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "drivers/piv/key_history.h"
+#include "src/common/cryptoki/hex_text.h"
 #include "src/common/cryptoki/token_model.h"
 #include "src/common/errors/foreign_errors.h"
 
@@ -21,8 +23,8 @@ constexpr CK_ULONG kMaxPinLength = 8;
 }  // namespace
 
 PivCard::PivCard(std::shared_ptr<const pcsc::Context> context, const std::string& reader, const PivSettings& settings,
-                 const Warn& warn)
-    : m_context(std::move(context)), m_connection(*m_context, reader) {
+                 const Warn& warn, std::shared_ptr<SlotOverlay> overlay)
+    : m_context(std::move(context)), m_connection(*m_context, reader), m_warn(warn), m_overlay(std::move(overlay)) {
   std::optional<FirmwareVersion> version;
   std::optional<std::uint32_t> yubikeySerial;
   std::optional<std::string> chuidSerial;
@@ -36,6 +38,16 @@ PivCard::PivCard(std::shared_ptr<const pcsc::Context> context, const std::string
     readEverything(applet);
   });
   m_serial = yubikeySerial ? std::to_string(*yubikeySerial) : chuidSerial.value_or("");
+  if (!m_serial.empty()) {
+    m_identity = (yubikeySerial ? "yubikey:" : "chuid:") + m_serial;
+  }
+  try {
+    applyOverlay();
+  } catch (const Error& error) {
+    warn("the PIV slot overlay could not be read for the card in \"" + reader + "\" (" + error.what() +
+         "); its labels, application CKA_IDs and CKA_LOCAL are not shown");
+    m_overlay.reset();
+  }
   m_managementKey = configuredKey(settings);
   if (m_managementKey) {
     m_defaultManagementKey = isDefaultKey(*m_managementKey);
@@ -105,6 +117,7 @@ void PivCard::readEverything(PivApplet& applet) {
       }
     }
   }
+  m_keyHistory = applet.readObject(kKeyHistoryTag);
   const PinStatus pin = applet.pinStatus();
   const std::lock_guard lock(m_stateMutex);
   m_contents = std::move(contents);
@@ -157,9 +170,77 @@ std::array<SlotContent, kKeySlotCount> PivCard::contents() const {
   return m_contents;
 }
 
-void PivCard::setContent(std::size_t slotIndex, SlotContent content) {
-  const std::lock_guard lock(m_stateMutex);
-  m_contents.at(slotIndex) = std::move(content);
+void PivCard::updateSlot(std::size_t slotIndex, SlotContent content) {
+  const std::lock_guard overlayLock(m_overlayMutex);
+  {
+    const std::lock_guard lock(m_stateMutex);
+    m_contents.at(slotIndex) = content;
+  }
+  persist(slotIndex, content);
+}
+
+void PivCard::persist(std::size_t slotIndex, const SlotContent& content) {
+  if (!m_overlay || m_identity.empty()) {
+    return;
+  }
+  const std::uint8_t reference = keySlots().at(slotIndex).keyReference;
+  if (worthKeeping(content)) {
+    m_overlay->save(m_identity, {reference, content.publicKey->subjectPublicKeyInfo, content.notes});
+  } else {
+    m_overlay->forget(m_identity, reference);
+  }
+}
+
+void PivCard::applyOverlay() {
+  if (!m_overlay || m_identity.empty()) {
+    return;
+  }
+  const std::lock_guard overlayLock(m_overlayMutex);
+  for (const StoredSlot& stored : m_overlay->slotsOf(m_identity)) {
+    const KeySlot* slot = slotForObjectId(std::span(&stored.keyReference, 1));
+    bool holds = false;
+    if (slot != nullptr && slot->keyReference == stored.keyReference) {
+      const std::lock_guard lock(m_stateMutex);
+      holds = reconcile(m_contents.at(static_cast<std::size_t>(slot - keySlots().data())), stored);
+    }
+    if (!holds) {
+      m_overlay->forget(m_identity, stored.keyReference);
+    }
+  }
+}
+
+void PivCard::writeCertificate(PivApplet& applet, std::size_t slotIndex, std::span<const std::uint8_t> der) {
+  const KeySlot& slot = keySlots().at(slotIndex);
+  applet.writeCertificate(slot, der);
+  if (!retiredNumber(slot)) {
+    return;
+  }
+  // Retired slots 82 .. 82+count-1 are the ones the history object covers.
+  unsigned wanted = 0;
+  {
+    const std::lock_guard lock(m_stateMutex);
+    for (std::size_t i = 0; i < kKeySlotCount; ++i) {
+      const bool hasCertificate = i == slotIndex ? !der.empty() : m_contents[i].certificate.has_value();
+      if (const auto number = retiredNumber(keySlots()[i]); number && hasCertificate) {
+        wanted = std::max(wanted, static_cast<unsigned>(*number + 1));
+      }
+    }
+  }
+  if (wanted == onCardCertificateCount(m_keyHistory)) {
+    return;
+  }
+  Bytes history = keyHistoryWithOnCardCount(m_keyHistory, static_cast<std::uint8_t>(wanted));
+  try {
+    applet.writeObject(kKeyHistoryTag, history);
+    m_keyHistory = std::move(history);
+  } catch (const Error& error) {
+    if (error.kind() == ErrorKind::TokenRemoved) {
+      throw;
+    }
+    // The certificate is written and works through dojang; only OpenSC's view lags.
+    m_warn("the card in \"" + m_connection.reader() + "\" refused its Key History object (" + error.what() +
+           "); OpenSC will not see the certificate in retired slot " + hexText(std::span(&slot.keyReference, 1)));
+  }
 }
 
 token::PinStates PivCard::pinStates() const {

@@ -19,6 +19,7 @@
 #include "drivers/piv/piv_applet.h"
 #include "drivers/piv/piv_objects.h"
 #include "drivers/piv/piv_settings.h"
+#include "drivers/piv/slot_overlay.h"
 #include "drivers/token/token.h"
 #include "src/common/errors/error.h"
 
@@ -33,9 +34,10 @@ class PivCard final {
   // Connects and reads everything the object model needs, in one transaction. Throws
   // Error(CKR_TOKEN_NOT_RECOGNIZED) for a card without the PIV application.
   // `warn` takes what the daemon's log should say (a card with the default management key).
+  // `overlay` (may be null) keeps what PIV cannot store (slot_overlay.h).
   using Warn = std::function<void(const std::string&)>;
   PivCard(std::shared_ptr<const pcsc::Context> context, const std::string& reader, const PivSettings& settings,
-          const Warn& warn);
+          const Warn& warn, std::shared_ptr<SlotOverlay> overlay = nullptr);
 
   [[nodiscard]] const token::TokenDescription& description() const noexcept { return m_description; }
   [[nodiscard]] bool usesDefaultManagementKey() const noexcept { return m_defaultManagementKey; }
@@ -60,7 +62,11 @@ class PivCard final {
 
   // --- cached state (no APDUs) ---
   [[nodiscard]] std::array<SlotContent, kKeySlotCount> contents() const;
-  void setContent(std::size_t slotIndex, SlotContent content);
+  // Replaces what the driver knows of a slot, and keeps its notes in the overlay.
+  void updateSlot(std::size_t slotIndex, SlotContent content);
+  // The overlay's key for this card ("yubikey:SERIAL", "chuid:GUID"); empty: the card has none,
+  // and its notes last while it stays in.
+  [[nodiscard]] const std::string& identity() const noexcept { return m_identity; }
   [[nodiscard]] token::PinStates pinStates() const;
   [[nodiscard]] std::optional<CK_USER_TYPE> login() const;
 
@@ -70,6 +76,10 @@ class PivCard final {
   // Authenticates with the management key (the configured one, else `given`, else the default)
   // inside `applet`'s transaction.
   void authenticateAdministrator(PivApplet& applet, const SecureBytes* given);
+  // PUT DATA of the slot's certificate (empty: deleted), and of the Key History object when the
+  // count of retired slots with certificates changes with it (key_history.h). Inside `applet`'s
+  // transaction, after authenticateAdministrator.
+  void writeCertificate(PivApplet& applet, std::size_t slotIndex, std::span<const std::uint8_t> der);
   // Verifies the PIN right before a CKA_ALWAYS_AUTHENTICATE key's operation.
   void verifyForOperation(PivApplet& applet, const SecureBytes& pin);
   // C_InitPIN after SO (PUK) login; C_SetPIN for the logged-in user (PIN) or SO (PUK).
@@ -84,10 +94,14 @@ class PivCard final {
   // After a PIN check: the tries left from the card's answer or a fresh VERIFY without data.
   void recordPinResult(PivApplet& applet, bool verified);
   [[nodiscard]] std::optional<ManagementKey> configuredKey(const PivSettings& settings) const;
+  // The overlay's notes applied to what the card showed; stale ones forgotten.
+  void applyOverlay();
+  void persist(std::size_t slotIndex, const SlotContent& content);
 
   std::shared_ptr<const pcsc::Context> m_context;  // the card handle belongs to it
   std::mutex m_cardMutex;                          // one operation on the card at a time
   pcsc::CardConnection m_connection;
+  Warn m_warn;
 
   mutable std::mutex m_stateMutex;  // guards the cached state below; never held across APDUs
   std::array<SlotContent, kKeySlotCount> m_contents;
@@ -102,6 +116,10 @@ class PivCard final {
   std::optional<ManagementKey> m_managementKey;  // from the config
   bool m_defaultManagementKey = false;
   std::string m_serial;
+  std::string m_identity;
+  std::shared_ptr<SlotOverlay> m_overlay;
+  std::mutex m_overlayMutex;  // a slot's change and its row are written in the same order
+  std::optional<Bytes> m_keyHistory;  // the card's Key History object; guarded by m_cardMutex
 };
 
 }  // namespace dojang::piv

@@ -46,6 +46,31 @@ void PivDriver::dropContext() {
   m_context.reset();
 }
 
+std::shared_ptr<SlotOverlay> PivDriver::overlay() {
+  const std::lock_guard lock(m_mutex);
+  if (m_overlayOpened) {
+    return m_overlay;
+  }
+  m_overlayOpened = true;
+  std::string path = m_settings.overlayFile;
+  if (path.empty()) {
+    const auto fallback = SlotOverlay::defaultPath();
+    if (!fallback) {
+      m_warn("neither XDG_STATE_HOME nor HOME is set: PIV cards keep labels, application CKA_IDs and CKA_LOCAL "
+             "only while they stay in");
+      return nullptr;
+    }
+    path = fallback->string();
+  }
+  try {
+    m_overlay = std::make_shared<SlotOverlay>(path);
+  } catch (const Error& error) {
+    m_warn("the PIV slot overlay " + path + " cannot be opened (" + error.what() +
+           "); PIV cards keep labels, application CKA_IDs and CKA_LOCAL only while they stay in");
+  }
+  return m_overlay;
+}
+
 std::vector<token::SlotDescription> PivDriver::slots() {
   std::vector<std::string> readers;
   std::shared_ptr<const pcsc::Context> current;
@@ -108,7 +133,7 @@ std::unique_ptr<token::Token> PivDriver::openToken(const std::string& slotKey) {
     fail(CKR_TOKEN_NOT_PRESENT, "no card in " + slotKey);
   }
   try {
-    return std::make_unique<PivToken>(std::make_shared<PivCard>(current, slotKey, m_settings, m_warn));
+    return std::make_unique<PivToken>(std::make_shared<PivCard>(current, slotKey, m_settings, m_warn, overlay()));
   } catch (const Error& error) {
     if (error.rv() == CKR_TOKEN_NOT_RECOGNIZED) {
       const std::lock_guard lock(m_mutex);

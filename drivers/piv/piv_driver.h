@@ -44,6 +44,8 @@ class PivDriver final : public token::Driver {
   // The context for listing and connecting, established again when pcscd came back.
   std::shared_ptr<const pcsc::Context> context();
   void dropContext();
+  // Opened at the first card; null (with a warning) when it cannot be, so cards still work.
+  std::shared_ptr<SlotOverlay> overlay();
 
   PivSettings m_settings;
   PivCard::Warn m_warn;
@@ -52,6 +54,8 @@ class PivDriver final : public token::Driver {
   std::shared_ptr<const pcsc::Context> m_context;
   std::vector<std::string> m_readers;  // as last listed
   std::set<std::string> m_foreignCards;  // readers holding a card without the PIV application
+  std::shared_ptr<SlotOverlay> m_overlay;
+  bool m_overlayOpened = false;
 };
 
 }  // namespace dojang::piv

@@ -85,21 +85,31 @@ std::optional<std::pair<std::size_t, ObjectKind>> parseObjectId(token::ObjectId 
 }
 
 bool objectExists(const SlotContent& content, ObjectKind kind) {
-  return kind == ObjectKind::Certificate ? content.certificate.has_value() : content.occupied();
+  switch (kind) {
+    case ObjectKind::Certificate:
+      return content.certificate.has_value();
+    case ObjectKind::PublicKey:
+      return content.publicKey.has_value() && !content.notes.publicKeyDestroyed;
+    case ObjectKind::PrivateKey:
+      return content.hasKey();
+  }
+  return false;
 }
 
 token::AttributeList objectAttributes(const KeySlot& slot, const SlotContent& content, ObjectKind kind) {
   token::AttributeList out;
   const auto fields = certificateFields(content.certificate);
   out.push_back({CKA_TOKEN, boolBytes(true)});
-  out.push_back({CKA_MODIFIABLE, boolBytes(false)});
+  // Only CKA_LABEL can change (in the overlay); keys are "destroyed" by freeing their slot.
+  out.push_back({CKA_MODIFIABLE, boolBytes(true)});
   out.push_back({CKA_COPYABLE, boolBytes(false)});
-  out.push_back({CKA_DESTROYABLE, boolBytes(kind == ObjectKind::Certificate)});
-  out.push_back({CKA_ID, {slot.objectId}});
+  out.push_back({CKA_DESTROYABLE, boolBytes(true)});
+  out.push_back({CKA_ID, content.objectIdOf(slot)});
+  const SlotNotes& notes = content.notes;
   if (kind == ObjectKind::Certificate) {
     out.push_back({CKA_CLASS, ulongBytes(CKO_CERTIFICATE)});
     out.push_back({CKA_PRIVATE, boolBytes(false)});
-    out.push_back({CKA_LABEL, textBytes(slot.certificateLabel)});
+    out.push_back({CKA_LABEL, textBytes(notes.certificateLabel.value_or(slot.certificateLabel))});
     out.push_back({CKA_CERTIFICATE_TYPE, ulongBytes(CKC_X_509)});
     out.push_back({CKA_CERTIFICATE_CATEGORY, ulongBytes(0)});
     out.push_back({CKA_TRUSTED, boolBytes(false)});
@@ -114,9 +124,9 @@ token::AttributeList objectAttributes(const KeySlot& slot, const SlotContent& co
   const PublicKeyFacts& key = *content.publicKey;
   const bool rsa = key.keyType == CKK_RSA;
   addKeyFacts(out, key);
-  out.push_back({CKA_LOCAL, boolBytes(content.generatedOnCard)});
+  out.push_back({CKA_LOCAL, boolBytes(notes.generatedOnCard)});
   out.push_back({CKA_KEY_GEN_MECHANISM,
-                 ulongBytes(!content.generatedOnCard ? CK_UNAVAILABLE_INFORMATION
+                 ulongBytes(!notes.generatedOnCard ? CK_UNAVAILABLE_INFORMATION
                             : rsa                    ? CKM_RSA_PKCS_KEY_PAIR_GEN
                                                      : CKM_EC_KEY_PAIR_GEN)});
   out.push_back({CKA_DERIVE, boolBytes(false)});
@@ -126,7 +136,7 @@ token::AttributeList objectAttributes(const KeySlot& slot, const SlotContent& co
   if (kind == ObjectKind::PublicKey) {
     out.push_back({CKA_CLASS, ulongBytes(CKO_PUBLIC_KEY)});
     out.push_back({CKA_PRIVATE, boolBytes(false)});
-    out.push_back({CKA_LABEL, textBytes(slot.name + " pubkey")});
+    out.push_back({CKA_LABEL, textBytes(notes.publicKeyLabel.value_or(slot.name + " pubkey"))});
     out.push_back({CKA_VERIFY, boolBytes(true)});
     out.push_back({CKA_ENCRYPT, boolBytes(false)});
     out.push_back({CKA_WRAP, boolBytes(false)});
@@ -136,7 +146,7 @@ token::AttributeList objectAttributes(const KeySlot& slot, const SlotContent& co
   }
   out.push_back({CKA_CLASS, ulongBytes(CKO_PRIVATE_KEY)});
   out.push_back({CKA_PRIVATE, boolBytes(true)});
-  out.push_back({CKA_LABEL, textBytes(slot.name + " key")});
+  out.push_back({CKA_LABEL, textBytes(notes.privateKeyLabel.value_or(slot.name + " key"))});
   out.push_back({CKA_SIGN, boolBytes(true)});
   out.push_back({CKA_DECRYPT, boolBytes(rsa)});
   out.push_back({CKA_UNWRAP, boolBytes(false)});
@@ -144,8 +154,8 @@ token::AttributeList objectAttributes(const KeySlot& slot, const SlotContent& co
   out.push_back({CKA_SENSITIVE, boolBytes(true)});
   out.push_back({CKA_EXTRACTABLE, boolBytes(false)});
   // Keys imported into the card may have existed outside it before; only ours are known not to.
-  out.push_back({CKA_ALWAYS_SENSITIVE, boolBytes(content.generatedOnCard)});
-  out.push_back({CKA_NEVER_EXTRACTABLE, boolBytes(content.generatedOnCard)});
+  out.push_back({CKA_ALWAYS_SENSITIVE, boolBytes(notes.generatedOnCard)});
+  out.push_back({CKA_NEVER_EXTRACTABLE, boolBytes(notes.generatedOnCard)});
   out.push_back({CKA_ALWAYS_AUTHENTICATE, boolBytes(slot.alwaysAuthenticate)});
   out.push_back({CKA_WRAP_WITH_TRUSTED, boolBytes(false)});
   return out;

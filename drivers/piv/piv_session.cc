@@ -1,5 +1,6 @@
 #include "drivers/piv/piv_token.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "drivers/piv/host_crypto.h"
@@ -72,6 +73,30 @@ std::size_t slotIndexOf(const KeySlot* slot) {
   return static_cast<std::size_t>(slot - keySlots().data());
 }
 
+std::optional<std::string> labelOf(const token::AttributeList& templ) {
+  const auto* label = findAttribute(templ, CKA_LABEL);
+  if (label == nullptr) {
+    return std::nullopt;
+  }
+  return std::string(label->value.begin(), label->value.end());
+}
+
+// The slot a CKA_ID selects: the one it names (01, 9a, ...), else the one whose key an
+// application gave it (the overlay's CKA_ID).
+std::optional<std::size_t> slotOfId(const std::array<SlotContent, kKeySlotCount>& contents,
+                                    std::span<const std::uint8_t> id) {
+  if (const KeySlot* named = slotForObjectId(id)) {
+    return slotIndexOf(named);
+  }
+  for (std::size_t i = 0; i < kKeySlotCount; ++i) {
+    const auto& objectId = contents[i].notes.objectId;
+    if (contents[i].hasKey() && objectId && std::equal(objectId->begin(), objectId->end(), id.begin(), id.end())) {
+      return i;
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::vector<token::ObjectId> PivSession::findObjects(const token::AttributeList& templ) {
@@ -109,8 +134,33 @@ std::vector<token::AttributeRead> PivSession::readAttributes(token::ObjectId obj
   return reads;
 }
 
-void PivSession::writeAttributes(token::ObjectId, const token::AttributeList&) {
-  fail(CKR_ACTION_PROHIBITED, "PIV objects cannot be modified");
+void PivSession::writeAttributes(token::ObjectId object, const token::AttributeList& templ) {
+  const auto parsed = parseObjectId(object);
+  const auto contents = m_card->contents();
+  if (!parsed || !objectExists(contents[parsed->first], parsed->second)) {
+    fail(CKR_OBJECT_HANDLE_INVALID, "no such object on the PIV card");
+  }
+  for (const auto& attribute : templ) {
+    if (attribute.type != CKA_LABEL) {
+      fail(CKR_ATTRIBUTE_READ_ONLY, "on a PIV card only CKA_LABEL can be changed");
+    }
+  }
+  SlotContent content = contents[parsed->first];
+  for (const auto& attribute : templ) {
+    std::string label(attribute.value.begin(), attribute.value.end());
+    switch (parsed->second) {
+      case ObjectKind::PrivateKey:
+        content.notes.privateKeyLabel = std::move(label);
+        break;
+      case ObjectKind::PublicKey:
+        content.notes.publicKeyLabel = std::move(label);
+        break;
+      case ObjectKind::Certificate:
+        content.notes.certificateLabel = std::move(label);
+        break;
+    }
+  }
+  m_card->updateSlot(parsed->first, std::move(content));
 }
 
 token::ObjectId PivSession::createObject(const token::AttributeList& templ) {
@@ -126,45 +176,67 @@ token::ObjectId PivSession::createObject(const token::AttributeList& templ) {
   if (id == nullptr || value == nullptr) {
     fail(CKR_TEMPLATE_INCOMPLETE, "a certificate for a PIV card needs CKA_VALUE and a CKA_ID naming its key slot");
   }
-  const KeySlot* slot = slotForObjectId(id->value);
-  if (slot == nullptr) {
-    fail(CKR_ATTRIBUTE_VALUE_INVALID, "the CKA_ID names no PIV key slot (01..18, or 9a, 9c, 9d, 9e, 82..95)");
+  const auto contents = m_card->contents();
+  const bool namesSlot = slotForObjectId(id->value) != nullptr;
+  const auto index = slotOfId(contents, id->value);
+  if (!index) {
+    fail(CKR_ATTRIBUTE_VALUE_INVALID,
+         "the CKA_ID names no PIV key slot (01..18, or 9a, 9c, 9d, 9e, 82..95) and no key generated with it");
   }
   const PublicKeyFacts certified = publicKeyFromCertificate(value->value);
-  const std::size_t index = slotIndexOf(slot);
+  SlotContent content = contents[*index];
+  const bool sameKey = content.hasKey() && content.publicKey->subjectPublicKeyInfo == certified.subjectPublicKeyInfo;
+  if (!namesSlot && !sameKey) {
+    fail(CKR_ATTRIBUTE_VALUE_INVALID, "the certificate is not for the key with this CKA_ID");
+  }
   m_card->withCard([&](PivApplet& applet) {
     m_card->authenticateAdministrator(applet, nullptr);
-    applet.writeCertificate(*slot, value->value);
+    m_card->writeCertificate(applet, *index, value->value);
   });
-  SlotContent content = m_card->contents()[index];
-  const bool sameKey = content.publicKey && content.publicKey->subjectPublicKeyInfo == certified.subjectPublicKeyInfo;
-  content.generatedOnCard = content.generatedOnCard && sameKey;
+  if (!sameKey) {
+    content.notes = SlotNotes{};  // the slot's key is now known from this certificate only
+  }
   content.certificate = value->value;
   content.publicKey = certified;
-  m_card->setContent(index, std::move(content));
-  return objectIdFor(index, ObjectKind::Certificate);
+  content.notes.certificateLabel = labelOf(templ);
+  m_card->updateSlot(*index, std::move(content));
+  return objectIdFor(*index, ObjectKind::Certificate);
 }
 
 token::ObjectId PivSession::copyObject(token::ObjectId, const token::AttributeList&) {
   fail(CKR_ACTION_PROHIBITED, "PIV objects cannot be copied");
 }
 
+// Standard PIV has no command that deletes a key. Destroying the private key therefore frees its
+// slot instead: the slot's certificate is deleted from the card (so that no program, OpenSC
+// included, offers the key through it), the key is hidden, and the slot is free for the next key
+// generation, which overwrites the key. The public key object is only hidden; the certificate is
+// deleted with PUT DATA.
 void PivSession::destroyObject(token::ObjectId object) {
   const auto parsed = parseObjectId(object);
-  if (!parsed || !objectExists(m_card->contents()[parsed->first], parsed->second)) {
+  const auto contents = m_card->contents();
+  if (!parsed || !objectExists(contents[parsed->first], parsed->second)) {
     fail(CKR_OBJECT_HANDLE_INVALID, "no such object on the PIV card");
   }
-  if (parsed->second != ObjectKind::Certificate) {
-    fail(CKR_ACTION_PROHIBITED, "keys on a PIV card are replaced by generating new ones, not deleted");
+  const std::size_t index = parsed->first;
+  SlotContent content = contents[index];
+  if (parsed->second != ObjectKind::PublicKey && content.certificate) {
+    m_card->withCard([&](PivApplet& applet) {
+      m_card->authenticateAdministrator(applet, nullptr);
+      m_card->writeCertificate(applet, index, {});
+    });
+    content.certificate.reset();
+    content.notes.certificateLabel.reset();
   }
-  const KeySlot& slot = keySlots()[parsed->first];
-  m_card->withCard([&](PivApplet& applet) {
-    m_card->authenticateAdministrator(applet, nullptr);
-    applet.writeCertificate(slot, {});
-  });
-  SlotContent content = m_card->contents()[parsed->first];
-  content.certificate.reset();
-  m_card->setContent(parsed->first, std::move(content));
+  if (parsed->second == ObjectKind::PrivateKey) {
+    content.notes.privateKeyDestroyed = true;
+  } else if (parsed->second == ObjectKind::PublicKey) {
+    content.notes.publicKeyDestroyed = true;
+  }
+  if (content.publicKey && content.notes.privateKeyDestroyed && content.notes.publicKeyDestroyed) {
+    content = SlotContent{};  // nothing of the pair is left to show
+  }
+  m_card->updateSlot(index, std::move(content));
 }
 
 CK_ULONG PivSession::objectSize(token::ObjectId object) {
@@ -176,46 +248,55 @@ CK_ULONG PivSession::objectSize(token::ObjectId object) {
 }
 
 token::KeyPair PivSession::generateKeyPair(const token::Mechanism& mechanism, const token::AttributeList& publicTemplate,
-                                           const token::AttributeList&, const token::KeyGeneration& target) {
+                                           const token::AttributeList& privateTemplate,
+                                           const token::KeyGeneration& target) {
   const apdu::Algorithm algorithm = generationAlgorithm(mechanism, publicTemplate);
   const auto contents = m_card->contents();
-  const KeySlot* slot = nullptr;
-  if (target.idHint && !target.idHint->empty()) {
-    slot = slotForObjectId(*target.idHint);
-    if (slot == nullptr) {
-      fail(CKR_ATTRIBUTE_VALUE_INVALID, "the CKA_ID names no PIV key slot (01..18, or 9a, 9c, 9d, 9e, 82..95)");
-    }
+  std::optional<std::size_t> index;
+  SlotNotes notes;
+  notes.generatedOnCard = true;
+  notes.privateKeyLabel = labelOf(privateTemplate);
+  notes.publicKeyLabel = labelOf(publicTemplate);
+  if (target.idHint && !target.idHint->empty() && slotForObjectId(*target.idHint) != nullptr) {
+    index = slotIndexOf(slotForObjectId(*target.idHint));
   } else {
-    for (std::size_t i = 0; i < kKeySlotCount && slot == nullptr; ++i) {
-      if (!contents[i].occupied() && !contents[i].certificate) {
-        slot = &keySlots()[i];
+    if (target.idHint && !target.idHint->empty()) {
+      if (slotOfId(contents, *target.idHint)) {
+        fail(CKR_TEMPLATE_INCONSISTENT, "a key with this CKA_ID is on the PIV card already");
+      }
+      notes.objectId = *target.idHint;
+    }
+    for (const std::size_t candidate : generationOrder()) {
+      if (contents[candidate].isFree()) {
+        index = candidate;
+        break;
       }
     }
-    if (slot == nullptr) {
+    if (!index) {
       fail(CKR_DEVICE_MEMORY, "every PIV key slot holds a key");
     }
   }
-  const std::size_t index = slotIndexOf(slot);
-  const bool staleCertificate = contents[index].certificate.has_value();
+  const KeySlot& slot = keySlots()[*index];
+  const bool staleCertificate = contents[*index].certificate.has_value();
   PublicKeyFacts generated;
   m_card->withCard([&](PivApplet& applet) {
     m_card->authenticateAdministrator(applet, target.adminCredential);
-    generated = applet.generateKeyPair(*slot, algorithm);
+    generated = applet.generateKeyPair(slot, algorithm);
     if (staleCertificate) {
-      applet.writeCertificate(*slot, {});
+      m_card->writeCertificate(applet, *index, {});
     }
   });
   SlotContent content;
   content.publicKey = std::move(generated);
-  content.generatedOnCard = true;
-  m_card->setContent(index, std::move(content));
-  return {objectIdFor(index, ObjectKind::PublicKey), objectIdFor(index, ObjectKind::PrivateKey)};
+  content.notes = std::move(notes);
+  m_card->updateSlot(*index, std::move(content));
+  return {objectIdFor(*index, ObjectKind::PublicKey), objectIdFor(*index, ObjectKind::PrivateKey)};
 }
 
 PivSession::KeyUse PivSession::keyFor(token::ObjectId object) {
   const auto parsed = parseObjectId(object);
   const auto contents = m_card->contents();
-  if (!parsed || parsed->second == ObjectKind::Certificate || !contents[parsed->first].occupied()) {
+  if (!parsed || parsed->second == ObjectKind::Certificate || !objectExists(contents[parsed->first], parsed->second)) {
     fail(CKR_KEY_HANDLE_INVALID, "no such key on the PIV card");
   }
   return {parsed->first, parsed->second, *contents[parsed->first].publicKey};

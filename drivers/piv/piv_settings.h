@@ -3,6 +3,7 @@
 //   [piv]
 //   enabled = true
 //   readers = ["Yubico*", "*PIV*"]     # glob patterns on reader names; default: every reader
+//   overlay_file = "/path/piv-overlay.db"   # default: $XDG_STATE_HOME/dojang/piv-overlay.db
 //   [[piv.card]]                       # one per card whose management key is not the default
 //   serial = "12345678"                # YubiKey serial or CHUID serial (as `dojang tokens` shows)
 //   reader = "Yubico YubiKey OTP+FIDO+CCID 00 00"   # or the reader it sits in
@@ -26,6 +27,8 @@ struct PivCardSettings {
 struct PivSettings {
   bool enabled = false;
   std::vector<std::string> readers{"*"};
+  // The slot overlay's database (slot_overlay.h); empty: SlotOverlay::defaultPath().
+  std::string overlayFile;
   std::vector<PivCardSettings> cards;
 };
 

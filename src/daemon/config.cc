@@ -117,6 +117,13 @@ void parsePiv(const toml::table& table, const std::string& source, piv::PivSetti
       badPiv(source, "readers must not be empty (leave it out for every reader)");
     }
   }
+  if (const auto overlay = (*section)["overlay_file"]) {
+    const auto path = overlay.value<std::string>();
+    if (!path || path->empty()) {
+      badPiv(source, "overlay_file must be a path");
+    }
+    settings.overlayFile = *path;
+  }
   const auto* cards = (*section)["card"].as_array();
   if (cards == nullptr) {
     return;

@@ -169,12 +169,14 @@ TEST_CASE("PIV through dojang: on-card keys, certificates, ECDSA, PKCS#1, PSS, d
               .exitCode == 0);
   CHECK(readFile(bench.path("secret.dec2")) == "a session key");
 
-  // The objects are the card's, ykcs11-style; a later client reads them from dojangd's cache.
+  // The objects are the card's, ykcs11-style, with the labels the templates gave (kept in the
+  // driver's slot overlay); a later client reads them from dojangd's cache.
   bench.card.clearApduLog();
   const auto listing = bench.tool({"--list-objects"});
   REQUIRE(listing.exitCode == 0);
-  CHECK(contains(listing.out, "Certificate for PIV Authentication"));
-  CHECK(contains(listing.out, "Certificate for Key Management"));
+  CHECK(contains(listing.out, "label:      card cert 01\n"));
+  CHECK(contains(listing.out, "label:      card cert 03\n"));
+  CHECK(contains(listing.out, "label:      rsa\n"));
   CHECK(contains(listing.out, "CN=card key 03"));
   CHECK(bench.card.apduCount() == 0);
 }

@@ -200,6 +200,7 @@ TEST_CASE("[piv] is off by default and serves every reader when enabled", "[conf
   CHECK(config.piv.enabled);
   CHECK(config.piv.readers == std::vector<std::string>{"*"});
   CHECK(config.piv.cards.empty());
+  CHECK(config.piv.overlayFile.empty());  // the driver's default: $XDG_STATE_HOME/dojang/piv-overlay.db
 }
 
 TEST_CASE("[piv] readers and [[piv.card]] management keys are read", "[config][piv]") {
@@ -207,6 +208,7 @@ TEST_CASE("[piv] readers and [[piv.card]] management keys are read", "[config][p
 [piv]
 enabled = true
 readers = ["Yubico*", "Virtual PCD*"]
+overlay_file = "/var/lib/me/piv-overlay.db"
 [[piv.card]]
 serial = "12345678"
 management_key_file = "/home/me/.config/dojang/yubikey.key"
@@ -217,6 +219,7 @@ management_key_file = "/tmp/k"
 )",
                                         "dojangd.toml");
   CHECK(config.piv.readers == std::vector<std::string>{"Yubico*", "Virtual PCD*"});
+  CHECK(config.piv.overlayFile == "/var/lib/me/piv-overlay.db");
   REQUIRE(config.piv.cards.size() == 2);
   CHECK(config.piv.cards[0] ==
         dojang::piv::PivCardSettings{"12345678", "", "/home/me/.config/dojang/yubikey.key", "aes192"});
@@ -227,6 +230,7 @@ TEST_CASE("[piv] mistakes are errors naming the key", "[config][piv]") {
   CHECK_THAT(errorOf("[piv]\nenabled = \"yes\"\n"), Catch::Contains("piv.enabled must be true or false"));
   CHECK_THAT(errorOf("[piv]\nreaders = []\n"), Catch::Contains("piv.readers must not be empty"));
   CHECK_THAT(errorOf("[piv]\nreaders = [1]\n"), Catch::Contains("piv.readers must be a list"));
+  CHECK_THAT(errorOf("[piv]\noverlay_file = 3\n"), Catch::Contains("piv.overlay_file must be a path"));
   CHECK_THAT(errorOf("[[piv.card]]\nmanagement_key_file = \"/k\"\n"),
              Catch::Contains("piv.card #1 needs serial"));
   CHECK_THAT(errorOf("[[piv.card]]\nserial = \"1\"\n"), Catch::Contains("piv.card #1 needs management_key_file"));
