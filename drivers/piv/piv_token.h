@@ -35,15 +35,20 @@ class PivSession final : public token::TokenSession {
   std::vector<token::ObjectId> findObjects(const token::AttributeList& templ) override;
   std::vector<token::AttributeRead> readAttributes(token::ObjectId object,
                                                    std::span<const CK_ATTRIBUTE_TYPE> types) override;
+  // CKA_LABEL only, kept in the slot overlay; anything else is CKR_ATTRIBUTE_READ_ONLY.
   void writeAttributes(token::ObjectId object, const token::AttributeList& templ) override;
-  // A CKO_CERTIFICATE (X.509) whose CKA_ID names a key slot: written with PUT DATA.
+  // A CKO_CERTIFICATE (X.509) whose CKA_ID names a key slot, or is the overlay's CKA_ID of a key
+  // on the card (then the certificate must be for that key): written with PUT DATA.
   token::ObjectId createObject(const token::AttributeList& templ) override;
   token::ObjectId copyObject(token::ObjectId object, const token::AttributeList& templ) override;
-  // Certificates only (PUT DATA with an empty object); keys stay on the card.
+  // A certificate is deleted (PUT DATA with an empty object). PIV cannot delete keys: a private
+  // key's slot is freed instead (its certificate deleted, the key hidden until the next key
+  // generation there overwrites it); a public key is only hidden.
   void destroyObject(token::ObjectId object) override;
   CK_ULONG objectSize(token::ObjectId object) override;
-  // On the card, in the slot the CKA_ID names or else the first free one (9A, 9C, 9D, 9E, then
-  // the retired slots). A certificate left in that slot belongs to the old key and is deleted.
+  // On the card, in the slot the CKA_ID names, or else (no CKA_ID, or an application's own one,
+  // which the overlay keeps) the first free one in generationOrder(). A certificate left in that
+  // slot belongs to the old key and is deleted. Labels from the templates go to the overlay.
   token::KeyPair generateKeyPair(const token::Mechanism& mechanism, const token::AttributeList& publicTemplate,
                                  const token::AttributeList& privateTemplate, const token::KeyGeneration& target) override;
 

@@ -93,6 +93,7 @@ token::ObjectId TokenAccess::create(token::AttributeList& templ) {
   }
   std::lock_guard lock(m_session.mutex);
   const auto object = m_session.backend->createObject(templ);
+  m_session.token->invalidateObjects();  // see destroy()
   adopt(object, tokenObject);
   return object;
 }
@@ -124,6 +125,10 @@ void TokenAccess::destroy(token::ObjectId object) {
   requireReadWriteFor(facts.isTokenObject, "token objects are destroyed only in read-write sessions");
   m_session.backend->destroyObject(object);
   m_session.token->forget(object);
+  // A card driver's objects may go together: destroying a PIV key deletes its slot's certificate
+  // too, and generating into a slot replaces all three of its objects. So the listing and the
+  // other objects' attributes are read again after every such change.
+  m_session.token->invalidateObjects();
   std::erase(m_session.sessionObjects, object);
 }
 
@@ -156,6 +161,7 @@ token::KeyPair TokenAccess::generateKeyPair(const token::Mechanism& mechanism,
   }
   std::lock_guard lock(m_session.mutex);
   const auto pair = m_session.backend->generateKeyPair(mechanism, publicTemplate, privateTemplate, target);
+  m_session.token->invalidateObjects();  // see destroy()
   adopt(pair.publicKey, publicOnToken);
   if (pair.privateKey != 0) {
     adopt(pair.privateKey, privateOnToken);

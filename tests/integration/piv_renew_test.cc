@@ -59,11 +59,11 @@ std::vector<std::string> objectBlocks(const std::string& listing) {
   return blocks;
 }
 
-// The objects of `kind` ("Private Key Object") whose block holds `line` ("ID:         ab12...").
-std::vector<std::string> objectsWith(const std::string& listing, const std::string& kind, const std::string& line) {
+// The objects of `kind` ("Private Key Object") whose block holds `text` ("ID:         ab12...\n").
+std::vector<std::string> objectsWith(const std::string& listing, const std::string& kind, const std::string& text) {
   std::vector<std::string> found;
   for (const auto& block : objectBlocks(listing)) {
-    if (block.rfind(kind, 0) == 0 && contains(block, line + "\n")) {
+    if (block.rfind(kind, 0) == 0 && contains(block, text)) {
       found.push_back(block);
     }
   }
@@ -81,14 +81,32 @@ std::string readFile(const std::filesystem::path& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// An AES-128 management key the card is made with, instead of the well-known default.
+constexpr const char* kManagementKey = "8a2b9c0d1e3f405162738495a6b7c8d9";
+
+std::string pivConfig(const std::filesystem::path& dir, bool ownManagementKey) {
+  std::string config = std::string("[piv]\nenabled = true\nreaders = [\"") + kReader + "*\"]\n";
+  if (ownManagementKey) {
+    config += std::string("[[piv.card]]\nreader = \"") + kReader + "*\"\nmanagement_key_file = \"" +
+              (dir / "management.key").string() + "\"\nmanagement_key_algorithm = \"aes128\"\n";
+  }
+  return config;
+}
+
 // pcscd with its own reader and the card in it, dojangd serving it through the PIV driver (its
-// overlay in the daemon's state directory), dojang-ca, and renewal.toml pointing at it.
+// overlay in the daemon's state directory), dojang-ca, and renewal.toml pointing at it. With
+// `ownManagementKey` the card has a management key of its own, named in [[piv.card]]: the key
+// generation of a renewal (a user session, logged in with the PIN) uses it, with no SO login.
 struct PivRenewal {
-  PivRenewal()
+  explicit PivRenewal(bool ownManagementKey = false)
       : pcscd(dir.path(), kReader),
-        daemon(softhsm, test::DojangdOptions{"", std::string("[piv]\nenabled = true\nreaders = [\"") + kReader + "*\"]\n",
-                                             {}}),
+        daemon(softhsm, test::DojangdOptions{"", pivConfig(dir.path(), ownManagementKey), {}}),
         caDir(dir / "ca") {
+    if (ownManagementKey) {
+      test::writeText(dir / "management.key", std::string(kManagementKey) + "\n");
+      std::filesystem::permissions(dir / "management.key", std::filesystem::perms::owner_read);
+      cardArguments = {"--management-key-algorithm", "aes128", "--management-key", kManagementKey};
+    }
     env = daemon.env();
     env["DOJANG_MODULE"] = test::dojangModulePath();
     env["HOME"] = (dir / "home").string();
@@ -104,7 +122,7 @@ struct PivRenewal {
   }
 
   void insert() {
-    card.start(pcscd.port(), dir / "card.state");
+    card.start(pcscd.port(), dir / "card.state", cardArguments);
     REQUIRE(card.waitUntilPresent(pcscd.readerName()));
     waitForToken();
   }
@@ -119,7 +137,7 @@ struct PivRenewal {
     const int stopped = daemon.stop();
     INFO(daemon.log());
     REQUIRE(stopped == 0);
-    card.start(pcscd.port(), dir / "card.state");
+    card.start(pcscd.port(), dir / "card.state", cardArguments);
     REQUIRE(card.waitUntilPresent(pcscd.readerName()));
     daemon.restart();
     waitForToken();
@@ -190,7 +208,7 @@ struct PivRenewal {
     CHECK(test::count(listing, "label:      signkey\n") == 3);
     CHECK(test::count(listing, "label:      signkey (retired ") == 3);
     // Generated on the card by the renewal, and never out of it.
-    const auto keys = objectsWith(listing, "Private Key Object", "ID:         " + keyId);
+    const auto keys = objectsWith(listing, "Private Key Object", "ID:         " + keyId + "\n");
     REQUIRE(keys.size() == 1);
     CHECK(contains(keys[0], "label:      signkey\n"));
     CHECK(contains(keys[0], "Access:     sensitive, always sensitive, never extractable, local\n"));
@@ -223,6 +241,7 @@ struct PivRenewal {
   std::filesystem::path caDir;
   std::unique_ptr<catest::CaServer> server;
   std::map<std::string, std::string> env;
+  std::vector<std::string> cardArguments;
 };
 
 // The renewed key signs through dojang-pkcs11.so; openssl verifies with the new certificate, whose
@@ -247,9 +266,9 @@ void checkSigning(const PivRenewal& bench, const std::string& keyId, bool ec) {
   CHECK(contains(verify.out, "Verified OK"));
 }
 
-void renewOnCard(const std::string& keyType, bool ec) {
+void renewOnCard(const std::string& keyType, bool ec, bool ownManagementKey) {
   INFO(keyType);
-  PivRenewal bench;
+  PivRenewal bench(ownManagementKey);
   bench.enroll(keyType);
   {
     const auto listing = bench.objects();
@@ -279,7 +298,7 @@ void renewOnCard(const std::string& keyType, bool ec) {
 
 TEST_CASE("dojang enroll and renew on a PIV card: EC P-256, the new key generated on the card",
           "[piv][renew][integration]") {
-  renewOnCard("ec-p256", true);
+  renewOnCard("ec-p256", true, false);
 }
 
 TEST_CASE("a renewal on a PIV card killed after the CA issued, the card pulled and dojangd restarted, is "
@@ -302,7 +321,7 @@ TEST_CASE("a renewal on a PIV card killed after the CA issued, the card pulled a
 
   // The pending key has no certificate on the card; the overlay still knows it by its CKA_ID.
   bench.restartWithCardPulled();
-  const auto pending = objectsWith(bench.objects(), "Private Key Object", "label:      signkey (renewal pending)");
+  const auto pending = objectsWith(bench.objects(), "Private Key Object", "label:      signkey (renewal pending)\n");
   REQUIRE(pending.size() == 1);
   CHECK(contains(pending[0], "Access:     sensitive, always sensitive, never extractable, local\n"));
   const std::string keyId = idOf(pending[0]);
@@ -333,9 +352,34 @@ TEST_CASE("a renewal on a PIV card killed after the CA issued, the card pulled a
   REQUIRE(bench.opensc({"--read-object", "--type", "cert", "--id", "06", "-o", bench.path("opensc-83.der")}).exitCode ==
           0);
   CHECK(readFile(bench.path("opensc-83.der")) == readFile(bench.path("new.der")));
+
+  // Deleting the first pair's private key by hand frees 9A: its certificate goes with it (for
+  // dojang's clients at once, and on the card), and the next renewal's key lands there again.
+  const auto retired = objectsWith(bench.objects(), "Private Key Object", "label:      signkey (retired ");
+  REQUIRE(retired.size() == 1);
+  const std::string firstId = idOf(retired[0]);
+  REQUIRE(bench.tool({"--delete-object", "--type", "privkey", "--id", firstId}).exitCode == 0);
+  {
+    const auto listing = bench.objects();
+    CHECK(objectsWith(listing, "Certificate Object", "ID:         " + firstId + "\n").empty());
+    CHECK(objectsWith(listing, "Private Key Object", "ID:         " + firstId + "\n").empty());
+    CHECK(objectsWith(listing, "Public Key Object", "ID:         " + firstId + "\n").size() == 1);
+  }
+  const std::string lastId = bench.renew({"--delete-old"});
+  checkSigning(bench, lastId, true);
+  REQUIRE(bench.opensc({"--read-object", "--type", "cert", "--id", "01", "-o", bench.path("opensc-9a.der")}).exitCode ==
+          0);
+  CHECK(readFile(bench.path("opensc-9a.der")) == readFile(bench.path("new.der")));
+  const auto listing = bench.objects();
+  INFO(listing);
+  CHECK(test::count(listing, "ID:         " + lastId) == 3);
+  CHECK(test::count(listing, "ID:         " + nextId) == 0);
+  // The first pair's public key stayed (hidden only when destroyed itself) until the new key
+  // overwrote its slot.
+  CHECK(test::count(listing, "ID:         " + firstId) == 0);
 }
 
-TEST_CASE("dojang enroll and renew on a PIV card: RSA-2048, the new key generated on the card",
+TEST_CASE("dojang enroll and renew on a PIV card: RSA-2048 on a card with its own AES-128 management key",
           "[piv][renew][integration]") {
-  renewOnCard("rsa-2048", false);
+  renewOnCard("rsa-2048", false, true);
 }
