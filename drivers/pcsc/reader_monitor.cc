@@ -1,6 +1,7 @@
 #include "drivers/pcsc/reader_monitor.h"
 
 #include <algorithm>
+#include <thread>
 #include <vector>
 
 #include "src/common/errors/foreign_errors.h"
@@ -17,14 +18,24 @@ constexpr DWORD kPresenceBits = SCARD_STATE_PRESENT | SCARD_STATE_EMPTY | SCARD_
 }  // namespace
 
 void ReaderMonitor::cancel() {
-  {
-    const std::lock_guard lock(m_mutex);
-    m_cancelled = true;
-    if (m_context) {
-      m_context->cancel();
-    }
-  }
+  m_cancelled = true;
   m_wake.notify_all();
+  // SCardCancel only ends a SCardGetStatusChange that is already blocked: a waiter that checked
+  // m_cancelled just before we set it would block for good after our one cancel. So cancel again
+  // until it has left.
+  constexpr int kTries = 100;
+  for (int attempt = 0; attempt < kTries; ++attempt) {
+    {
+      const std::lock_guard lock(m_mutex);
+      if (m_context) {
+        m_context->cancel();
+      }
+    }
+    if (!m_waiting) {
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 bool ReaderMonitor::pause(std::chrono::milliseconds delay) {
@@ -66,6 +77,13 @@ bool ReaderMonitor::ensureContext() {
 }
 
 bool ReaderMonitor::waitForChange() {
+  struct Waiting {
+    std::atomic<bool>& flag;
+    explicit Waiting(std::atomic<bool>& waiting) : flag(waiting) { flag = true; }
+    ~Waiting() { flag = false; }
+    Waiting(const Waiting&) = delete;
+    Waiting& operator=(const Waiting&) = delete;
+  } waiting(m_waiting);
   while (!m_cancelled) {
     if (!ensureContext()) {
       continue;  // cancelled (the loop ends) or pcscd still away (the backoff grew)

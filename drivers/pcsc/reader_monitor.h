@@ -26,7 +26,8 @@ class ReaderMonitor final {
   // Blocks until a reader was added or removed or a card inserted or removed (true), or pcscd
   // came back after being gone (true: everything may have changed), or cancel() (false).
   bool waitForChange();
-  // Makes the current and every later waitForChange() return false.
+  // Makes the current and every later waitForChange() return false. Returns once a current
+  // waitForChange() has left (or after about a second).
   void cancel();
 
  private:
@@ -40,6 +41,7 @@ class ReaderMonitor final {
   std::mutex m_mutex;  // guards m_context's identity against cancel() from another thread
   std::condition_variable m_wake;
   std::atomic<bool> m_cancelled{false};
+  std::atomic<bool> m_waiting{false};  // a thread is inside waitForChange()
   std::optional<Context> m_context;
   bool m_serviceWasGone = false;
   std::chrono::milliseconds m_backoff{0};
