@@ -89,7 +89,25 @@ std::string tokenSerial(CK_FUNCTION_LIST& p11, CK_SLOT_ID slot) {
   return trimmed(info.serialNumber, sizeof info.serialNumber);
 }
 
-[[maybe_unused]] bool removedRv(CK_RV rv) { return rv == CKR_DEVICE_REMOVED || rv == CKR_SESSION_HANDLE_INVALID; }
+// How many slots of a `pkcs11-tool -L` listing ("Slot 3 (0x3): DESCRIPTION", then "  token label
+// : ..." or "  (empty)") have this description and a token.
+int tokensListedFor(const std::string& listing, const std::string& description) {
+  std::istringstream lines(listing);
+  int count = 0;
+  bool inSlot = false;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("Slot ", 0) == 0) {
+      const auto colon = line.find("): ");
+      inSlot = colon != std::string::npos && line.substr(colon + 3) == description;
+    } else if (inSlot && contains(line, "token label")) {
+      ++count;
+      inSlot = false;
+    }
+  }
+  return count;
+}
+
+bool removedRv(CK_RV rv) { return rv == CKR_DEVICE_REMOVED || rv == CKR_SESSION_HANDLE_INVALID; }
 
 CK_RV loginUser(CK_FUNCTION_LIST& p11, CK_SESSION_HANDLE session) {
   std::string pin = kPin;
@@ -320,7 +338,7 @@ struct HotplugBench {
   void waitForToken() const {
     const bool shown = eventually([&] {
       const auto slots = tool({"--list-token-slots"});
-      return slots.exitCode == 0 && contains(slots.out, "token label");
+      return slots.exitCode == 0 && tokensListedFor(slots.out, reader()) == 1;
     });
     REQUIRE(shown);
   }
@@ -455,6 +473,8 @@ TEST_CASE("hotplug: C_WaitForSlotEvent and NSS-style polling follow the card; th
   CHECK(slotList(p11, false).size() == slotCount);
   REQUIRE(module.finalize() == CKR_OK);
   CHECK(bench.daemon->stop() == 0);
+  // CKR_NO_EVENT is an everyday answer: a client polling once a second must not fill the log.
+  CHECK_FALSE(contains(bench.daemon->log(), "warning: WaitForSlotEvent"));
 }
 
 namespace {
@@ -624,5 +644,118 @@ TEST_CASE("a card pulled mid-signature ends every session on it, dojangd stays, 
   CHECK(bench.verifies(publicKey, signature));
   CHECK(p11.C_CloseSession(last) == CKR_OK);
   REQUIRE(module.finalize() == CKR_OK);
+  CHECK(bench.daemon->stop() == 0);
+}
+
+namespace {
+
+// What dojang wrote, read without dojang: `module` (OpenSC or ykcs11, loaded directly by
+// pkcs11-tool) lists the certificates of card keys 01 (9A, EC) and 02 (9C, RSA), returns them
+// byte for byte, and signs with both keys; openssl verifies each signature against that
+// certificate. (Not 9D: OpenSC gives the key management key no signing use.)
+void crossCheck(HotplugBench& bench, const std::string& module) {
+  const auto objects = bench.tool({"--list-objects", "--type", "cert"}, module);
+  REQUIRE(objects.exitCode == 0);
+  CHECK(contains(objects.out, "CN=card key 01"));
+  CHECK(contains(objects.out, "CN=card key 02"));
+  dojang::test::writeFile(bench.path("data"), kSignedData);
+  REQUIRE(bench.run({"openssl", "dgst", "-sha256", "-binary", "-out", bench.path("data.sha256"), bench.path("data")})
+              .exitCode == 0);
+  for (const std::string id : {"01", "02"}) {
+    const std::string read = bench.path("read-" + id + ".der");
+    REQUIRE(bench.tool({"--read-object", "--type", "cert", "--id", id, "-o", read}, module).exitCode == 0);
+    CHECK(dojang::test::readFile(read) == dojang::test::readFile(bench.path("cert-" + id + ".der")));
+    const std::string certificateKey = bench.path("certkey-" + id + ".pem");
+    REQUIRE(bench.run({"openssl", "x509", "-inform", "DER", "-in", read, "-pubkey", "-noout", "-out", certificateKey})
+                .exitCode == 0);
+    const std::string signature = bench.path("third-party-sig-" + id);
+    const bool ec = id == "01";
+    std::vector<std::string> sign = {"--sign", "--id", id, "-o", signature, "--mechanism",
+                                     ec ? "ECDSA" : "SHA256-RSA-PKCS"};
+    if (ec) {
+      sign.insert(sign.end(), {"-i", bench.path("data.sha256"), "--signature-format", "openssl"});
+    } else {
+      sign.insert(sign.end(), {"-i", bench.path("data")});
+    }
+    REQUIRE(bench.userTool(sign, module).exitCode == 0);
+    CHECK(bench.run({"openssl", "dgst", "-sha256", "-verify", certificateKey, "-signature", signature,
+                     bench.path("data")}).exitCode == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("keys and certificates made by dojang's PIV driver are OpenSC's too: it reads them and signs",
+          "[piv][integration][third-party]") {
+  HotplugBench bench;
+  bench.startDaemon();
+  bench.insert();
+  bench.waitForToken();
+  (void)bench.generate("01", "EC:prime256v1");
+  (void)bench.generate("02", "rsa:2048");
+  REQUIRE(bench.daemon->stop() == 0);  // nothing of dojang between OpenSC and the card now
+  crossCheck(bench, kOpenscModule);
+}
+
+TEST_CASE("a YubiKey-like card provisioned through dojang works with ykcs11", "[piv][integration][third-party]") {
+  HotplugBench bench("Yubico YubiKey OTP+FIDO+CCID");  // ykcs11 serves only readers named so
+  bench.startDaemon();
+  bench.insert({"--yubikey-version", "5.4.3", "--serial", "12345678"});
+  bench.waitForToken();
+  CHECK(contains(bench.tool({"--list-token-slots"}).out, "12345678"));
+  (void)bench.generate("01", "EC:prime256v1");
+  (void)bench.generate("02", "rsa:2048");
+  REQUIRE(bench.daemon->stop() == 0);
+  crossCheck(bench, kYkcs11Module);
+}
+
+TEST_CASE("one card, one slot: beside the OpenSC backend, dojangd shows the card once, through the PIV driver",
+          "[piv][integration][dedupe]") {
+  HotplugBench bench;
+  bench.startDaemon(std::string("[[backend]]\nname = \"opensc\"\nmodule = \"") + kOpenscModule + "\"\n",
+                    "poll_interval_ms = 100");
+  const auto shownOnce = [&] {
+    bench.waitForToken();
+    // The vendor module is polled: give it a few rounds to show the card if it were going to.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    const auto listing = bench.tool({"--list-slots"});
+    REQUIRE(listing.exitCode == 0);
+    CHECK(tokensListedFor(listing.out, bench.reader()) == 1);
+    CHECK_FALSE(contains(listing.out, "PKCS#15 emulated"));  // OpenSC's token model
+    CHECK(contains(listing.out, "token model        : PIV"));
+
+    DojangModule module;
+    REQUIRE(module.initialize() == CKR_OK);
+    auto& p11 = module.functions();
+    int withCard = 0;
+    for (const CK_SLOT_ID slot : slotList(p11, true)) {
+      const auto info = slotInfo(p11, slot);
+      if (trimmed(info.slotDescription, sizeof info.slotDescription) == bench.reader()) {
+        ++withCard;
+        CHECK(trimmed(info.manufacturerID, sizeof info.manufacturerID) == "PC/SC");  // the PIV driver's
+      }
+    }
+    CHECK(withCard == 1);
+    int slotsForReader = 0;  // an empty one left behind by the vendor module counts too
+    for (const CK_SLOT_ID slot : slotList(p11, false)) {
+      const auto info = slotInfo(p11, slot);
+      slotsForReader += trimmed(info.slotDescription, sizeof info.slotDescription) == bench.reader() ? 1 : 0;
+    }
+    CHECK(slotsForReader == 1);
+    REQUIRE(module.finalize() == CKR_OK);
+  };
+  // Inserted while dojangd runs, there already when dojangd starts, and coming with a pcscd
+  // started after dojangd (as a reader with its card does when a YubiKey is plugged in).
+  bench.insert();
+  shownOnce();
+  REQUIRE(bench.daemon->stop() == 0);
+  bench.daemon->restart();
+  shownOnce();
+  REQUIRE(bench.daemon->stop() == 0);
+  bench.pcscd.stop();
+  bench.daemon->restart();
+  bench.pcscd.start();
+  REQUIRE(bench.card.waitUntilPresent(bench.reader()));
+  shownOnce();
   CHECK(bench.daemon->stop() == 0);
 }
