@@ -343,54 +343,69 @@ TEST_CASE("a YubiKey-like card provisioned through dojang works with ykcs11", "[
   crossCheck(bench, kYkcs11Module);
 }
 
+namespace {
+
+// The card in the bench's reader shows as one token in one slot, the PIV driver's: `pkcs11-tool
+// -L` through dojang lists one token for the reader and not the vendor module's token model,
+// and the slot list has one slot for the reader (not even an empty one of the vendor module).
+void shownOnce(HotplugBench& bench, const std::string& vendorModel) {
+  bench.waitForToken();
+  // The vendor module is polled: give it a few rounds to show the card if it were going to.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto listing = bench.tool({"--list-slots"});
+  REQUIRE(listing.exitCode == 0);
+  CHECK(tokensListedFor(listing.out, bench.reader()) == 1);
+  CHECK_FALSE(contains(listing.out, vendorModel));
+  CHECK(contains(listing.out, "token model        : PIV"));
+
+  DojangModule module;
+  REQUIRE(module.initialize() == CKR_OK);
+  auto& p11 = module.functions();
+  int slotsForReader = 0;
+  for (const CK_SLOT_ID slot : slotList(p11, false)) {
+    const auto info = slotInfo(p11, slot);
+    if (trimmed(info.slotDescription, sizeof info.slotDescription) == bench.reader()) {
+      ++slotsForReader;
+      CHECK(trimmed(info.manufacturerID, sizeof info.manufacturerID) == "PC/SC");  // the PIV driver's
+      CHECK((info.flags & CKF_TOKEN_PRESENT) != 0);
+    }
+  }
+  CHECK(slotsForReader == 1);
+  REQUIRE(module.finalize() == CKR_OK);
+}
+
+std::string backendConfig(const std::string& name, const std::string& module) {
+  return "[[backend]]\nname = \"" + name + "\"\nmodule = \"" + module + "\"\n";
+}
+
+}  // namespace
+
 TEST_CASE("one card, one slot: beside the OpenSC backend, dojangd shows the card once, through the PIV driver",
           "[piv][integration][dedupe]") {
   HotplugBench bench;
-  bench.startDaemon(std::string("[[backend]]\nname = \"opensc\"\nmodule = \"") + kOpenscModule + "\"\n",
-                    "poll_interval_ms = 100");
-  const auto shownOnce = [&] {
-    bench.waitForToken();
-    // The vendor module is polled: give it a few rounds to show the card if it were going to.
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    const auto listing = bench.tool({"--list-slots"});
-    REQUIRE(listing.exitCode == 0);
-    CHECK(tokensListedFor(listing.out, bench.reader()) == 1);
-    CHECK_FALSE(contains(listing.out, "PKCS#15 emulated"));  // OpenSC's token model
-    CHECK(contains(listing.out, "token model        : PIV"));
-
-    DojangModule module;
-    REQUIRE(module.initialize() == CKR_OK);
-    auto& p11 = module.functions();
-    int withCard = 0;
-    for (const CK_SLOT_ID slot : slotList(p11, true)) {
-      const auto info = slotInfo(p11, slot);
-      if (trimmed(info.slotDescription, sizeof info.slotDescription) == bench.reader()) {
-        ++withCard;
-        CHECK(trimmed(info.manufacturerID, sizeof info.manufacturerID) == "PC/SC");  // the PIV driver's
-      }
-    }
-    CHECK(withCard == 1);
-    int slotsForReader = 0;  // an empty one left behind by the vendor module counts too
-    for (const CK_SLOT_ID slot : slotList(p11, false)) {
-      const auto info = slotInfo(p11, slot);
-      slotsForReader += trimmed(info.slotDescription, sizeof info.slotDescription) == bench.reader() ? 1 : 0;
-    }
-    CHECK(slotsForReader == 1);
-    REQUIRE(module.finalize() == CKR_OK);
-  };
+  bench.startDaemon(backendConfig("opensc", kOpenscModule), "poll_interval_ms = 100");
   // Inserted while dojangd runs, there already when dojangd starts, and coming with a pcscd
   // started after dojangd (as a reader with its card does when a YubiKey is plugged in).
   bench.insert();
-  shownOnce();
+  shownOnce(bench, "PKCS#15 emulated");
   REQUIRE(bench.daemon->stop() == 0);
   bench.daemon->restart();
-  shownOnce();
+  shownOnce(bench, "PKCS#15 emulated");
   REQUIRE(bench.daemon->stop() == 0);
   bench.pcscd.stop();
   bench.daemon->restart();
   bench.pcscd.start();
   REQUIRE(bench.card.waitUntilPresent(bench.reader()));
-  shownOnce();
+  shownOnce(bench, "PKCS#15 emulated");
+  CHECK(bench.daemon->stop() == 0);
+}
+
+TEST_CASE("one card, one slot: beside a ykcs11 backend, a YubiKey shows once, through the PIV driver",
+          "[piv][integration][dedupe]") {
+  HotplugBench bench("Yubico YubiKey OTP+FIDO+CCID");
+  bench.startDaemon(backendConfig("ykcs11", kYkcs11Module), "poll_interval_ms = 100");
+  bench.insert({"--yubikey-version", "5.4.3", "--serial", "12345678"});
+  shownOnce(bench, "YubiKey YK");
   CHECK(bench.daemon->stop() == 0);
 }
 
