@@ -76,7 +76,8 @@ CK_OBJECT_HANDLE findPrivateKey(CK_FUNCTION_LIST& p11, CK_SESSION_HANDLE session
   return count == 1 ? key : CK_INVALID_HANDLE;
 }
 
-CK_RV prepareSignature(CK_FUNCTION_LIST& p11, CK_SLOT_ID slot, CK_BYTE id, bool login, CK_SESSION_HANDLE& session) {
+CK_RV prepareSignature(CK_FUNCTION_LIST& p11, CK_SLOT_ID slot, CK_BYTE id, bool login, CK_SESSION_HANDLE& session,
+                       CK_MECHANISM_TYPE mechanism) {
   CK_RV rv = p11.C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &session);
   if (rv == CKR_OK && login) {
     std::string pin = kPin;
@@ -89,8 +90,8 @@ CK_RV prepareSignature(CK_FUNCTION_LIST& p11, CK_SLOT_ID slot, CK_BYTE id, bool 
   if (rv != CKR_OK || key == CK_INVALID_HANDLE) {
     return rv != CKR_OK ? rv : CKR_KEY_HANDLE_INVALID;
   }
-  CK_MECHANISM mechanism{CKM_SHA256_RSA_PKCS, nullptr, 0};
-  return p11.C_SignInit(session, &mechanism, key);
+  CK_MECHANISM chosen{mechanism, nullptr, 0};
+  return p11.C_SignInit(session, &chosen, key);
 }
 
 CK_RV signData(CK_FUNCTION_LIST& p11, CK_SESSION_HANDLE session, std::string* signature) {

@@ -42,8 +42,9 @@ bool removedRv(CK_RV rv);
 // --- without Catch2 (the second client uses them) ---
 // The private key with CKA_ID = id, or CK_INVALID_HANDLE (the search's CK_RV in `rv`).
 CK_OBJECT_HANDLE findPrivateKey(CK_FUNCTION_LIST& p11, CK_SESSION_HANDLE session, CK_BYTE id, CK_RV& rv);
-// Opens a session on `slot`, logs in (when asked) and starts a SHA256-RSA-PKCS signature with key `id`.
-CK_RV prepareSignature(CK_FUNCTION_LIST& p11, CK_SLOT_ID slot, CK_BYTE id, bool login, CK_SESSION_HANDLE& session);
+// Opens a session on `slot`, logs in (when asked) and starts a signature with key `id`.
+CK_RV prepareSignature(CK_FUNCTION_LIST& p11, CK_SLOT_ID slot, CK_BYTE id, bool login, CK_SESSION_HANDLE& session,
+                       CK_MECHANISM_TYPE mechanism = CKM_SHA256_RSA_PKCS);
 // C_Sign over kSignedData.
 CK_RV signData(CK_FUNCTION_LIST& p11, CK_SESSION_HANDLE session, std::string* signature = nullptr);
 // CKF_DONT_BLOCK until an event comes (CKR_OK and the slot), or CKR_NO_EVENT at the deadline.

@@ -139,6 +139,9 @@ TEST_CASE("pcscd restarted under a running dojangd: the card comes back, with no
   REQUIRE(eventually([&] { return tokenPresent(p11, *slot); }));
   const std::string publicKey = bench.generate("01", "EC:prime256v1");
   const std::size_t slotCount = slotList(p11, false).size();
+  // A session logged in and in the middle of a signature when pcscd goes.
+  CK_SESSION_HANDLE before = CK_INVALID_HANDLE;
+  REQUIRE(ckRvName(prepareSignature(p11, *slot, 0x01, true, before, CKM_ECDSA_SHA256)) == ckRvName(CKR_OK));
 
   SECTION("the card left in its reader: it reconnects to the new vpcd by itself") {
     {
@@ -160,6 +163,13 @@ TEST_CASE("pcscd restarted under a running dojangd: the card comes back, with no
   CHECK(readerSlot(p11, bench.reader()) == slot);
   CHECK(slotList(p11, false).size() == slotCount);
   CHECK(ecSignatureVerifies(bench, "01", publicKey));
+  // That session ended with the card it was on; the same client signs in a new one.
+  const CK_RV stale = signData(p11, before);
+  INFO("C_Sign on the session from before the restart: " << ckRvName(stale));
+  CHECK(removedRv(stale));
+  CK_SESSION_HANDLE after = CK_INVALID_HANDLE;
+  REQUIRE(ckRvName(prepareSignature(p11, *slot, 0x01, true, after, CKM_ECDSA_SHA256)) == ckRvName(CKR_OK));
+  CHECK(ckRvName(signData(p11, after)) == ckRvName(CKR_OK));
   CHECK(bench.daemon->pid() == daemonPid);
   CHECK(dojang::test::processAlive(daemonPid));
   REQUIRE(module.finalize() == CKR_OK);
@@ -260,6 +270,12 @@ TEST_CASE("a card pulled mid-signature ends every session on it, dojangd stays, 
   std::string signature;
   REQUIRE(ckRvName(signData(p11, again, &signature)) == ckRvName(CKR_OK));
   CHECK(bench.verifies(publicKey, signature));
+  // The sessions of the pulled card stay ended: they do not reach the card put back.
+  CHECK(removedRv(p11.C_GetSessionInfo(first, &info)));
+  CK_MECHANISM rsa{CKM_SHA256_RSA_PKCS, nullptr, 0};
+  CHECK(removedRv(p11.C_SignInit(second, &rsa, CK_OBJECT_HANDLE{1})));
+  const CK_RV closed = p11.C_CloseSession(first);
+  CHECK((closed == CKR_OK || removedRv(closed)));
 
   // Pulled between C_SignInit and C_Sign (a clean removal this time), then back again.
   CK_MECHANISM mechanism{CKM_SHA256_RSA_PKCS, nullptr, 0};
