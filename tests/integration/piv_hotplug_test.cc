@@ -413,6 +413,10 @@ TEST_CASE("one card, one slot: beside the OpenSC backend, dojangd shows the card
   bench.pcscd.start();
   REQUIRE(bench.card.waitUntilPresent(bench.reader()));
   shownOnce(bench, "PKCS#15 emulated");
+  // And again after pcscd restarts under both drivers.
+  bench.pcscd.restart();
+  REQUIRE(bench.card.waitUntilPresent(bench.reader()));
+  shownOnce(bench, "PKCS#15 emulated");
   CHECK(bench.daemon->stop() == 0);
 }
 
