@@ -31,6 +31,9 @@ class CardConnection final {
   friend class CardTransaction;
   // SCardReconnect after another program reset the card (SCARD_W_RESET_CARD).
   void reconnect();
+  // After an exchange failed: whether the card has left the reader. pcscd notices a removal
+  // only at its next look at the reader, so this asks again for a short while before it says no.
+  [[nodiscard]] bool cardGone() const;
   void disconnect() noexcept;
 
   std::string m_reader;
@@ -50,6 +53,8 @@ class CardTransaction final : public ApduChannel {
   ~CardTransaction() override;
 
   [[nodiscard]] bool wasReset() const noexcept { return m_wasReset; }
+  // A card pulled in the middle of the exchange throws TokenRemoved (CKR_DEVICE_REMOVED), whatever
+  // SCardTransmit made of it (a failure, or an answer without a status word).
   Bytes transmit(std::span<const std::uint8_t> command) override;
 
  private:

@@ -153,14 +153,19 @@ bool PivDriver::servesSlotDescription(const std::string& slotDescription) {
     return false;
   }
   const std::lock_guard lock(m_mutex);
+  bool known = false;
   for (const auto& reader : m_readers) {
     const bool same = reader == wanted ||
                       (wanted.size() >= kSlotDescriptionLength - 4 && reader.compare(0, wanted.size(), wanted) == 0);
     if (same && matchesReader(reader) && m_foreignCards.count(reader) == 0) {
       return true;
     }
+    known = known || same;
   }
-  return false;
+  // A reader not listed here yet: pcscd came back, or the reader was plugged in, and the vendor
+  // module looked before this driver did. Its slot must not be numbered meanwhile (a slot, once
+  // numbered, stays), so the description is taken for the reader's name.
+  return !known && matchesReader(wanted);
 }
 
 bool PivDriver::waitForChange() { return m_monitor.waitForChange(); }

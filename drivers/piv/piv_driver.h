@@ -36,7 +36,8 @@ class PivDriver final : public token::Driver {
   // serves, so the daemon shows that card once, through this driver (src/daemon/driver_dedupe.h).
   // OpenSC and ykcs11 put the reader name there (cut to 64 characters); a reader counts as
   // served when its name matches the configured patterns and it does not hold a card found to
-  // be no PIV card (that one is left to the other driver).
+  // be no PIV card (that one is left to the other driver). A description naming no reader this
+  // driver has listed yet counts as served when it matches the patterns itself.
   [[nodiscard]] bool servesSlotDescription(const std::string& slotDescription);
   [[nodiscard]] bool matchesReader(const std::string& reader) const;
 

@@ -176,7 +176,9 @@ class Token {
   virtual ~Token() = default;
 
   virtual TokenDescription describe() = 0;
-  // Read fresh on every call (the daemon caches it); the PIN flags of CK_TOKEN_INFO come from it.
+  // The PIN flags of CK_TOKEN_INFO come from it, and the daemon asks about once a second. A vendor
+  // module reads it fresh; a card driver answers from what its own PIN commands last told it, so
+  // that an idle card gets no APDUs (a wrong PIN typed in another program shows at the next check).
   virtual PinStates pinState() = 0;
   virtual std::vector<MechanismEntry> mechanisms() = 0;
   virtual std::unique_ptr<TokenSession> openSession() = 0;

@@ -150,6 +150,11 @@ void PcscdProcess::start() {
   if (m_process && m_process->running()) {
     return;
   }
+  // Under the lock no other test's pcscd runs, so one that answers was left behind (by a test
+  // that crashed): ours would exit at once, and the reader check below would pass on the old one.
+  if (PcscContext().valid()) {
+    throw std::runtime_error("a pcscd is already running (left over by a crashed test?); stop it first");
+  }
   // -c replaces /etc/reader.conf.d with our file; -f keeps it in the foreground, logging to stdout.
   m_process = std::make_unique<BackgroundProcess>(
       std::vector<std::string>{"pcscd", "-f", "-c", (m_directory / "reader.conf").string()}, logFile());

@@ -19,6 +19,9 @@
 //   --yubikey-version X.Y.Z         answer YubiKey's GET VERSION (FD), GET SERIAL (F8) and SET
 //   --serial N                      MANAGEMENT KEY (FF) and use a YubiKey 5 ATR; either option turns
 //                                   this on (defaults 5.4.3 and 10000001); otherwise those are 6D00
+//   --exit-on-ins INS[:P2]          (hex) when a command with this INS (and P2) arrives, close the
+//                                   socket without answering, save the state and exit 0: the card
+//                                   pulled in the middle of an APDU exchange
 // SIGTERM or SIGINT: the socket is closed (card pulled), the state saved, exit status 0.
 //
 // A new card: PIN 123456, PUK 12345678, 3 tries each, no keys, a CHUID with a random GUID, the
@@ -77,6 +80,12 @@ namespace {
 
 constexpr std::string_view kDefaultManagementKey = "010203040506070801020304050607080102030405060708";
 
+// A command that makes the card leave instead of answering (--exit-on-ins).
+struct ExitTrigger {
+  std::uint8_t ins = 0;
+  std::optional<std::uint8_t> p2;
+};
+
 struct Options {
   std::uint16_t port = 0;
   std::filesystem::path stateFile;
@@ -84,6 +93,7 @@ struct Options {
   std::uint8_t managementAlgorithm = algorithm::kTripleDes;
   std::string managementKeyHex{kDefaultManagementKey};
   std::optional<YubicoIdentity> yubico;
+  std::optional<ExitTrigger> exitOn;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
@@ -91,7 +101,7 @@ struct Options {
                "dojang-virtual-piv: %s\n"
                "usage: dojang-virtual-piv --port N [--state FILE] [--apdu-log FILE]\n"
                "       [--management-key-algorithm 3des|aes128|aes192|aes256] [--management-key HEX]\n"
-               "       [--yubikey-version X.Y.Z] [--serial N]\n",
+               "       [--yubikey-version X.Y.Z] [--serial N] [--exit-on-ins INS[:P2]]\n",
                problem.c_str());
   std::exit(2);
 }
@@ -145,6 +155,15 @@ Options parseOptions(int argc, char** argv) {
       YubicoIdentity identity = options.yubico.value_or(YubicoIdentity{});
       identity.serial = static_cast<std::uint32_t>(std::strtoul(value.c_str(), nullptr, 10));
       options.yubico = identity;
+    } else if (name == "--exit-on-ins") {
+      unsigned ins = 0;
+      unsigned p2 = 0;
+      const int read = std::sscanf(value.c_str(), "%2x:%2x", &ins, &p2);
+      if (read < 1) {
+        usage("bad INS[:P2] " + value);
+      }
+      options.exitOn = ExitTrigger{static_cast<std::uint8_t>(ins),
+                                   read == 2 ? std::optional<std::uint8_t>(static_cast<std::uint8_t>(p2)) : std::nullopt};
     } else {
       usage("unknown option " + std::string(name));
     }
@@ -230,8 +249,13 @@ int connectToVpcd(std::uint16_t port, int signals) {
 
 enum class SessionEnd { Removed, Stop };
 
-// Serves one insertion: until vpcd closes the connection or a signal arrives.
-SessionEnd serve(int socket, int signals, CardChannel& channel, PivApplet& applet, const Bytes& atr) {
+bool triggersExit(const std::optional<ExitTrigger>& trigger, const Bytes& apdu) {
+  return trigger && apdu.size() >= 4 && apdu[1] == trigger->ins && (!trigger->p2 || apdu[3] == *trigger->p2);
+}
+
+// Serves one insertion: until vpcd closes the connection, a signal arrives or the exit trigger.
+SessionEnd serve(int socket, int signals, CardChannel& channel, PivApplet& applet, const Bytes& atr,
+                 const std::optional<ExitTrigger>& exitOn) {
   while (true) {
     pollfd waits[2] = {{socket, POLLIN, 0}, {signals, POLLIN, 0}};
     if (::poll(waits, 2, -1) < 0) {
@@ -265,6 +289,9 @@ SessionEnd serve(int socket, int signals, CardChannel& channel, PivApplet& apple
           break;
       }
       continue;
+    }
+    if (triggersExit(exitOn, payload)) {
+      return SessionEnd::Stop;  // unanswered: the reader sees the card vanish mid-exchange
     }
     if (!sendFrame(socket, channel.transmit(payload))) {
       return SessionEnd::Removed;
@@ -310,7 +337,7 @@ int run(const Options& options) {
     if (socket < 0) {
       break;
     }
-    const SessionEnd end = serve(socket, signals, channel, applet, atr);
+    const SessionEnd end = serve(socket, signals, channel, applet, atr, options.exitOn);
     ::close(socket);
     applet.resetSecurityStatus();
     channel.reset();

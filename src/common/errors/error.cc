@@ -35,6 +35,7 @@ ErrorKind kindOfCkRv(CK_RV rv) noexcept {
     case CKR_HOST_MEMORY:
     case CKR_SESSION_COUNT:
     case CKR_FUNCTION_CANCELED:
+    case CKR_NO_EVENT:  // C_WaitForSlotEvent(CKF_DONT_BLOCK): nothing yet, an everyday answer
       return ErrorKind::Retryable;
     case CKR_ARGUMENTS_BAD:
     case CKR_ATTRIBUTE_VALUE_INVALID:
