@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "src/common/cryptoki/secret_attributes.h"
 #include "src/common/errors/foreign_errors.h"
 #include "src/common/ossl/owners.h"
 
@@ -18,9 +19,13 @@ token::Bytes ulongBytes(CK_ULONG value) {
   return bytes;
 }
 
-token::Bytes boolBytes(bool value) { return {static_cast<std::uint8_t>(value ? CK_TRUE : CK_FALSE)}; }
+token::Bytes boolBytes(bool value) {
+  return {static_cast<std::uint8_t>(value ? CK_TRUE : CK_FALSE)};
+}
 
-token::Bytes textBytes(const std::string& text) { return token::Bytes(text.begin(), text.end()); }
+token::Bytes textBytes(const std::string& text) {
+  return token::Bytes(text.begin(), text.end());
+}
 
 template <class T, class Encode>
 token::Bytes derOf(T* object, Encode encode) {
@@ -125,10 +130,9 @@ token::AttributeList objectAttributes(const KeySlot& slot, const SlotContent& co
   const bool rsa = key.keyType == CKK_RSA;
   addKeyFacts(out, key);
   out.push_back({CKA_LOCAL, boolBytes(notes.generatedOnCard)});
-  out.push_back({CKA_KEY_GEN_MECHANISM,
-                 ulongBytes(!notes.generatedOnCard ? CK_UNAVAILABLE_INFORMATION
-                            : rsa                    ? CKM_RSA_PKCS_KEY_PAIR_GEN
-                                                     : CKM_EC_KEY_PAIR_GEN)});
+  out.push_back({CKA_KEY_GEN_MECHANISM, ulongBytes(!notes.generatedOnCard ? CK_UNAVAILABLE_INFORMATION
+                                                   : rsa                  ? CKM_RSA_PKCS_KEY_PAIR_GEN
+                                                                          : CKM_EC_KEY_PAIR_GEN)});
   out.push_back({CKA_DERIVE, boolBytes(false)});
   if (fields) {
     out.push_back({CKA_SUBJECT, fields->subject});
@@ -162,21 +166,7 @@ token::AttributeList objectAttributes(const KeySlot& slot, const SlotContent& co
 }
 
 bool isSensitiveAttribute(ObjectKind kind, CK_ATTRIBUTE_TYPE type) {
-  if (kind != ObjectKind::PrivateKey) {
-    return false;
-  }
-  switch (type) {
-    case CKA_VALUE:
-    case CKA_PRIVATE_EXPONENT:
-    case CKA_PRIME_1:
-    case CKA_PRIME_2:
-    case CKA_EXPONENT_1:
-    case CKA_EXPONENT_2:
-    case CKA_COEFFICIENT:
-      return true;
-    default:
-      return false;
-  }
+  return kind == ObjectKind::PrivateKey && isSecretAttribute(CKO_PRIVATE_KEY, type);
 }
 
 bool matchesTemplate(const token::AttributeList& attributes, const token::AttributeList& templ) {

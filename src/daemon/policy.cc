@@ -12,11 +12,11 @@ namespace dojang::daemon {
 
 namespace {
 constexpr CK_MECHANISM_TYPE kRsaSigning[] = {
-    CKM_RSA_PKCS,          CKM_RSA_PKCS_PSS,        CKM_RSA_PKCS_OAEP,       CKM_SHA1_RSA_PKCS,
-    CKM_SHA224_RSA_PKCS,   CKM_SHA256_RSA_PKCS,     CKM_SHA384_RSA_PKCS,     CKM_SHA512_RSA_PKCS,
-    CKM_SHA1_RSA_PKCS_PSS, CKM_SHA224_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS_PSS,
+    CKM_RSA_PKCS,           CKM_RSA_PKCS_PSS,        CKM_RSA_PKCS_OAEP,       CKM_SHA1_RSA_PKCS,
+    CKM_SHA224_RSA_PKCS,    CKM_SHA256_RSA_PKCS,     CKM_SHA384_RSA_PKCS,     CKM_SHA512_RSA_PKCS,
+    CKM_SHA1_RSA_PKCS_PSS,  CKM_SHA224_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS_PSS,
     CKM_SHA512_RSA_PKCS_PSS};
-constexpr CK_MECHANISM_TYPE kEcSigning[] = {CKM_ECDSA, CKM_ECDSA_SHA1, CKM_ECDSA_SHA224,
+constexpr CK_MECHANISM_TYPE kEcSigning[] = {CKM_ECDSA,        CKM_ECDSA_SHA1,   CKM_ECDSA_SHA224,
                                             CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512};
 constexpr CK_MECHANISM_TYPE kDigests[] = {CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512};
 constexpr CK_MECHANISM_TYPE kKeyGeneration[] = {CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_EC_KEY_PAIR_GEN};
@@ -48,27 +48,8 @@ bool isServedMechanismParameters(const token::Mechanism& mechanism) noexcept {
   return !(mechanism.params.kind == token::MechanismParameters::Kind::Oaep && !mechanism.params.data.empty());
 }
 
-bool isKeyGenerationMechanism(CK_MECHANISM_TYPE type) noexcept { return contains(kKeyGeneration, type); }
-
-bool isSecretAttribute(CK_OBJECT_CLASS objectClass, CK_ATTRIBUTE_TYPE type) noexcept {
-  if (objectClass == CKO_SECRET_KEY) {
-    return type == CKA_VALUE;
-  }
-  if (objectClass != CKO_PRIVATE_KEY) {
-    return false;
-  }
-  switch (type) {
-    case CKA_VALUE:
-    case CKA_PRIVATE_EXPONENT:
-    case CKA_PRIME_1:
-    case CKA_PRIME_2:
-    case CKA_EXPONENT_1:
-    case CKA_EXPONENT_2:
-    case CKA_COEFFICIENT:
-      return true;
-    default:
-      return false;
-  }
+bool isKeyGenerationMechanism(CK_MECHANISM_TYPE type) noexcept {
+  return contains(kKeyGeneration, type);
 }
 
 void enforcePrivateKeyTemplate(token::AttributeList& templ) {
@@ -79,8 +60,8 @@ void enforcePrivateKeyTemplate(token::AttributeList& templ) {
 
 void checkTemplate(const token::AttributeList& templ) {
   if (templ.size() > wire::kMaxTemplateAttributes) {
-    fail(CKR_TEMPLATE_INCONSISTENT, "template has more than " + std::to_string(wire::kMaxTemplateAttributes) +
-                                        " attributes");
+    fail(CKR_TEMPLATE_INCONSISTENT,
+         "template has more than " + std::to_string(wire::kMaxTemplateAttributes) + " attributes");
   }
   std::vector<CK_ATTRIBUTE_TYPE> types;
   types.reserve(templ.size());
@@ -150,6 +131,8 @@ token::Bytes ulongBytes(CK_ULONG value) {
   return bytes;
 }
 
-token::Bytes boolBytes(bool value) { return {static_cast<std::uint8_t>(value ? CK_TRUE : CK_FALSE)}; }
+token::Bytes boolBytes(bool value) {
+  return {static_cast<std::uint8_t>(value ? CK_TRUE : CK_FALSE)};
+}
 
 }  // namespace dojang::daemon

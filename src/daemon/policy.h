@@ -8,6 +8,7 @@
 
 #include "drivers/token/token.h"
 #include "src/common/cryptoki/cryptoki.h"
+#include "src/common/cryptoki/secret_attributes.h"
 
 namespace dojang::daemon {
 
@@ -23,9 +24,9 @@ namespace dojang::daemon {
 // TLS, CMS and every common client use, work.
 [[nodiscard]] bool isServedMechanismParameters(const token::Mechanism& mechanism) noexcept;
 
-// Attributes of private and secret keys that never leave the daemon, even if a backend would
-// hand them out (a token with extractable keys, a misconfigured SoftHSM).
-[[nodiscard]] bool isSecretAttribute(CK_OBJECT_CLASS objectClass, CK_ATTRIBUTE_TYPE type) noexcept;
+// Attributes of private and secret keys never leave the daemon, even if a backend would hand them
+// out (a token with extractable keys, a misconfigured SoftHSM): dojang::isSecretAttribute.
+using dojang::isSecretAttribute;
 
 // Sets CKA_SENSITIVE=TRUE, CKA_EXTRACTABLE=FALSE and CKA_PRIVATE=TRUE in a private- or
 // secret-key template, replacing whatever the client asked for.
@@ -39,7 +40,8 @@ void checkTemplate(const token::AttributeList& templ);
 // A CK_BBOOL or CK_ULONG attribute of a template: nullopt when absent, CKR_ATTRIBUTE_VALUE_INVALID
 // when its value has the wrong size (the daemon must not guess what the token will make of it).
 [[nodiscard]] std::optional<bool> templateBool(const token::AttributeList& templ, CK_ATTRIBUTE_TYPE type);
-[[nodiscard]] std::optional<CK_ULONG> templateUlong(const token::AttributeList& templ, CK_ATTRIBUTE_TYPE type);
+[[nodiscard]] std::optional<CK_ULONG> templateUlong(const token::AttributeList& templ,
+                                                    CK_ATTRIBUTE_TYPE type);
 
 [[nodiscard]] constexpr bool isKeyClass(CK_OBJECT_CLASS objectClass) noexcept {
   return objectClass == CKO_PRIVATE_KEY || objectClass == CKO_SECRET_KEY;
