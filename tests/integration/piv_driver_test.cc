@@ -4,11 +4,10 @@
 // PKCS#1 and PSS signatures, decryption, the APDU budget of a second client, a wrong PIN, a
 // blocked one, and the PUK unblocking it.
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 #include <fstream>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/support/dojangd_process.h"
@@ -25,7 +24,9 @@ constexpr const char* kTokenLabel = "PIV card";
 constexpr const char* kPin = "123456";
 constexpr const char* kPuk = "12345678";
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 std::string readFile(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -58,8 +59,8 @@ struct PivBench {
   }
   // pkcs11-tool on the card's token through dojang.
   CommandResult tool(std::vector<std::string> arguments) const {
-    arguments.insert(arguments.begin(),
-                     {"pkcs11-tool", "--module", dojang::test::dojangModulePath(), "--token-label", kTokenLabel});
+    arguments.insert(arguments.begin(), {"pkcs11-tool", "--module", dojang::test::dojangModulePath(),
+                                         "--token-label", kTokenLabel});
     return run(arguments);
   }
   CommandResult userTool(std::vector<std::string> arguments) const {
@@ -93,19 +94,24 @@ struct PivBench {
   void certify(const std::string& id, const std::string& publicKey) const {
     if (!std::filesystem::exists(path("ca.key"))) {
       REQUIRE(run({"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
-                   path("ca.key")}).exitCode == 0);
-      REQUIRE(run({"openssl", "req", "-new", "-x509", "-key", path("ca.key"), "-subj", "/CN=piv driver test CA",
-                   "-days", "30", "-out", path("ca.pem")}).exitCode == 0);
+                   path("ca.key")})
+                  .exitCode == 0);
+      REQUIRE(run({"openssl", "req", "-new", "-x509", "-key", path("ca.key"), "-subj",
+                   "/CN=piv driver test CA", "-days", "30", "-out", path("ca.pem")})
+                  .exitCode == 0);
     }
     const std::string request = path("req-" + id + ".csr");
     const std::string certificate = path("cert-" + id + ".der");
-    REQUIRE(run({"openssl", "req", "-new", "-key", path("ca.key"), "-subj", "/CN=card key " + id, "-out", request})
+    REQUIRE(run({"openssl", "req", "-new", "-key", path("ca.key"), "-subj", "/CN=card key " + id, "-out",
+                 request})
                 .exitCode == 0);
     REQUIRE(run({"openssl", "x509", "-req", "-in", request, "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
                  "-CAcreateserial", "-force_pubkey", publicKey, "-days", "30", "-outform", "DER", "-out",
-                 certificate}).exitCode == 0);
-    REQUIRE(userTool({"--write-object", certificate, "--type", "cert", "--id", id, "--label", "card cert " + id})
+                 certificate})
                 .exitCode == 0);
+    REQUIRE(
+        userTool({"--write-object", certificate, "--type", "cert", "--id", id, "--label", "card cert " + id})
+            .exitCode == 0);
   }
 
   static std::string joined(const std::vector<std::string>& argv) {
@@ -126,46 +132,71 @@ struct PivBench {
 
 }  // namespace
 
-TEST_CASE("PIV through dojang: on-card keys, certificates, ECDSA, PKCS#1, PSS, decryption, no APDUs for a second client",
-          "[piv][integration]") {
+TEST_CASE(
+    "PIV through dojang: on-card keys, certificates, ECDSA, PKCS#1, PSS, decryption, no APDUs for a second "
+    "client",
+    "[piv][integration]") {
   PivBench bench;
   bench.insert();
   bench.waitForToken();
   writeFile(bench.path("data"), "the data to sign, PIV through dojang\n");
 
   // EC P-256 in 9A (CKA_ID 01), generated on the card.
-  REQUIRE(bench.userTool({"--keypairgen", "--key-type", "EC:prime256v1", "--id", "01", "--label", "ec"}).exitCode == 0);
+  REQUIRE(bench.userTool({"--keypairgen", "--key-type", "EC:prime256v1", "--id", "01", "--label", "ec"})
+              .exitCode == 0);
   const std::string ecPublic = bench.publicKeyPem("01");
   bench.certify("01", ecPublic);
-  REQUIRE(bench.userTool({"--sign", "--mechanism", "ECDSA-SHA256", "--id", "01", "-i", bench.path("data"), "-o",
-                          bench.path("sig-ec"), "--signature-format", "openssl"}).exitCode == 0);
-  CHECK(bench.run({"openssl", "dgst", "-sha256", "-verify", ecPublic, "-signature", bench.path("sig-ec"),
-                   bench.path("data")}).exitCode == 0);
+  REQUIRE(bench
+              .userTool({"--sign", "--mechanism", "ECDSA-SHA256", "--id", "01", "-i", bench.path("data"),
+                         "-o", bench.path("sig-ec"), "--signature-format", "openssl"})
+              .exitCode == 0);
+  CHECK(bench
+            .run({"openssl", "dgst", "-sha256", "-verify", ecPublic, "-signature", bench.path("sig-ec"),
+                  bench.path("data")})
+            .exitCode == 0);
 
   // RSA-2048 in 9D (CKA_ID 03): PKCS#1 v1.5 and PSS signatures, decryption.
-  REQUIRE(bench.userTool({"--keypairgen", "--key-type", "rsa:2048", "--id", "03", "--label", "rsa"}).exitCode == 0);
+  REQUIRE(
+      bench.userTool({"--keypairgen", "--key-type", "rsa:2048", "--id", "03", "--label", "rsa"}).exitCode ==
+      0);
   const std::string rsaPublic = bench.publicKeyPem("03");
   bench.certify("03", rsaPublic);
-  REQUIRE(bench.userTool({"--sign", "--mechanism", "SHA256-RSA-PKCS", "--id", "03", "-i", bench.path("data"), "-o",
-                          bench.path("sig-pkcs1")}).exitCode == 0);
-  CHECK(bench.run({"openssl", "dgst", "-sha256", "-verify", rsaPublic, "-signature", bench.path("sig-pkcs1"),
-                   bench.path("data")}).exitCode == 0);
-  REQUIRE(bench.userTool({"--sign", "--mechanism", "SHA256-RSA-PKCS-PSS", "--id", "03", "-i", bench.path("data"), "-o",
-                          bench.path("sig-pss")}).exitCode == 0);
-  CHECK(bench.run({"openssl", "dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:-2",
-                   "-verify", rsaPublic, "-signature", bench.path("sig-pss"), bench.path("data")}).exitCode == 0);
+  REQUIRE(bench
+              .userTool({"--sign", "--mechanism", "SHA256-RSA-PKCS", "--id", "03", "-i", bench.path("data"),
+                         "-o", bench.path("sig-pkcs1")})
+              .exitCode == 0);
+  CHECK(bench
+            .run({"openssl", "dgst", "-sha256", "-verify", rsaPublic, "-signature", bench.path("sig-pkcs1"),
+                  bench.path("data")})
+            .exitCode == 0);
+  REQUIRE(bench
+              .userTool({"--sign", "--mechanism", "SHA256-RSA-PKCS-PSS", "--id", "03", "-i",
+                         bench.path("data"), "-o", bench.path("sig-pss")})
+              .exitCode == 0);
+  CHECK(bench
+            .run({"openssl", "dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt",
+                  "rsa_pss_saltlen:-2", "-verify", rsaPublic, "-signature", bench.path("sig-pss"),
+                  bench.path("data")})
+            .exitCode == 0);
 
   writeFile(bench.path("secret"), "a session key");
-  REQUIRE(bench.run({"openssl", "pkeyutl", "-encrypt", "-pubin", "-inkey", rsaPublic, "-in", bench.path("secret"),
-                     "-out", bench.path("secret.enc")}).exitCode == 0);
-  REQUIRE(bench.userTool({"--decrypt", "--mechanism", "RSA-PKCS", "--id", "03", "-i", bench.path("secret.enc"), "-o",
-                          bench.path("secret.dec")}).exitCode == 0);
-  CHECK(readFile(bench.path("secret.dec")) == "a session key");
-  REQUIRE(bench.run({"openssl", "pkeyutl", "-encrypt", "-pubin", "-inkey", rsaPublic, "-pkeyopt",
-                     "rsa_padding_mode:oaep", "-in", bench.path("secret"), "-out", bench.path("secret.oaep")})
+  REQUIRE(bench
+              .run({"openssl", "pkeyutl", "-encrypt", "-pubin", "-inkey", rsaPublic, "-in",
+                    bench.path("secret"), "-out", bench.path("secret.enc")})
               .exitCode == 0);
-  REQUIRE(bench.userTool({"--decrypt", "--mechanism", "RSA-PKCS-OAEP", "--hash-algorithm", "SHA-1", "--mgf",
-                          "MGF1-SHA1", "--id", "03", "-i", bench.path("secret.oaep"), "-o", bench.path("secret.dec2")})
+  REQUIRE(bench
+              .userTool({"--decrypt", "--mechanism", "RSA-PKCS", "--id", "03", "-i", bench.path("secret.enc"),
+                         "-o", bench.path("secret.dec")})
+              .exitCode == 0);
+  CHECK(readFile(bench.path("secret.dec")) == "a session key");
+  REQUIRE(bench
+              .run({"openssl", "pkeyutl", "-encrypt", "-pubin", "-inkey", rsaPublic, "-pkeyopt",
+                    "rsa_padding_mode:oaep", "-in", bench.path("secret"), "-out", bench.path("secret.oaep")})
+              .exitCode == 0);
+  REQUIRE(bench
+              .userTool({"--decrypt", "--mechanism", "RSA-PKCS-OAEP", "--hash-algorithm", "SHA-1", "--mgf",
+                         "MGF1-SHA1", "--id", "03", "-i", bench.path("secret.oaep"), "-o",
+                         bench.path("secret.dec2")})
               .exitCode == 0);
   CHECK(readFile(bench.path("secret.dec2")) == "a session key");
 
@@ -211,4 +242,63 @@ TEST_CASE("PIV through dojang: a wrong PIN shows in the token flags, three block
               .exitCode == 0);
   CHECK_FALSE(contains(bench.tool({"--list-token-slots"}).out, "user PIN locked"));
   CHECK(bench.tool({"--login", "--pin", "654321", "--list-objects"}).exitCode == 0);
+}
+
+TEST_CASE("PIV through dojang: ECDSA P-384 on the card, and the PIN changed with C_SetPIN",
+          "[piv][integration]") {
+  PivBench bench;
+  bench.insert();
+  bench.waitForToken();
+  writeFile(bench.path("data"), "P-384 through dojang\n");
+
+  // EC P-384 in 9E (CKA_ID 04): the card signs a SHA-384 hash, openssl verifies.
+  REQUIRE(bench.userTool({"--keypairgen", "--key-type", "EC:secp384r1", "--id", "04", "--label", "p384"})
+              .exitCode == 0);
+  // pkcs11-tool 0.23 cannot export a P-384 public key ("cannot create EVP_PKEY", SoftHSM too), so
+  // the SubjectPublicKeyInfo is made from the EC_POINT it lists: the fixed P-384 prefix, then the
+  // point inside CKA_EC_POINT's OCTET STRING (04 61).
+  const auto listed = bench.tool({"--list-objects", "--type", "pubkey", "--id", "04"}).out;
+  const auto at = listed.find("EC_POINT:   0461");
+  REQUIRE(at != std::string::npos);
+  const std::string pointHex = listed.substr(at + std::string("EC_POINT:   0461").size(), 194);
+  std::string spki = "3076301006072a8648ce3d020106052b81040022036200";
+  spki += pointHex;
+  std::string der;
+  for (std::size_t i = 0; i + 1 < spki.size(); i += 2) {
+    der += static_cast<char>(std::stoi(spki.substr(i, 2), nullptr, 16));
+  }
+  writeFile(bench.path("pub-04.der"), der);
+  const std::string publicKey = bench.path("pub-04.pem");
+  REQUIRE(bench
+              .run({"openssl", "pkey", "-pubin", "-inform", "DER", "-in", bench.path("pub-04.der"), "-out",
+                    publicKey})
+              .exitCode == 0);
+  bench.certify("04", publicKey);
+  REQUIRE(bench
+              .userTool({"--sign", "--mechanism", "ECDSA-SHA384", "--id", "04", "-i", bench.path("data"),
+                         "-o", bench.path("sig-384"), "--signature-format", "openssl"})
+              .exitCode == 0);
+  CHECK(bench
+            .run({"openssl", "dgst", "-sha384", "-verify", publicKey, "-signature", bench.path("sig-384"),
+                  bench.path("data")})
+            .exitCode == 0);
+
+  // C_SetPIN is CHANGE REFERENCE DATA: the new PIN logs in, the old one is refused, and the card
+  // keeps it after being pulled and put back.
+  REQUIRE(bench.userTool({"--change-pin", "--new-pin", "24681357"}).exitCode == 0);
+  CHECK(bench.tool({"--login", "--pin", "24681357", "--list-objects", "--type", "privkey"}).exitCode == 0);
+  const auto refused = bench.tool({"--login", "--pin", kPin, "--list-objects", "--type", "privkey"});
+  CHECK(refused.exitCode != 0);
+  CHECK(contains(refused.out + refused.err, "CKR_PIN_INCORRECT"));
+  REQUIRE(bench.card.stop() == 0);
+  // Seen out first: vpcd's reader is looked at every 400 ms, and a card back sooner was never out
+  // as far as pcscd can tell.
+  REQUIRE(bench.card.waitUntilAbsent(bench.pcscd.readerName()));
+  bench.insert();
+  bench.waitForToken();
+  const auto signedAfter =
+      bench.tool({"--login", "--pin", "24681357", "--sign", "--mechanism", "ECDSA-SHA384", "--id", "04", "-i",
+                  bench.path("data"), "-o", bench.path("sig-384b")});
+  INFO(bench.daemon.log());
+  CHECK(signedAfter.exitCode == 0);
 }
