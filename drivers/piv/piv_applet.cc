@@ -52,14 +52,29 @@ std::span<const std::uint8_t> dynamicResponse(const pcsc::ResponseApdu& response
 
 }  // namespace
 
-pcsc::ResponseApdu PivApplet::send(const pcsc::CommandApdu& command) { return pcsc::exchange(m_channel, command); }
+pcsc::ResponseApdu PivApplet::send(const pcsc::CommandApdu& command) {
+  auto response = pcsc::exchange(m_channel, command);
+  // "Instruction not supported" from a card whose PIV application answered before: another
+  // program on the shared card (gpg on a YubiKey) selected its own application. Select PIV again
+  // and ask once more; a PIN verified before is gone then, and the card says so (6982).
+  if ((response.status == 0x6D00 || response.status == 0x6E00) && m_selectedOnce && !m_reselected) {
+    m_reselected = true;
+    select();
+    response = pcsc::exchange(m_channel, command);
+    if (response.status == 0x6982) {
+      throw Error(CKR_USER_NOT_LOGGED_IN, ErrorKind::LoginLost,
+                  "another program selected another application on the card; its PIN verification is gone");
+    }
+  }
+  return response;
+}
 
 void PivApplet::select() {
-  const auto response = send(apdu::select());
+  const auto response = pcsc::exchange(m_channel, apdu::select());
   if (response.status == 0x6A82 || response.status == 0x6A86 || response.status == 0x6D00 ||
       response.status == 0x6E00) {
-    fail(CKR_TOKEN_NOT_RECOGNIZED, "the card has no PIV application (SELECT answered " +
-                                       pcsc::statusText(response.status) + ")");
+    fail(CKR_TOKEN_NOT_RECOGNIZED,
+         "the card has no PIV application (SELECT answered " + pcsc::statusText(response.status) + ")");
   }
   checkCardStatus(response.status, "SELECT PIV");
 }
@@ -156,7 +171,9 @@ PinStatus PivApplet::pinStatus() {
   return {};
 }
 
-void PivApplet::verifyPin(const SecureBytes& pin) { checkCardStatus(send(apdu::verify(pin)).status, "VERIFY PIN"); }
+void PivApplet::verifyPin(const SecureBytes& pin) {
+  checkCardStatus(send(apdu::verify(pin)).status, "VERIFY PIN");
+}
 
 void PivApplet::resetPinStatus() {
   pcsc::CommandApdu command = apdu::verifyStatus();
@@ -164,11 +181,15 @@ void PivApplet::resetPinStatus() {
   (void)send(command);  // older cards answer 6A86; they keep the PIN verified until reset
 }
 
-void PivApplet::changeReference(std::uint8_t reference, const SecureBytes& oldValue, const SecureBytes& newValue) {
-  checkCardStatus(send(apdu::changeReferenceData(reference, oldValue, newValue)).status, "CHANGE REFERENCE DATA");
+void PivApplet::changeReference(std::uint8_t reference, const SecureBytes& oldValue,
+                                const SecureBytes& newValue) {
+  checkCardStatus(send(apdu::changeReferenceData(reference, oldValue, newValue)).status,
+                  "CHANGE REFERENCE DATA");
 }
 
-void PivApplet::checkPuk(const SecureBytes& puk) { changeReference(apdu::kPukReference, puk, puk); }
+void PivApplet::checkPuk(const SecureBytes& puk) {
+  changeReference(apdu::kPukReference, puk, puk);
+}
 
 void PivApplet::resetRetryCounter(const SecureBytes& puk, const SecureBytes& newPin) {
   checkCardStatus(send(apdu::resetRetryCounter(puk, newPin)).status, "RESET RETRY COUNTER");
@@ -178,12 +199,13 @@ void PivApplet::authenticateManagementKey(const ManagementKey& key) {
   const std::size_t block = blockSize(key.algorithm);
   // Step 1: ask for a witness, the card's random block encrypted under the key.
   const std::uint8_t requestWitness[] = {0x7C, 0x02, 0x80, 0x00};
-  const auto first = send(apdu::generalAuthenticate(key.algorithm, apdu::kManagementKeyReference, requestWitness));
+  const auto first =
+      send(apdu::generalAuthenticate(key.algorithm, apdu::kManagementKeyReference, requestWitness));
   if (first.status == 0x6A80 || first.status == 0x6A86) {
-    fail(CKR_FUNCTION_REJECTED, "the card's management key is not a " +
-                                    std::string(key.algorithm == apdu::Algorithm::TripleDes ? "3DES" : "AES") +
-                                    " key of this size (GENERAL AUTHENTICATE answered " +
-                                    pcsc::statusText(first.status) + ")");
+    fail(CKR_FUNCTION_REJECTED,
+         "the card's management key is not a " +
+             std::string(key.algorithm == apdu::Algorithm::TripleDes ? "3DES" : "AES") +
+             " key of this size (GENERAL AUTHENTICATE answered " + pcsc::statusText(first.status) + ")");
   }
   checkCardStatus(first.status, "GENERAL AUTHENTICATE (witness)");
   const auto witness = dynamicResponse(first, 0x80, "GENERAL AUTHENTICATE (witness)");
@@ -209,7 +231,8 @@ void PivApplet::authenticateManagementKey(const ManagementKey& key) {
   checkCardStatus(second.status, "GENERAL AUTHENTICATE (challenge)");
   const auto answer = dynamicResponse(second, 0x82, "GENERAL AUTHENTICATE (challenge)");
   const Bytes expected = encryptBlock(key, challenge);
-  if (answer.size() != expected.size() || CRYPTO_memcmp(answer.data(), expected.data(), expected.size()) != 0) {
+  if (answer.size() != expected.size() ||
+      CRYPTO_memcmp(answer.data(), expected.data(), expected.size()) != 0) {
     fail(CKR_FUNCTION_REJECTED, "the card did not prove it holds the management key");
   }
 }
@@ -230,7 +253,8 @@ Bytes PivApplet::privateKeyOperation(const KeySlot& slot, apdu::Algorithm algori
   appendTlv(inner, 0x82, {});  // the response goes here
   appendTlv(inner, 0x81, input);
   const auto response = send(apdu::generalAuthenticate(algorithm, slot.keyReference, encodeTlv(0x7C, inner)));
-  checkCardStatus(response.status, "GENERAL AUTHENTICATE (key " + hexText(std::span(&slot.keyReference, 1)) + ")");
+  checkCardStatus(response.status,
+                  "GENERAL AUTHENTICATE (key " + hexText(std::span(&slot.keyReference, 1)) + ")");
   const auto result = dynamicResponse(response, 0x82, "GENERAL AUTHENTICATE");
   return Bytes(result.begin(), result.end());
 }

@@ -30,7 +30,10 @@ struct PinStatus {
 
 class PivApplet final {
  public:
-  explicit PivApplet(pcsc::ApduChannel& channel) : m_channel(channel) {}
+  // `selectedBefore`: this card's PIV application answered in an earlier transaction, so an
+  // "instruction not supported" now means another application was selected in between.
+  explicit PivApplet(pcsc::ApduChannel& channel, bool selectedBefore = false)
+      : m_channel(channel), m_selectedOnce(selectedBefore) {}
 
   // SELECT the PIV application; throws Error(CKR_TOKEN_NOT_RECOGNIZED) when the card has none.
   void select();
@@ -80,6 +83,8 @@ class PivApplet final {
  private:
   pcsc::ResponseApdu send(const pcsc::CommandApdu& command);
   pcsc::ApduChannel& m_channel;
+  bool m_selectedOnce = false;
+  bool m_reselected = false;  // at most once per transaction
 };
 
 }  // namespace dojang::piv

@@ -19,12 +19,14 @@ constexpr unsigned kAssumedPinTries = 3;
 constexpr CK_ULONG kMinPinLength = 6;  // SP 800-73-4 Part 2, 2.4.3: 6 to 8 digits
 constexpr CK_ULONG kMaxPinLength = 8;
 
-
 }  // namespace
 
-PivCard::PivCard(std::shared_ptr<const pcsc::Context> context, const std::string& reader, const PivSettings& settings,
-                 const Warn& warn, std::shared_ptr<SlotOverlay> overlay)
-    : m_context(std::move(context)), m_connection(*m_context, reader), m_warn(warn), m_overlay(std::move(overlay)) {
+PivCard::PivCard(std::shared_ptr<const pcsc::Context> context, const std::string& reader,
+                 const PivSettings& settings, const Warn& warn, std::shared_ptr<SlotOverlay> overlay)
+    : m_context(std::move(context)),
+      m_connection(*m_context, reader),
+      m_warn(warn),
+      m_overlay(std::move(overlay)) {
   std::optional<FirmwareVersion> version;
   std::optional<std::uint32_t> yubikeySerial;
   std::optional<std::string> chuidSerial;
@@ -37,6 +39,7 @@ PivCard::PivCard(std::shared_ptr<const pcsc::Context> context, const std::string
     }
     readEverything(applet);
   });
+  m_pivAnsweredBefore = true;
   m_serial = yubikeySerial ? std::to_string(*yubikeySerial) : chuidSerial.value_or("");
   if (!m_serial.empty()) {
     m_identity = (yubikeySerial ? "yubikey:" : "chuid:") + m_serial;
@@ -69,9 +72,9 @@ PivCard::PivCard(std::shared_ptr<const pcsc::Context> context, const std::string
   }
   if (m_defaultManagementKey) {
     warn("the card in \"" + reader +
-                   "\" uses the well-known default management key; anyone can replace its keys and "
-                   "certificates. Set a new one (yubico-piv-tool -a set-mgm-key) and name it in "
-                   "[[piv.card]] management_key_file");
+         "\" uses the well-known default management key; anyone can replace its keys and "
+         "certificates. Set a new one (yubico-piv-tool -a set-mgm-key) and name it in "
+         "[[piv.card]] management_key_file");
   }
 
   m_description.label = version ? "YubiKey PIV" : "PIV card";
@@ -85,7 +88,8 @@ PivCard::PivCard(std::shared_ptr<const pcsc::Context> context, const std::string
   m_description.minPinLen = kMinPinLength;
   m_description.maxPinLen = kMaxPinLength;
   if (version) {
-    m_description.firmwareVersion = {version->major, static_cast<CK_BYTE>(version->minor * 10 + version->patch)};
+    m_description.firmwareVersion = {version->major,
+                                     static_cast<CK_BYTE>(version->minor * 10 + version->patch)};
     m_description.hardwareVersion = {version->major, version->minor};
   }
 }
@@ -93,7 +97,8 @@ PivCard::PivCard(std::shared_ptr<const pcsc::Context> context, const std::string
 std::optional<ManagementKey> PivCard::configuredKey(const PivSettings& settings) const {
   for (const PivCardSettings& card : settings.cards) {
     const bool bySerial = !card.serial.empty() && card.serial == m_serial;
-    const bool byReader = !card.reader.empty() && fnmatch(card.reader.c_str(), m_connection.reader().c_str(), 0) == 0;
+    const bool byReader =
+        !card.reader.empty() && fnmatch(card.reader.c_str(), m_connection.reader().c_str(), 0) == 0;
     if ((bySerial || byReader) && !card.managementKeyFile.empty()) {
       std::optional<apdu::Algorithm> algorithm;
       if (!card.managementKeyAlgorithm.empty()) {
@@ -239,7 +244,8 @@ void PivCard::writeCertificate(PivApplet& applet, std::size_t slotIndex, std::sp
     }
     // The certificate is written and works through dojang; only OpenSC's view lags.
     m_warn("the card in \"" + m_connection.reader() + "\" refused its Key History object (" + error.what() +
-           "); OpenSC will not see the certificate in retired slot " + hexText(std::span(&slot.keyReference, 1)));
+           "); OpenSC will not see the certificate in retired slot " +
+           hexText(std::span(&slot.keyReference, 1)));
   }
 }
 

@@ -36,8 +36,8 @@ class PivCard final {
   // `warn` takes what the daemon's log should say (a card with the default management key).
   // `overlay` (may be null) keeps what PIV cannot store (slot_overlay.h).
   using Warn = std::function<void(const std::string&)>;
-  PivCard(std::shared_ptr<const pcsc::Context> context, const std::string& reader, const PivSettings& settings,
-          const Warn& warn, std::shared_ptr<SlotOverlay> overlay = nullptr);
+  PivCard(std::shared_ptr<const pcsc::Context> context, const std::string& reader,
+          const PivSettings& settings, const Warn& warn, std::shared_ptr<SlotOverlay> overlay = nullptr);
 
   [[nodiscard]] const token::TokenDescription& description() const noexcept { return m_description; }
   [[nodiscard]] bool usesDefaultManagementKey() const noexcept { return m_defaultManagementKey; }
@@ -49,7 +49,7 @@ class PivCard final {
     const std::lock_guard lock(m_cardMutex);
     try {
       pcsc::CardTransaction transaction = beginLocked();
-      PivApplet applet(transaction);
+      PivApplet applet(transaction, m_pivAnsweredBefore);
       if (transaction.wasReset()) {
         afterResetLocked(applet);
       }
@@ -100,6 +100,7 @@ class PivCard final {
 
   std::shared_ptr<const pcsc::Context> m_context;  // the card handle belongs to it
   std::mutex m_cardMutex;                          // one operation on the card at a time
+  bool m_pivAnsweredBefore = false;                // the first transaction (at insertion) selected PIV
   pcsc::CardConnection m_connection;
   Warn m_warn;
 
@@ -118,7 +119,7 @@ class PivCard final {
   std::string m_serial;
   std::string m_identity;
   std::shared_ptr<SlotOverlay> m_overlay;
-  std::mutex m_overlayMutex;  // a slot's change and its row are written in the same order
+  std::mutex m_overlayMutex;          // a slot's change and its row are written in the same order
   std::optional<Bytes> m_keyHistory;  // the card's Key History object; guarded by m_cardMutex
 };
 

@@ -3,6 +3,8 @@
 // openssl checking the results: keys generated on the card, certificates written, ECDSA,
 // PKCS#1 and PSS signatures, decryption, the APDU budget of a second client, a wrong PIN, a
 // blocked one, and the PUK unblocking it.
+#include <PCSC/winscard.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +30,26 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
+// What gpg does on a shared YubiKey: SELECT its own application (OpenPGP), then leave the card as
+// it is.
+void selectOpenPgpElsewhere(const std::string& reader) {
+  SCARDCONTEXT context = 0;
+  REQUIRE(SCardEstablishContext(SCARD_SCOPE_SYSTEM, nullptr, nullptr, &context) == SCARD_S_SUCCESS);
+  SCARDHANDLE card = 0;
+  DWORD protocol = 0;
+  REQUIRE(SCardConnect(context, reader.c_str(), SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
+                       &card, &protocol) == SCARD_S_SUCCESS);
+  const std::uint8_t select[] = {0x00, 0xA4, 0x04, 0x00, 0x06, 0xD2, 0x76, 0x00, 0x01, 0x24, 0x01};
+  std::uint8_t answer[258];
+  DWORD length = sizeof answer;
+  CHECK(SCardTransmit(card, protocol == SCARD_PROTOCOL_T1 ? SCARD_PCI_T1 : SCARD_PCI_T0, select,
+                      sizeof select, nullptr, answer, &length) == SCARD_S_SUCCESS);
+  CHECK(length == 2);
+  CHECK((answer[0] == 0x90 && answer[1] == 0x00));
+  SCardDisconnect(card, SCARD_LEAVE_CARD);
+  SCardReleaseContext(context);
+}
+
 std::string readFile(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
@@ -45,8 +67,8 @@ struct PivBench {
         daemon(softhsm, dojang::test::DojangdOptions{
                             "", "[piv]\nenabled = true\nreaders = [\"dojang PIV driver test*\"]\n", {}}) {}
 
-  void insert() {
-    card.start(pcscd.port(), dir / "card.state");
+  void insert(const std::vector<std::string>& cardOptions = {}) {
+    card.start(pcscd.port(), dir / "card.state", cardOptions);
     REQUIRE(card.waitUntilPresent(pcscd.readerName()));
   }
 
@@ -301,4 +323,29 @@ TEST_CASE("PIV through dojang: ECDSA P-384 on the card, and the PIN changed with
                   bench.path("data"), "-o", bench.path("sig-384b")});
   INFO(bench.daemon.log());
   CHECK(signedAfter.exitCode == 0);
+}
+
+TEST_CASE("PIV through dojang: another program selecting its own application on the card does not break it",
+          "[piv][integration]") {
+  PivBench bench;
+  bench.insert({"--openpgp-applet"});
+  bench.waitForToken();
+  writeFile(bench.path("data"), "PIV after gpg\n");
+  REQUIRE(bench.userTool({"--keypairgen", "--key-type", "EC:prime256v1", "--id", "01", "--label", "ec"})
+              .exitCode == 0);
+  const std::string publicKey = bench.publicKeyPem("01");
+  bench.certify("01", publicKey);
+
+  // gpg (here: a bare SELECT) takes the card's current application away from PIV between two of
+  // dojang's transactions; dojang selects PIV again and the signature goes through.
+  selectOpenPgpElsewhere(bench.pcscd.readerName());
+  const auto signature =
+      bench.userTool({"--sign", "--mechanism", "ECDSA-SHA256", "--id", "01", "-i", bench.path("data"), "-o",
+                      bench.path("sig"), "--signature-format", "openssl"});
+  INFO(bench.daemon.log());
+  REQUIRE(signature.exitCode == 0);
+  CHECK(bench
+            .run({"openssl", "dgst", "-sha256", "-verify", publicKey, "-signature", bench.path("sig"),
+                  bench.path("data")})
+            .exitCode == 0);
 }

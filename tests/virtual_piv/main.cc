@@ -22,6 +22,9 @@
 //   --exit-on-ins INS[:P2]          (hex) when a command with this INS (and P2) arrives, close the
 //                                   socket without answering, save the state and exit 0: the card
 //                                   pulled in the middle of an APDU exchange
+//   --openpgp-applet                a second application (OpenPGP's AID D27600012401) another
+//                                   program can select; PIV commands then answer 6D00 until PIV
+//                                   is selected again, and its PIN verification is gone
 // SIGTERM or SIGINT: the socket is closed (card pulled), the state saved, exit status 0.
 //
 // A new card: PIN 123456, PUK 12345678, 3 tries each, no keys, a CHUID with a random GUID, the
@@ -94,6 +97,7 @@ struct Options {
   std::string managementKeyHex{kDefaultManagementKey};
   std::optional<YubicoIdentity> yubico;
   std::optional<ExitTrigger> exitOn;
+  bool openPgp = false;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
@@ -101,7 +105,7 @@ struct Options {
                "dojang-virtual-piv: %s\n"
                "usage: dojang-virtual-piv --port N [--state FILE] [--apdu-log FILE]\n"
                "       [--management-key-algorithm 3des|aes128|aes192|aes256] [--management-key HEX]\n"
-               "       [--yubikey-version X.Y.Z] [--serial N] [--exit-on-ins INS[:P2]]\n",
+               "       [--yubikey-version X.Y.Z] [--serial N] [--exit-on-ins INS[:P2]] [--openpgp-applet]\n",
                problem.c_str());
   std::exit(2);
 }
@@ -110,6 +114,10 @@ Options parseOptions(int argc, char** argv) {
   Options options;
   for (int i = 1; i < argc; ++i) {
     const std::string_view name = argv[i];
+    if (name == "--openpgp-applet") {
+      options.openPgp = true;
+      continue;
+    }
     if (i + 1 >= argc) {
       usage("missing value for " + std::string(name));
     }
@@ -162,8 +170,9 @@ Options parseOptions(int argc, char** argv) {
       if (read < 1) {
         usage("bad INS[:P2] " + value);
       }
-      options.exitOn = ExitTrigger{static_cast<std::uint8_t>(ins),
-                                   read == 2 ? std::optional<std::uint8_t>(static_cast<std::uint8_t>(p2)) : std::nullopt};
+      options.exitOn =
+          ExitTrigger{static_cast<std::uint8_t>(ins),
+                      read == 2 ? std::optional<std::uint8_t>(static_cast<std::uint8_t>(p2)) : std::nullopt};
     } else {
       usage("unknown option " + std::string(name));
     }
@@ -180,8 +189,8 @@ Options parseOptions(int argc, char** argv) {
 Bytes answerToReset(bool yubikey) {
   Bytes atr;
   if (yubikey) {
-    atr = {0x3B, 0xFD, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x80, 0x73, 0xC0,
-           0x21, 0xC0, 0x57, 0x59, 0x75, 0x62, 0x69, 0x4B, 0x65, 0x79};
+    atr = {0x3B, 0xFD, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x80, 0x73,
+           0xC0, 0x21, 0xC0, 0x57, 0x59, 0x75, 0x62, 0x69, 0x4B, 0x65, 0x79};
   } else {
     const std::string history = "dojangPIV";
     atr = {0x3B, static_cast<std::uint8_t>(0x80 | history.size()), 0x80, 0x01};
@@ -318,7 +327,7 @@ int run(const Options& options) {
     }
   };
   persist();  // a new card's random GUID must survive re-insertion too
-  PivApplet applet(state, persist, options.yubico);
+  PivApplet applet(state, persist, options.yubico, options.openPgp);
   CardChannel channel(applet, options.apduLog);
   const Bytes atr = answerToReset(options.yubico.has_value());
 

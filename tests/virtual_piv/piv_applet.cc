@@ -27,7 +27,9 @@ constexpr std::array<std::uint8_t, 11> kPivAid = {0xA0, 0x00, 0x00, 0x03, 0x08, 
 constexpr std::uint32_t kDiscoveryTag = 0x7E;
 constexpr std::uint8_t kManagementKeyReference = 0x9B;
 
-Response status(std::uint16_t sw) { return Response{{}, sw}; }
+Response status(std::uint16_t sw) {
+  return Response{{}, sw};
+}
 
 bool isKeySlot(std::uint8_t reference) {
   return reference == 0x9A || reference == 0x9C || reference == 0x9D || reference == 0x9E ||
@@ -67,7 +69,9 @@ bool sameBytes(const Bytes& a, const Bytes& b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-Bytes dynamicAuthenticationTemplate(std::uint32_t tag, const Bytes& value) { return tlv(0x7C, tlv(tag, value)); }
+Bytes dynamicAuthenticationTemplate(std::uint32_t tag, const Bytes& value) {
+  return tlv(0x7C, tlv(tag, value));
+}
 
 Bytes discoveryObject() {
   Bytes body;
@@ -84,9 +88,9 @@ Bytes applicationPropertyTemplate() {
   const std::string label = "dojang virtual PIV";
   appendTlv(body, 0x50, Bytes(label.begin(), label.end()));
   Bytes algorithms;
-  for (const std::uint8_t id : {algorithm::kTripleDes, algorithm::kAes128, algorithm::kAes192, algorithm::kAes256,
-                                algorithm::kRsa1024, algorithm::kRsa2048, algorithm::kEccP256,
-                                algorithm::kEccP384}) {
+  for (const std::uint8_t id :
+       {algorithm::kTripleDes, algorithm::kAes128, algorithm::kAes192, algorithm::kAes256,
+        algorithm::kRsa1024, algorithm::kRsa2048, algorithm::kEccP256, algorithm::kEccP384}) {
     appendTlv(algorithms, 0x80, Bytes{id});
   }
   appendTlv(algorithms, 0x06, Bytes{0x00});
@@ -96,8 +100,9 @@ Bytes applicationPropertyTemplate() {
 
 }  // namespace
 
-PivApplet::PivApplet(CardState& state, std::function<void()> persist, std::optional<YubicoIdentity> yubico)
-    : m_state(state), m_persist(std::move(persist)), m_yubico(yubico) {}
+PivApplet::PivApplet(CardState& state, std::function<void()> persist, std::optional<YubicoIdentity> yubico,
+                     bool hasOpenPgp)
+    : m_state(state), m_persist(std::move(persist)), m_yubico(yubico), m_hasOpenPgp(hasOpenPgp) {}
 
 void PivApplet::resetSecurityStatus() {
   m_pinVerified = false;
@@ -105,15 +110,20 @@ void PivApplet::resetSecurityStatus() {
   m_managementAuthenticated = false;
   m_witness.clear();
   m_challenge.clear();
+  m_pivSelected = true;  // selected again at power-on
 }
 
 Response PivApplet::process(const Command& command) {
   if (command.cla != 0x00) {
     return status(0x6E00);
   }
+  if (command.ins == 0xA4) {
+    return select(command);
+  }
+  if (!m_pivSelected) {
+    return status(kInsNotSupported);  // the other application does not know PIV's commands
+  }
   switch (command.ins) {
-    case 0xA4:
-      return select(command);
     case 0xCB:
       return getData(command);
     case 0xDB:
@@ -156,10 +166,21 @@ Response PivApplet::select(const Command& command) {
   if (command.p1 != 0x04 || command.p2 != 0x00) {
     return status(kWrongP1P2);
   }
+  static constexpr std::array<std::uint8_t, 6> kOpenPgpAid{0xD2, 0x76, 0x00, 0x01, 0x24, 0x01};
+  if (m_hasOpenPgp && command.data.size() >= kOpenPgpAid.size() &&
+      std::equal(kOpenPgpAid.begin(), kOpenPgpAid.end(), command.data.begin())) {
+    resetSecurityStatus();  // leaving PIV ends its security status
+    m_pivSelected = false;
+    return status(kOk);
+  }
   if (command.data.size() < 5 || command.data.size() > kPivAid.size() ||
       !std::equal(command.data.begin(), command.data.end(), kPivAid.begin())) {
     return status(kNotFound);
   }
+  if (!m_pivSelected) {
+    resetSecurityStatus();
+  }
+  m_pivSelected = true;
   return Response{applicationPropertyTemplate(), kOk};
 }
 

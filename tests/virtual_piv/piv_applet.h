@@ -36,7 +36,8 @@ struct YubicoIdentity {
 
 class PivApplet final {
  public:
-  PivApplet(CardState& state, std::function<void()> persist, std::optional<YubicoIdentity> yubico);
+  PivApplet(CardState& state, std::function<void()> persist, std::optional<YubicoIdentity> yubico,
+            bool hasOpenPgp = false);
 
   Response process(const Command& command);
   // Power off, reset, or the card leaving the reader: nothing stays verified or authenticated.
@@ -61,6 +62,10 @@ class PivApplet final {
   CardState& m_state;
   std::function<void()> m_persist;
   std::optional<YubicoIdentity> m_yubico;
+  // --openpgp-applet: a second application (OpenPGP's AID) that another program can select, as
+  // gpg does on a YubiKey; PIV then answers nothing but its own SELECT.
+  bool m_hasOpenPgp = false;
+  bool m_pivSelected = true;
 
   bool m_pinVerified = false;
   // One operation with a PIN-always key (9C) per successful VERIFY.
