@@ -20,6 +20,9 @@
 
 namespace {
 
+using dojang::test::readFile;
+using dojang::test::writeFile;
+
 using dojang::test::CommandResult;
 
 constexpr const char* kTokenLabel = "PIV card";
@@ -48,15 +51,6 @@ void selectOpenPgpElsewhere(const std::string& reader) {
   CHECK((answer[0] == 0x90 && answer[1] == 0x00));
   SCardDisconnect(card, SCARD_LEAVE_CARD);
   SCardReleaseContext(context);
-}
-
-std::string readFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void writeFile(const std::filesystem::path& path, const std::string& content) {
-  std::ofstream(path, std::ios::binary) << content;
 }
 
 // pcscd with its own reader, the card in it, and dojangd serving the reader through the PIV

@@ -5,7 +5,6 @@
 // its deletions. Checked with pkcs11-tool, openssl, and OpenSC's own PIV driver with dojangd
 // stopped.
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -31,6 +30,8 @@ namespace catest = dojang::ca::test;
 
 namespace {
 
+using dojang::test::readFile;
+
 constexpr const char* kTokenLabel = "PIV card";
 constexpr const char* kPin = "123456";
 constexpr const char* kLabel = "signkey";
@@ -38,7 +39,9 @@ constexpr const char* kProfile = "signkorea-general-personal";
 constexpr const char* kOpenscModule = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
 constexpr const char* kReader = "dojang PIV renewal test";
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 // pkcs11-tool --list-objects, one entry per object: its header line ("Private Key Object; EC")
 // and its indented attribute lines.
@@ -60,7 +63,8 @@ std::vector<std::string> objectBlocks(const std::string& listing) {
 }
 
 // The objects of `kind` ("Private Key Object") whose block holds `text` ("ID:         ab12...\n").
-std::vector<std::string> objectsWith(const std::string& listing, const std::string& kind, const std::string& text) {
+std::vector<std::string> objectsWith(const std::string& listing, const std::string& kind,
+                                     const std::string& text) {
   std::vector<std::string> found;
   for (const auto& block : objectBlocks(listing)) {
     if (block.rfind(kind, 0) == 0 && contains(block, text)) {
@@ -74,11 +78,6 @@ std::vector<std::string> objectsWith(const std::string& listing, const std::stri
 std::string idOf(const std::string& block) {
   const auto at = block.find("ID:         ");
   return at == std::string::npos ? "" : block.substr(at + 12, block.find('\n', at) - at - 12);
-}
-
-std::string readFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 // An AES-128 management key the card is made with, instead of the well-known default.
@@ -114,9 +113,11 @@ struct PivRenewal {
     env["XDG_STATE_HOME"] = (dir / "cli-state").string();
     env["XDG_CONFIG_HOME"] = (dir / "config").string();
     REQUIRE(catest::run({catest::dojangCa(), "init", "--dir", caDir.string()}).exitCode == 0);
-    server = std::make_unique<catest::CaServer>(caDir.string(), std::vector<std::string>{"--test-validity-days", "20"});
-    test::writeText(dir / "renewal.toml", "[renewal]\ndefault_ca = \"test\"\n[ca.test]\nurl = \"" + server->url("/") +
-                                              "\"\ntrusted = \"" + (caDir / "ca.cert.pem").string() +
+    server = std::make_unique<catest::CaServer>(caDir.string(),
+                                                std::vector<std::string>{"--test-validity-days", "20"});
+    test::writeText(dir / "renewal.toml", "[renewal]\ndefault_ca = \"test\"\n[ca.test]\nurl = \"" +
+                                              server->url("/") + "\"\ntrusted = \"" +
+                                              (caDir / "ca.cert.pem").string() +
                                               "\"\ntimeout_seconds = 3\nvalidity_days = 20\n");
     insert();
   }
@@ -173,18 +174,20 @@ struct PivRenewal {
   // `dojang enroll` of the first certificate: the key generated on the card by the engine.
   void enroll(const std::string& keyType) const {
     const auto codes = test::enrolmentCodeFor(caDir, kProfile);
-    const auto enrolled = run({test::dojangCli(), "enroll", "--config", path("renewal.toml"), "--pin-stdin", "--json",
-                               "--token", kTokenLabel, "--ref", codes["reference"].get<std::string>(), "--code",
-                               codes["authorization_code"].get<std::string>(), "--label", kLabel, "--key-type",
-                               keyType, "--accept-fee", "4400"},
-                              std::string(kPin) + "\n");
+    const auto enrolled =
+        run({test::dojangCli(), "enroll", "--config", path("renewal.toml"), "--pin-stdin", "--json",
+             "--token", kTokenLabel, "--ref", codes["reference"].get<std::string>(), "--code",
+             codes["authorization_code"].get<std::string>(), "--label", kLabel, "--key-type", keyType,
+             "--accept-fee", "4400"},
+            std::string(kPin) + "\n");
     REQUIRE(enrolled.exitCode == 0);
     CHECK(nlohmann::json::parse(enrolled.out)["enrolled"] == kLabel);
   }
   // `dojang renew LABEL EXTRA...`, non-interactively; the new pair's CKA_ID as hex.
   std::string renew(const std::vector<std::string>& extra, const std::string& keyType = {}) const {
-    std::vector<std::string> argv = {test::dojangCli(), "renew", kLabel, "--config", path("renewal.toml"),
-                                     "--pin-stdin", "--accept-fee", "4400", "--json"};
+    std::vector<std::string> argv = {
+        test::dojangCli(), "renew",        kLabel, "--config", path("renewal.toml"),
+        "--pin-stdin",     "--accept-fee", "4400", "--json"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     const auto renewed = run(argv, std::string(kPin) + "\n");
     REQUIRE(renewed.exitCode == 0);
@@ -247,13 +250,19 @@ struct PivRenewal {
 // The renewed key signs through dojang-pkcs11.so; openssl verifies with the new certificate, whose
 // public key is the new public key object's.
 void checkSigning(const PivRenewal& bench, const std::string& keyId, bool ec) {
-  REQUIRE(bench.tool({"--read-object", "--type", "cert", "--id", keyId, "-o", bench.path("new.der")}).exitCode == 0);
-  REQUIRE(bench.run({"openssl", "x509", "-inform", "DER", "-in", bench.path("new.der"), "-pubkey", "-noout", "-out",
-                     bench.path("new-cert.pub.pem")}).exitCode == 0);
-  REQUIRE(bench.tool({"--read-object", "--type", "pubkey", "--id", keyId, "-o", bench.path("new.pub.der")}).exitCode ==
-          0);
-  REQUIRE(bench.run({"openssl", "pkey", "-pubin", "-inform", "DER", "-in", bench.path("new.pub.der"), "-out",
-                     bench.path("new-key.pub.pem")}).exitCode == 0);
+  REQUIRE(
+      bench.tool({"--read-object", "--type", "cert", "--id", keyId, "-o", bench.path("new.der")}).exitCode ==
+      0);
+  REQUIRE(bench
+              .run({"openssl", "x509", "-inform", "DER", "-in", bench.path("new.der"), "-pubkey", "-noout",
+                    "-out", bench.path("new-cert.pub.pem")})
+              .exitCode == 0);
+  REQUIRE(bench.tool({"--read-object", "--type", "pubkey", "--id", keyId, "-o", bench.path("new.pub.der")})
+              .exitCode == 0);
+  REQUIRE(bench
+              .run({"openssl", "pkey", "-pubin", "-inform", "DER", "-in", bench.path("new.pub.der"), "-out",
+                    bench.path("new-key.pub.pem")})
+              .exitCode == 0);
   CHECK(readFile(bench.path("new-cert.pub.pem")) == readFile(bench.path("new-key.pub.pem")));
 
   test::writeText(bench.dir / "document.txt", "renewed on the PIV card");
@@ -261,8 +270,8 @@ void checkSigning(const PivRenewal& bench, const std::string& keyId, bool ec) {
                                 "--signature-format", "openssl", "-i", bench.path("document.txt"), "-o",
                                 bench.path("signature")});
   REQUIRE(sign.exitCode == 0);
-  const auto verify = bench.run({"openssl", "dgst", "-sha256", "-verify", bench.path("new-cert.pub.pem"), "-signature",
-                                 bench.path("signature"), bench.path("document.txt")});
+  const auto verify = bench.run({"openssl", "dgst", "-sha256", "-verify", bench.path("new-cert.pub.pem"),
+                                 "-signature", bench.path("signature"), bench.path("document.txt")});
   CHECK(contains(verify.out, "Verified OK"));
 }
 
@@ -290,7 +299,8 @@ void renewOnCard(const std::string& keyType, bool ec, bool ownManagementKey) {
 
   // OpenSC, loaded directly with dojangd stopped, finds the new certificate in the PIV slot the
   // driver chose (retired slot 82, OpenSC's CKA_ID 05, listed in the Key History object).
-  REQUIRE(bench.opensc({"--read-object", "--type", "cert", "--id", "05", "-o", bench.path("opensc.der")}).exitCode == 0);
+  REQUIRE(bench.opensc({"--read-object", "--type", "cert", "--id", "05", "-o", bench.path("opensc.der")})
+              .exitCode == 0);
   CHECK(readFile(bench.path("opensc.der")) == readFile(bench.path("new.der")));
 }
 
@@ -301,9 +311,10 @@ TEST_CASE("dojang enroll and renew on a PIV card: EC P-256, the new key generate
   renewOnCard("ec-p256", true, false);
 }
 
-TEST_CASE("a renewal on a PIV card killed after the CA issued, the card pulled and dojangd restarted, is "
-          "finished by --recover; the next renewal with --delete-old frees the old key's slot",
-          "[piv][renew][integration]") {
+TEST_CASE(
+    "a renewal on a PIV card killed after the CA issued, the card pulled and dojangd restarted, is "
+    "finished by --recover; the next renewal with --delete-old frees the old key's slot",
+    "[piv][renew][integration]") {
   PivRenewal bench;
   bench.enroll("ec-p256");
   const char* faults = std::getenv("DOJANG_CLI_FAULTS");
@@ -313,22 +324,23 @@ TEST_CASE("a renewal on a PIV card killed after the CA issued, the card pulled a
   test::CommandOptions options;
   options.env = env;
   options.input = std::string(kPin) + "\n";
-  const auto killed = test::runCommand({faults, "renew", kLabel, "--config", bench.path("renewal.toml"), "--pin-stdin",
-                                        "--accept-fee", "4400"},
+  const auto killed = test::runCommand({faults, "renew", kLabel, "--config", bench.path("renewal.toml"),
+                                        "--pin-stdin", "--accept-fee", "4400"},
                                        options);
   INFO(killed.out << killed.err);
   REQUIRE(killed.exitCode == 128 + SIGKILL);
 
   // The pending key has no certificate on the card; the overlay still knows it by its CKA_ID.
   bench.restartWithCardPulled();
-  const auto pending = objectsWith(bench.objects(), "Private Key Object", "label:      signkey (renewal pending)\n");
+  const auto pending =
+      objectsWith(bench.objects(), "Private Key Object", "label:      signkey (renewal pending)\n");
   REQUIRE(pending.size() == 1);
   CHECK(contains(pending[0], "Access:     sensitive, always sensitive, never extractable, local\n"));
   const std::string keyId = idOf(pending[0]);
   REQUIRE(keyId.size() == 32);
-  const auto recovered = bench.run({test::dojangCli(), "renew", "--recover", "--config", bench.path("renewal.toml"),
-                                    "--pin-stdin"},
-                                   std::string(kPin) + "\n");
+  const auto recovered = bench.run(
+      {test::dojangCli(), "renew", "--recover", "--config", bench.path("renewal.toml"), "--pin-stdin"},
+      std::string(kPin) + "\n");
   REQUIRE(recovered.exitCode == 0);
   bench.checkRenewed(keyId);
   checkSigning(bench, keyId, true);
@@ -348,9 +360,10 @@ TEST_CASE("a renewal on a PIV card killed after the CA issued, the card pulled a
   bench.restartWithCardPulled();
   check();
   checkSigning(bench, nextId, true);
-  CHECK(bench.opensc({"--read-object", "--type", "cert", "--id", "05", "-o", bench.path("opensc-82.der")}).exitCode != 0);
-  REQUIRE(bench.opensc({"--read-object", "--type", "cert", "--id", "06", "-o", bench.path("opensc-83.der")}).exitCode ==
-          0);
+  CHECK(bench.opensc({"--read-object", "--type", "cert", "--id", "05", "-o", bench.path("opensc-82.der")})
+            .exitCode != 0);
+  REQUIRE(bench.opensc({"--read-object", "--type", "cert", "--id", "06", "-o", bench.path("opensc-83.der")})
+              .exitCode == 0);
   CHECK(readFile(bench.path("opensc-83.der")) == readFile(bench.path("new.der")));
 
   // Deleting the first pair's private key by hand frees 9A: its certificate goes with it (for
@@ -367,8 +380,8 @@ TEST_CASE("a renewal on a PIV card killed after the CA issued, the card pulled a
   }
   const std::string lastId = bench.renew({"--delete-old"});
   checkSigning(bench, lastId, true);
-  REQUIRE(bench.opensc({"--read-object", "--type", "cert", "--id", "01", "-o", bench.path("opensc-9a.der")}).exitCode ==
-          0);
+  REQUIRE(bench.opensc({"--read-object", "--type", "cert", "--id", "01", "-o", bench.path("opensc-9a.der")})
+              .exitCode == 0);
   CHECK(readFile(bench.path("opensc-9a.der")) == readFile(bench.path("new.der")));
   const auto listing = bench.objects();
   INFO(listing);
