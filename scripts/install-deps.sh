@@ -11,7 +11,7 @@ packages=(
   # tokens, readers and the real clients the tests drive
   softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools vsmartcard-vpcd yubico-piv-tool ykcs11 p11-kit
   libnss3-tools openssh-client openssl libengine-pkcs11-openssl gnutls-bin curl sqlite3
-  procps psmisc util-linux tmux
+  procps psmisc util-linux tmux pinentry-curses python3
   # the scheduler's desktop notifications, seen on a private session bus in the tests
   dbus-daemon dbus-bin python3-dbus
 )
