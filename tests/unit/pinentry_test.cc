@@ -254,6 +254,18 @@ TEST_CASE("a pinentry that exits before greeting fails with its status, never ha
   CHECK(noChildren());
 }
 
+TEST_CASE("a pinentry that cannot be executed fails with why", "[pinentry]") {
+  TempDir dir("dojang-pinentry-");
+  const auto script = dir / "broken-pinentry";
+  writeFile(script, "#!/nonexistent/interpreter\n");
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  pe::Prompt prompt(requestFor(script.string()));
+  const auto result = prompt.run();
+  CHECK(result.outcome == pe::PromptOutcome::Failed);
+  CHECK(result.detail == "cannot start pinentry " + script.string() + ": No such file or directory");
+  CHECK(noChildren());
+}
+
 TEST_CASE("without a display or tty nothing is started", "[pinentry]") {
   PinentryDir dir("pin:1\n");
   auto request = requestFor(testPinentry());

@@ -127,7 +127,7 @@ std::string describeStatus(int status) {
     return "exited with status " + std::to_string(WEXITSTATUS(status));
   }
   if (WIFSIGNALED(status)) {
-    return std::string("was killed by signal ") + ::strsignal(WTERMSIG(status));
+    return "was killed by signal " + std::to_string(WTERMSIG(status));
   }
   return "ended";
 }
@@ -236,7 +236,9 @@ class Session final {
       detail += std::string(" failed ") + during;
     }
     if (error != 0) {
-      detail += std::string(": ") + gpg_strerror(error);
+      char text[256] = {};
+      gpg_strerror_r(error, text, sizeof text);
+      detail += std::string(": ") + text;
     }
     return detail;
   }
@@ -432,7 +434,7 @@ PromptResult Prompt::run() {
     return ended(PromptOutcome::Canceled);
   }
   if (m_wakeFd < 0) {
-    return failed(std::string("cannot create an eventfd: ") + std::strerror(errno));
+    return failed("cannot create an eventfd for the prompt");
   }
   const auto program = findProgram(m_request.program);
   if (!program) {
