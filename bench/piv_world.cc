@@ -66,16 +66,20 @@ void PivWorld::insertCard() {
   m_card.start(m_pcscd.port(), m_work / "card" / "card.state");
 }
 
-void PivWorld::removeCard() { m_card.stop(); }
+void PivWorld::removeCard() {
+  m_card.stop();
+}
 
 void PivWorld::startDojangd(const std::string& binary) {
   const auto daemonDir = created(m_work / "dojangd");
   created(daemonDir / "softhsm-tokens");
-  test::writeFile(daemonDir / "softhsm2.conf", "directories.tokendir = " + (daemonDir / "softhsm-tokens").string() +
-                                                   "\nobjectstore.backend = file\nlog.level = ERROR\n");
-  test::writeFile(daemonDir / "dojangd.toml", std::string("[[backend]]\nname = \"softhsm\"\nmodule = \"") + kSoftHsm +
-                                                  "\"\n\n[piv]\nenabled = true\nreaders = [\"" +
-                                                  kReaderFriendlyName + "*\"]\n");
+  test::writeFile(daemonDir / "softhsm2.conf",
+                  "directories.tokendir = " + (daemonDir / "softhsm-tokens").string() +
+                      "\nobjectstore.backend = file\nlog.level = ERROR\n");
+  test::writeFile(daemonDir / "dojangd.toml",
+                  std::string("[pin]\nmode = \"application\"\n[[backend]]\nname = \"softhsm\"\nmodule = \"") +
+                      kSoftHsm + "\"\n\n[piv]\nenabled = true\nreaders = [\"" + kReaderFriendlyName +
+                      "*\"]\n");
   const auto socket = daemonDir / "sock";
   ::setenv("SOFTHSM2_CONF", (daemonDir / "softhsm2.conf").c_str(), 1);
   ::setenv("DOJANG_SOCKET", socket.c_str(), 1);
@@ -121,23 +125,24 @@ void PivWorld::provisionKey(CK_SLOT_ID slot, const std::string& id, const std::s
   };
   run(withTool({"--keypairgen", "--key-type", keyType, "--id", id, "--label", "bench key " + id}, true));
   run(withTool({"--read-object", "--type", "pubkey", "--id", id, "-o", file("pub") + ".der"}, false));
-  run({"openssl", "pkey", "-pubin", "-inform", "DER", "-in", file("pub") + ".der", "-out", file("pub") + ".pem"});
+  run({"openssl", "pkey", "-pubin", "-inform", "DER", "-in", file("pub") + ".der", "-out",
+       file("pub") + ".pem"});
   const std::string ca = (m_work / "ca").string();
   run({"openssl", "req", "-new", "-key", ca + ".key", "-subj", "/CN=bench card key " + id, "-out",
        file("req") + ".csr"});
   run({"openssl", "x509", "-req", "-in", file("req") + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
        "-CAcreateserial", "-force_pubkey", file("pub") + ".pem", "-days", "30", "-outform", "DER", "-out",
        file("cert") + ".der"});
-  run(withTool({"--write-object", file("cert") + ".der", "--type", "cert", "--id", id, "--label",
-                "bench cert " + id},
-               true));
+  run(withTool(
+      {"--write-object", file("cert") + ".der", "--type", "cert", "--id", id, "--label", "bench cert " + id},
+      true));
 }
 
 void PivWorld::provision(CK_SLOT_ID slot) {
   const std::string ca = (m_work / "ca").string();
   run({"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", ca + ".key"});
-  run({"openssl", "req", "-new", "-x509", "-key", ca + ".key", "-subj", "/CN=dojang PIV bench CA", "-days", "30",
-       "-out", ca + ".pem"});
+  run({"openssl", "req", "-new", "-x509", "-key", ca + ".key", "-subj", "/CN=dojang PIV bench CA", "-days",
+       "30", "-out", ca + ".pem"});
   provisionKey(slot, "01", "EC:prime256v1");  // 9A, PIV Authentication
   provisionKey(slot, "02", "rsa:2048");       // 9C, Digital Signature
 }

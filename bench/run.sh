@@ -175,7 +175,10 @@ dojang_rss=
 dojang_path() {
   [[ -x $dojangd ]] || { reason="$dojangd not built"; return 1; }
   [[ -e $dojang_module ]] || { reason="$dojang_module not built"; return 1; }
+  # Application mode: the workload logs in with the PIN, as it does against the module directly.
   cat >"$tmp/dojangd.toml" <<EOF
+[pin]
+mode = "application"
 [[backend]]
 name = "softhsm"
 module = "$softhsm"

@@ -328,13 +328,57 @@ void PivCard::authenticateAdministrator(PivApplet& applet, const SecureBytes* gi
   }
   try {
     applet.authenticateManagementKey(defaultManagementKey(apdu::Algorithm::TripleDes));
+    return;
   } catch (const Error& error) {
     if (error.rv() != CKR_FUNCTION_REJECTED) {
       throw;
     }
+  }
+  try {
     // YubiKey 5.7 ships the same default bytes as an AES-192 key.
     applet.authenticateManagementKey(defaultManagementKey(apdu::Algorithm::Aes192));
+  } catch (const Error& error) {
+    if (error.rv() != CKR_FUNCTION_REJECTED) {
+      throw;
+    }
+    throw Error(CKR_USER_NOT_LOGGED_IN, ErrorKind::CredentialNeeded,
+                "the card's management key is not the default one: name it in [[piv.card]] "
+                "management_key_file, or type it when dojangd asks");
   }
+}
+
+void PivCard::authorizeAdministrator(const SecureBytes& hexKey) {
+  const std::string_view text(reinterpret_cast<const char*>(hexKey.data()), hexKey.size());
+  std::optional<ManagementKey> parsed;
+  try {
+    parsed = parseManagementKey(text, std::nullopt);
+  } catch (const Error&) {
+    throw Error(CKR_PIN_INCORRECT, ErrorKind::PinIncorrect,
+                "not a management key: 32, 48 or 64 hex digits are expected");
+  }
+  withCard([&](PivApplet& applet) {
+    try {
+      applet.authenticateManagementKey(*parsed);
+    } catch (const Error& error) {
+      if (error.rv() != CKR_FUNCTION_REJECTED) {
+        throw;
+      }
+      // 24 bytes are 3DES or AES-192: the card's answer decides.
+      if (parsed->algorithm != apdu::Algorithm::TripleDes) {
+        throw Error(CKR_PIN_INCORRECT, ErrorKind::PinIncorrect, "wrong management key");
+      }
+      parsed->algorithm = apdu::Algorithm::Aes192;
+      try {
+        applet.authenticateManagementKey(*parsed);
+      } catch (const Error& again) {
+        if (again.rv() != CKR_FUNCTION_REJECTED) {
+          throw;
+        }
+        throw Error(CKR_PIN_INCORRECT, ErrorKind::PinIncorrect, "wrong management key");
+      }
+    }
+    m_managementKey = std::move(*parsed);
+  });
 }
 
 void PivCard::verifyForOperation(PivApplet& applet, const SecureBytes& pin) {

@@ -76,6 +76,9 @@ class PivCard final {
   // Authenticates with the management key (the configured one, else `given`, else the default)
   // inside `applet`'s transaction.
   void authenticateAdministrator(PivApplet& applet, const SecureBytes* given);
+  // A management key typed at a prompt: checked now, then used like a configured one until the
+  // card is pulled. Throws ErrorKind::PinIncorrect for a wrong key or text that is not one.
+  void authorizeAdministrator(const SecureBytes& hexKey);
   // PUT DATA of the slot's certificate (empty: deleted), and of the Key History object when the
   // count of retired slots with certificates changes with it (key_history.h). Inside `applet`'s
   // transaction, after authenticateAdministrator.
@@ -114,7 +117,7 @@ class PivCard final {
   bool m_removed = false;
 
   token::TokenDescription m_description;
-  std::optional<ManagementKey> m_managementKey;  // from the config
+  std::optional<ManagementKey> m_managementKey;  // from the config or a prompt; m_cardMutex
   bool m_defaultManagementKey = false;
   std::string m_serial;
   std::string m_identity;

@@ -4,13 +4,21 @@
 
 namespace dojang::piv {
 
-token::TokenDescription PivToken::describe() { return m_card->description(); }
+token::TokenDescription PivToken::describe() {
+  return m_card->description();
+}
 
-token::PinStates PivToken::pinState() { return m_card->pinStates(); }
+token::PinStates PivToken::pinState() {
+  return m_card->pinStates();
+}
 
-std::vector<token::MechanismEntry> PivToken::mechanisms() { return pivMechanisms(); }
+std::vector<token::MechanismEntry> PivToken::mechanisms() {
+  return pivMechanisms();
+}
 
-std::unique_ptr<token::TokenSession> PivToken::openSession() { return std::make_unique<PivSession>(m_card); }
+std::unique_ptr<token::TokenSession> PivToken::openSession() {
+  return std::make_unique<PivSession>(m_card);
+}
 
 void PivToken::login(CK_USER_TYPE user, const SecureBytes* pin) {
   if (pin == nullptr) {
@@ -22,6 +30,12 @@ void PivToken::login(CK_USER_TYPE user, const SecureBytes* pin) {
   m_card->loginUser(user, *pin);
 }
 
-void PivToken::logout() { m_card->logout(); }
+void PivToken::logout() {
+  m_card->logout();
+}
+
+void PivToken::authorizeAdministrator(const SecureBytes& credential) {
+  m_card->authorizeAdministrator(credential);
+}
 
 }  // namespace dojang::piv

@@ -23,6 +23,8 @@ class PivToken final : public token::Token {
   // CKU_USER: VERIFY with the PIN. CKU_SO: the PUK (checked, not used up; see PivCard).
   void login(CK_USER_TYPE user, const SecureBytes* pin) override;
   void logout() override;
+  // The card's management key as hex (yubico-piv-tool's form), checked by mutual authentication.
+  void authorizeAdministrator(const SecureBytes& credential) override;
 
  private:
   std::shared_ptr<PivCard> m_card;
@@ -49,8 +51,10 @@ class PivSession final : public token::TokenSession {
   // On the card, in the slot the CKA_ID names, or else (no CKA_ID, or an application's own one,
   // which the overlay keeps) the first free one in generationOrder(). A certificate left in that
   // slot belongs to the old key and is deleted. Labels from the templates go to the overlay.
-  token::KeyPair generateKeyPair(const token::Mechanism& mechanism, const token::AttributeList& publicTemplate,
-                                 const token::AttributeList& privateTemplate, const token::KeyGeneration& target) override;
+  token::KeyPair generateKeyPair(const token::Mechanism& mechanism,
+                                 const token::AttributeList& publicTemplate,
+                                 const token::AttributeList& privateTemplate,
+                                 const token::KeyGeneration& target) override;
 
   void checkKeyOperation(OperationKind kind, const token::Mechanism& mechanism, token::ObjectId key) override;
   Bytes sign(const token::Mechanism& mechanism, token::ObjectId key, std::span<const std::uint8_t> data,
@@ -72,7 +76,8 @@ class PivSession final : public token::TokenSession {
     PublicKeyFacts key;
   };
   KeyUse keyFor(token::ObjectId object);
-  Bytes privateOperation(const KeyUse& use, std::span<const std::uint8_t> operand, const token::ContextLogin& context);
+  Bytes privateOperation(const KeyUse& use, std::span<const std::uint8_t> operand,
+                         const token::ContextLogin& context);
 
   std::shared_ptr<PivCard> m_card;
 };

@@ -32,6 +32,7 @@
 #include "drivers/token/secure_bytes.h"
 #include "src/common/cryptoki/cryptoki.h"
 #include "src/common/cryptoki/operation_kind.h"
+#include "src/common/errors/error.h"
 
 namespace dojang::token {
 
@@ -55,9 +56,9 @@ struct MechanismParameters {
   enum class Kind : std::uint8_t { None, Pss, Oaep, Raw } kind = Kind::None;
   CK_MECHANISM_TYPE hashAlg = 0;
   CK_RSA_PKCS_MGF_TYPE mgf = 0;
-  CK_ULONG saltLength = 0;   // PSS
-  CK_ULONG sourceType = 0;   // OAEP
-  Bytes data;                // OAEP source data, or raw parameter bytes
+  CK_ULONG saltLength = 0;  // PSS
+  CK_ULONG sourceType = 0;  // OAEP
+  Bytes data;               // OAEP source data, or raw parameter bytes
 };
 struct Mechanism {
   CK_MECHANISM_TYPE type = 0;
@@ -186,6 +187,15 @@ class Token {
   // ErrorKind::PinIncorrect, with pinRetriesLeft() when the token tells.
   virtual void login(CK_USER_TYPE user, const SecureBytes* pin) = 0;
   virtual void logout() = 0;
+  // Checks an administrator credential the daemon asked for after an operation failed with
+  // ErrorKind::CredentialNeeded (a PIV management key, as hex text), and keeps it for as long as
+  // the token stays inserted. A wrong one throws ErrorKind::PinIncorrect. Tokens that never ask
+  // for one keep this default.
+  virtual void authorizeAdministrator(const SecureBytes& credential) {
+    (void)credential;
+    throw Error(CKR_FUNCTION_NOT_SUPPORTED, ErrorKind::Unsupported,
+                "this token takes no administrator credential");
+  }
 };
 
 // A reader slot as a driver sees it.

@@ -156,6 +156,93 @@ void parsePiv(const toml::table& table, const std::string& source, piv::PivSetti
   }
 }
 
+[[noreturn]] void badPin(const std::string& source, const std::string& message) {
+  fail(CKR_GENERAL_ERROR, source + ": pin." + message);
+}
+
+PinMode parsePinMode(const toml::node_view<const toml::node>& node, const std::string& source,
+                     const std::string& where) {
+  const auto name = node.value<std::string>();
+  if (name == "prompt") {
+    return PinMode::Prompt;
+  }
+  if (name == "application") {
+    return PinMode::Application;
+  }
+  badPin(source, where + " must be \"prompt\" (dojangd asks through pinentry) or \"application\" (C_Login)");
+}
+
+void parsePin(const toml::table& table, const std::string& source, PinSettings& settings) {
+  const auto* section = table["pin"].as_table();
+  if (section == nullptr) {
+    return;
+  }
+  const toml::node_view<const toml::node> pin(section);
+  if (pin["mode"]) {
+    settings.defaultMode = parsePinMode(pin["mode"], source, "mode");
+  }
+  const auto text = [&](const char* key, std::string& out) {
+    if (!pin[key]) {
+      return;
+    }
+    const auto value = pin[key].value<std::string>();
+    if (!value) {
+      badPin(source, std::string(key) + " must be a string");
+    }
+    out = *value;
+  };
+  text("program", settings.program);
+  text("display", settings.display);
+  text("tty", settings.tty);
+  if (settings.program.empty()) {
+    badPin(source, "program must name a pinentry program");
+  }
+  if (pin["cache"]) {
+    const auto cache = pin["cache"].value<std::string>();
+    if (cache == "off") {
+      settings.cache = PinCache::Off;
+    } else if (cache == "connection") {
+      settings.cache = PinCache::PerConnection;
+    } else if (cache == "timed") {
+      settings.cache = PinCache::Timed;
+    } else {
+      badPin(source, "cache must be \"off\", \"connection\" or \"timed\"");
+    }
+  }
+  const auto seconds = [&](const char* key, std::int64_t most, std::chrono::seconds& out) {
+    if (!pin[key]) {
+      return;
+    }
+    const auto value = pin[key].value<std::int64_t>();
+    if (!value || *value < 1 || *value > most) {
+      badPin(source, std::string(key) + " must be 1.." + std::to_string(most));
+    }
+    out = std::chrono::seconds(*value);
+  };
+  seconds("cache_seconds", 7 * 86400, settings.cacheLifetime);
+  seconds("timeout_seconds", 3600, settings.timeout);
+  if (const auto* rules = pin["token"].as_array()) {
+    std::size_t index = 0;
+    for (const auto& node : *rules) {
+      ++index;
+      const std::string where = "token #" + std::to_string(index);
+      const auto* entry = node.as_table();
+      if (entry == nullptr) {
+        badPin(source, where + " must be a table ([[pin.token]])");
+      }
+      const toml::node_view<const toml::node> rule(entry);
+      PinTokenRule parsed;
+      parsed.label = rule["label"].value_or(std::string());
+      parsed.serial = rule["serial"].value_or(std::string());
+      if (parsed.label.empty() && parsed.serial.empty()) {
+        badPin(source, where + " needs label = \"...\" or serial = \"...\"");
+      }
+      parsed.mode = parsePinMode(rule["mode"], source, where + ": mode");
+      settings.tokens.push_back(std::move(parsed));
+    }
+  }
+}
+
 void addDefaultBackend(Config& config) {
   for (const char* candidate : kOpenscCandidates) {
     if (std::filesystem::exists(candidate)) {
@@ -188,11 +275,12 @@ Config parseConfig(const std::string& text, const std::string& source) {
     message << source << ":" << error.source().begin.line << ": " << error.description();
     fail(CKR_GENERAL_ERROR, message.str());
   }
-  const auto daemonInteger = [&](const char* key, std::int64_t least, std::int64_t most) -> std::optional<std::int64_t> {
+  const auto daemonInteger = [&](const char* key, std::int64_t least,
+                                 std::int64_t most) -> std::optional<std::int64_t> {
     const auto value = table["daemon"][key].value<std::int64_t>();
     if (value && (*value < least || *value > most)) {
-      fail(CKR_GENERAL_ERROR, source + ": daemon." + key + " must be " + std::to_string(least) + ".." +
-                                  std::to_string(most));
+      fail(CKR_GENERAL_ERROR,
+           source + ": daemon." + key + " must be " + std::to_string(least) + ".." + std::to_string(most));
     }
     return value;
   };
@@ -223,6 +311,7 @@ Config parseConfig(const std::string& text, const std::string& source) {
   }
   parseRenewal(table, source, config.renewal);
   parsePiv(table, source, config.piv);
+  parsePin(table, source, config.pin);
   if (config.backends.empty()) {
     addDefaultBackend(config);
   }

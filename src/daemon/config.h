@@ -18,6 +18,18 @@
 //   management_key_file = "/home/me/.config/dojang/piv.key"
 //   management_key_algorithm = "aes192"   # optional: 3des, aes128, aes192, aes256
 //
+//   [pin]                        # how PINs are asked (src/daemon/pin_settings.h)
+//   mode = "prompt"              # dojangd asks through pinentry; "application": C_Login as usual
+//   program = "pinentry"         # the pinentry program (pinentry-gnome3, pinentry-curses, ...)
+//   cache = "connection"         # "off": every use asks; "timed": cache_seconds for every client
+//   cache_seconds = 300
+//   timeout_seconds = 60         # an unanswered prompt is cancelled after this
+//   display = ":0"               # where to ask when the client shows no display or terminal
+//   tty = "/dev/tty2"
+//   [[pin.token]]                # per token, by label or serial glob; the first match decides
+//   label = "Build server*"
+//   mode = "application"
+//
 //   [renewal]                    # the renewal scheduler (src/daemon/scheduler, docs/renewal.md)
 //   check_interval_seconds = 14400
 //   notify_days = [30, 7, 3, 1]
@@ -39,6 +51,7 @@
 #include <vector>
 
 #include "drivers/piv/piv_settings.h"
+#include "src/daemon/pin_settings.h"
 
 namespace dojang::daemon {
 
@@ -78,6 +91,7 @@ struct Config {
   ConnectionLimits connections;
   RenewalSchedule renewal;
   piv::PivSettings piv;
+  PinSettings pin;
   std::string source;  // the file read, or "built-in defaults"
 };
 

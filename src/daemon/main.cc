@@ -1,5 +1,4 @@
 // dojangd: one per user; owns every token and serves it to dojang-pkcs11.so clients.
-#include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -7,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -22,6 +22,7 @@
 #include "src/daemon/config.h"
 #include "src/daemon/driver_dedupe.h"
 #include "src/daemon/log.h"
+#include "src/daemon/prompting/pin_prompter.h"
 #include "src/daemon/scheduler/renewal_scheduler.h"
 #include "src/daemon/server.h"
 #include "src/daemon/service.h"
@@ -192,11 +193,13 @@ int main(int argc, char** argv) {
     // The native PIV driver comes after the vendor modules, so their slot IDs stay as they were.
     std::unique_ptr<piv::PivDriver> pivDriver;
     if (config.piv.enabled) {
-      pivDriver = std::make_unique<piv::PivDriver>(config.piv, [](const std::string& text) { daemon::logWarning("piv: " + text); });
+      pivDriver = std::make_unique<piv::PivDriver>(
+          config.piv, [](const std::string& text) { daemon::logWarning("piv: " + text); });
     }
     for (const auto& backend : config.backends) {
       try {
-        std::unique_ptr<token::Driver> driver = std::make_unique<vendor::VendorDriver>(backend.modulePath, backend.name);
+        std::unique_ptr<token::Driver> driver =
+            std::make_unique<vendor::VendorDriver>(backend.modulePath, backend.name);
         if (pivDriver) {
           // One card, one slot: a card the PIV driver serves is left out of this module's slots.
           driver = std::make_unique<daemon::ReaderDedupe>(
@@ -228,9 +231,15 @@ int main(int argc, char** argv) {
     }
 
     daemon::SlotTable slots(std::move(drivers));
+    slots.setPinSettings(config.pin);
     slots.rescan();
     slots.startMonitoring(config.pollInterval);
     daemon::Service service(slots, backends);
+    const daemon::PinPrompter prompter(config.pin);
+    service.setPinAsker([&prompter](const daemon::Client& client, const daemon::PromptNeed& need,
+                                    const std::function<bool()>& callAlive) {
+      return prompter.ask(client, need, callAlive);
+    });
     ensureDescriptorsFor(config.connections.maxConnections);
     daemon::Server server(service, socket, config.connections);
     auto scheduler = startScheduler(slots, config, socket.path());

@@ -22,7 +22,9 @@ namespace {
 // a keepalive.
 constexpr std::chrono::milliseconds kWaitSlice = wire::kKeepaliveInterval;
 
-wire::Version toWire(const CK_VERSION& version) { return {version.major, version.minor}; }
+wire::Version toWire(const CK_VERSION& version) {
+  return {version.major, version.minor};
+}
 
 }  // namespace
 
@@ -32,6 +34,26 @@ Service::Service(SlotTable& slots, std::vector<wire::BackendStatus> backends)
 }
 
 // ---- clients ----
+
+PromptAccess Service::promptAccess(CallContext& context) const {
+  if (!m_pinAsker) {
+    return {};
+  }
+  PromptAccess access;
+  const auto callAlive = [&context] {
+    const bool alive = context.keepAlive ? context.keepAlive() : true;
+    return alive && !(context.peerGone && context.peerGone());
+  };
+  access.ask = [this, &context, callAlive](const PromptNeed& need) {
+    return m_pinAsker(*context.client, need, callAlive);
+  };
+  access.stillWaiting = [callAlive] {
+    if (!callAlive()) {
+      fail(CKR_FUNCTION_CANCELED, "the client went away while waiting for a PIN prompt");
+    }
+  };
+  return access;
+}
 
 std::shared_ptr<Client> Service::attach(const wire::HelloRequest& hello, const PeerProcess& peer) {
   if (!wire::speaksProtocol(hello.protocolVersion)) {
@@ -76,6 +98,17 @@ void Service::detach(const std::shared_ptr<Client>& client) {
   for (auto& session : client->takeAllSessions()) {
     closeSession(*client, *session);
   }
+  // A login a PIN prompt gave lasts until the client process leaves (cache = "connection").
+  for (const auto slot : m_slots.slotIds(true)) {
+    try {
+      const auto token = m_slots.tokenIn(slot);
+      if (token->isPromptedLogin(client->number())) {
+        token->logout(client->number());
+      }
+    } catch (const Error&) {
+      // The token went away: its logins went with it.
+    }
+  }
   logInfo("client " + std::to_string(client->number()) + " disconnected");
 }
 
@@ -86,7 +119,8 @@ void Service::closeSession(Client& client, ClientSession& session) {
   }
   session.backend.reset();  // closes the backend session and its session objects
   // PKCS#11: closing an application's last session with a token logs it out of that token.
-  if (!client.hasSessionsOn(session.slot) && session.token->loginOf(client.number())) {
+  if (!client.hasSessionsOn(session.slot) && session.token->loginOf(client.number()) &&
+      !session.token->isPromptedLogin(client.number())) {
     try {
       session.token->logout(client.number());
     } catch (const Error& error) {
@@ -154,7 +188,8 @@ void Service::GetTokenInfo(CallContext&, const wire::SlotRequest& in, wire::GetT
 void Service::GetMechanismList(CallContext&, const wire::SlotRequest& in, wire::GetMechanismListReply& out) {
   auto token = m_slots.tokenIn(in.slot);
   for (const auto& entry : token->mechanisms()) {
-    out.mechanisms.push_back({entry.type, entry.info.ulMinKeySize, entry.info.ulMaxKeySize, entry.info.flags});
+    out.mechanisms.push_back(
+        {entry.type, entry.info.ulMinKeySize, entry.info.ulMaxKeySize, entry.info.flags});
   }
 }
 

@@ -13,6 +13,7 @@
 
 #include "src/common/wire/calls.h"
 #include "src/daemon/client.h"
+#include "src/daemon/prompt_need.h"
 #include "src/daemon/slot_table.h"
 
 namespace dojang::daemon {
@@ -42,6 +43,12 @@ class Service final {
   // Called when a connection closes; the last one closes the client's sessions and logins.
   void detach(const std::shared_ptr<Client>& client);
   void setStopping() noexcept { m_stopping = true; }
+  // How dojangd asks for PINs on prompt-mode tokens (src/daemon/prompting); without one, such
+  // a token needs C_Login with a PIN like any other.
+  // `callAlive` keeps the call alive while the prompt is open, and says false once the client left.
+  using PinAsker = std::function<SecureBytes(const Client& client, const PromptNeed& need,
+                                             const std::function<bool()>& callAlive)>;
+  void setPinAsker(PinAsker asker) { m_pinAsker = std::move(asker); }
 
 #define DOJANG_SERVICE_METHOD(id, name, request, reply) \
   void name(CallContext& context, const wire::request& in, wire::reply& out);
@@ -50,12 +57,15 @@ class Service final {
 
  private:
   void closeSession(Client& client, ClientSession& session);
+  // The prompt access of one call: asks as its client, and gives up when the client has gone.
+  [[nodiscard]] PromptAccess promptAccess(CallContext& context) const;
 
   SlotTable& m_slots;
   const std::vector<wire::BackendStatus> m_backends;
   const std::chrono::steady_clock::time_point m_started = std::chrono::steady_clock::now();
   wire::Bytes m_instance;
   std::atomic<bool> m_stopping{false};
+  PinAsker m_pinAsker;
 
   std::mutex m_clientsMutex;
   std::vector<std::weak_ptr<Client>> m_clients;

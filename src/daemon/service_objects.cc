@@ -25,17 +25,19 @@ OperationKind keyOperationOf(wire::Operation operation) {
 void Service::FindObjects(CallContext& context, const wire::FindObjectsRequest& in,
                           wire::FindObjectsReply& out) {
   auto session = context.client->session(in.session);
-  out.objects = TokenAccess(*context.client, *session).find(toAttributes(in.templ));
+  const auto prompt = promptAccess(context);
+  out.objects = TokenAccess(*context.client, *session, &prompt).find(toAttributes(in.templ));
 }
 
 void Service::GetAttributeValue(CallContext& context, const wire::GetAttributeValueRequest& in,
                                 wire::GetAttributeValueReply& out) {
   auto session = context.client->session(in.session);
+  const auto prompt = promptAccess(context);
   if (in.types.size() > wire::kMaxTemplateAttributes) {
     fail(CKR_ARGUMENTS_BAD,
          "more than " + std::to_string(wire::kMaxTemplateAttributes) + " attributes asked for");
   }
-  auto reads = TokenAccess(*context.client, *session).read(in.object, in.types);
+  auto reads = TokenAccess(*context.client, *session, &prompt).read(in.object, in.types);
   out.attributes.reserve(reads.size());
   for (auto& read : reads) {
     out.attributes.push_back({read.type, read.status, std::move(read.value)});
@@ -45,36 +47,42 @@ void Service::GetAttributeValue(CallContext& context, const wire::GetAttributeVa
 void Service::SetAttributeValue(CallContext& context, const wire::SetAttributeValueRequest& in,
                                 wire::Empty&) {
   auto session = context.client->session(in.session);
-  TokenAccess(*context.client, *session).write(in.object, toAttributes(in.templ));
+  const auto prompt = promptAccess(context);
+  TokenAccess(*context.client, *session, &prompt).write(in.object, toAttributes(in.templ));
 }
 
 void Service::CreateObject(CallContext& context, const wire::CreateObjectRequest& in,
                            wire::ObjectReply& out) {
   auto session = context.client->session(in.session);
+  const auto prompt = promptAccess(context);
   auto templ = toAttributes(in.templ);
   const WipedOnExit wiped(templ);  // whichever check refuses it, the key bytes die here
-  out.object = TokenAccess(*context.client, *session).create(templ);
+  out.object = TokenAccess(*context.client, *session, &prompt).create(templ);
 }
 
 void Service::DestroyObject(CallContext& context, const wire::ObjectRequest& in, wire::Empty&) {
   auto session = context.client->session(in.session);
-  TokenAccess(*context.client, *session).destroy(in.object);
+  const auto prompt = promptAccess(context);
+  TokenAccess(*context.client, *session, &prompt).destroy(in.object);
 }
 
 void Service::GetObjectSize(CallContext& context, const wire::ObjectRequest& in, wire::ObjectSizeReply& out) {
   auto session = context.client->session(in.session);
-  out.size = TokenAccess(*context.client, *session).objectSize(in.object);
+  const auto prompt = promptAccess(context);
+  out.size = TokenAccess(*context.client, *session, &prompt).objectSize(in.object);
 }
 
 void Service::CopyObject(CallContext& context, const wire::CopyObjectRequest& in, wire::ObjectReply& out) {
   auto session = context.client->session(in.session);
-  out.object = TokenAccess(*context.client, *session).copy(in.object, toAttributes(in.templ));
+  const auto prompt = promptAccess(context);
+  out.object = TokenAccess(*context.client, *session, &prompt).copy(in.object, toAttributes(in.templ));
 }
 
 void Service::GenerateKeyPair(CallContext& context, const wire::GenerateKeyPairRequest& in,
                               wire::GenerateKeyPairReply& out) {
   auto session = context.client->session(in.session);
-  TokenAccess access(*context.client, *session);
+  const auto prompt = promptAccess(context);
+  TokenAccess access(*context.client, *session, &prompt);
   access.requireLogin();  // first: converting the mechanism may fail, and the login comes first
   auto publicTemplate = toAttributes(in.publicTemplate);
   auto privateTemplate = toAttributes(in.privateTemplate);
@@ -85,37 +93,45 @@ void Service::GenerateKeyPair(CallContext& context, const wire::GenerateKeyPairR
 
 void Service::CheckOperation(CallContext& context, const wire::CheckOperationRequest& in, wire::Empty&) {
   auto session = context.client->session(in.session);
+  const auto prompt = promptAccess(context);
   const OperationKind kind = keyOperationOf(in.operation);
-  TokenAccess(*context.client, *session).checkKeyOperation(kind, toMechanism(in.mechanism), in.key);
+  TokenAccess(*context.client, *session, &prompt).checkKeyOperation(kind, toMechanism(in.mechanism), in.key);
 }
 
 void Service::Sign(CallContext& context, const wire::KeyOperationRequest& in, wire::DataReply& out) {
   auto session = context.client->session(in.session);
-  out.data = TokenAccess(*context.client, *session).sign(toMechanism(in.mechanism), in.key, in.data);
+  const auto prompt = promptAccess(context);
+  out.data = TokenAccess(*context.client, *session, &prompt).sign(toMechanism(in.mechanism), in.key, in.data);
 }
 
 void Service::Verify(CallContext& context, const wire::VerifyRequest& in, wire::Empty&) {
   auto session = context.client->session(in.session);
-  TokenAccess(*context.client, *session).verify(toMechanism(in.mechanism), in.key, in.data, in.signature);
+  const auto prompt = promptAccess(context);
+  TokenAccess(*context.client, *session, &prompt)
+      .verify(toMechanism(in.mechanism), in.key, in.data, in.signature);
 }
 
 void Service::Decrypt(CallContext& context, const wire::KeyOperationRequest& in, wire::DataReply& out) {
   auto session = context.client->session(in.session);
-  out.data = TokenAccess(*context.client, *session).decrypt(toMechanism(in.mechanism), in.key, in.data);
+  const auto prompt = promptAccess(context);
+  out.data =
+      TokenAccess(*context.client, *session, &prompt).decrypt(toMechanism(in.mechanism), in.key, in.data);
 }
 
 void Service::Digest(CallContext& context, const wire::DigestRequest& in, wire::DataReply& out) {
   auto session = context.client->session(in.session);
-  out.data = TokenAccess(*context.client, *session).digest(toMechanism(in.mechanism), in.data);
+  const auto prompt = promptAccess(context);
+  out.data = TokenAccess(*context.client, *session, &prompt).digest(toMechanism(in.mechanism), in.data);
 }
 
 void Service::GenerateRandom(CallContext& context, const wire::GenerateRandomRequest& in,
                              wire::DataReply& out) {
   auto session = context.client->session(in.session);
+  const auto prompt = promptAccess(context);
   if (in.length > wire::kMaxRandomBytes) {
     fail(CKR_ARGUMENTS_BAD, "too many random bytes asked for");
   }
-  out.data = TokenAccess(*context.client, *session).random(in.length);
+  out.data = TokenAccess(*context.client, *session, &prompt).random(in.length);
 }
 
 }  // namespace dojang::daemon

@@ -69,8 +69,27 @@ void Service::Login(CallContext& context, const wire::LoginRequest& in, wire::Em
     // PKCS#11: an SO cannot log in while the application has read-only sessions with the token.
     fail(CKR_SESSION_READ_ONLY_EXISTS, "SO login needs read-write sessions only");
   }
-  const SecureBytes pin(in.pin);
-  session->token->login(context.client->number(), in.userType, in.pinGiven ? &pin : nullptr);
+  if (!in.pinGiven && session->token->pinMode() == PinMode::Prompt) {
+    // The protected authentication path of a prompt-mode token: dojangd asks.
+    const auto prompt = promptAccess(context);
+    if (!prompt.ask) {
+      fail(CKR_FUNCTION_FAILED, "this dojangd has no PIN prompt; give the PIN to C_Login");
+    }
+    PromptNeed need;
+    need.operation = in.userType == CKU_SO ? "log in as security officer" : "log in";
+    need.user = in.userType;
+    need.tokenLabel = session->token->description().label;
+    session->token->promptLogin(
+        context.client->number(), in.userType,
+        [&](const token::PinState& pin) {
+          need.pin = pin;
+          return prompt.ask(need);
+        },
+        prompt.stillWaiting);
+  } else {
+    const SecureBytes pin(in.pin);
+    session->token->login(context.client->number(), in.userType, in.pinGiven ? &pin : nullptr);
+  }
   logInfo("client " + std::to_string(context.client->number()) + " (" + context.client->program() +
           ") logged in to slot " + std::to_string(session->slot));
 }

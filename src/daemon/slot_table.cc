@@ -73,7 +73,11 @@ void SlotTable::rescanDriver(token::Driver& driver) {
       state = std::make_shared<TokenState>(slot, driver.openToken(description.key));
       // A call that finds the token gone rescans at once instead of waiting for the poller.
       state->setRemovalHandler([this, &driver] { rescanDriver(driver); });
-      logInfo("slot " + std::to_string(slot) + ": token \"" + state->description().label + "\" present");
+      const auto token = state->description();
+      const auto mode = m_pinSettings.modeFor(token.label, token.serialNumber);
+      state->setPinMode(mode, m_pinSettings.cache, m_pinSettings.cacheLifetime);
+      logInfo("slot " + std::to_string(slot) + ": token \"" + token.label +
+              "\" present (PIN: " + pinModeName(mode) + ")");
     } catch (const Error& error) {
       // Rescans retry every poll; say it once per distinct failure, not every second.
       std::lock_guard again(m_mutex);
@@ -86,7 +90,8 @@ void SlotTable::rescanDriver(token::Driver& driver) {
       continue;
     }
     lock.lock();
-    auto again = std::find_if(m_slots.begin(), m_slots.end(), [slot](const SlotRecord& r) { return r.id == slot; });
+    auto again =
+        std::find_if(m_slots.begin(), m_slots.end(), [slot](const SlotRecord& r) { return r.id == slot; });
     if (again->token == nullptr) {
       again->openError.clear();
       again->openErrorRv = CKR_OK;

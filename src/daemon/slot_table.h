@@ -28,6 +28,10 @@ class SlotTable final {
   SlotTable& operator=(const SlotTable&) = delete;
   ~SlotTable();
 
+  // How each token's PIN is asked for; set before the first rescan (default: application mode,
+  // which is what in-process tests of the core expect).
+  void setPinSettings(PinSettings settings) { m_pinSettings = std::move(settings); }
+
   // Looks at every driver once; called at start-up and by the monitor threads.
   void rescan();
   // One monitor thread per driver: blocks in the driver's wait, or polls.
@@ -60,6 +64,7 @@ class SlotTable final {
   void pushEventLocked(std::uint64_t slot);
 
   std::vector<std::unique_ptr<token::Driver>> m_drivers;
+  PinSettings m_pinSettings{.defaultMode = PinMode::Application};
   std::mutex m_mutex;
   std::condition_variable m_eventReady;
   std::vector<SlotRecord> m_slots;

@@ -18,6 +18,7 @@
 #include "drivers/token/token.h"
 #include "src/common/cryptoki/operation_kind.h"
 #include "src/daemon/client.h"
+#include "src/daemon/prompt_need.h"
 
 namespace dojang::daemon {
 
@@ -25,13 +26,19 @@ class TokenAccess final {
  public:
   // Both outlive the TokenAccess. Each method takes the session's mutex for its token calls (one
   // operation at a time per session); the caller must not hold it.
-  TokenAccess(Client& client, ClientSession& session) : m_client(client), m_session(session) {}
+  // `prompt`: how this call asks for a PIN on a prompt-mode token; nullptr when nobody can be
+  // asked (the daemon's own client), which then needs a login as in application mode.
+  TokenAccess(Client& client, ClientSession& session, const PromptAccess* prompt = nullptr)
+      : m_client(client), m_session(session), m_prompt(prompt) {}
   TokenAccess(const TokenAccess&) = delete;
   TokenAccess& operator=(const TokenAccess&) = delete;
 
   [[nodiscard]] Viewer viewer() const;
   // CKR_USER_NOT_LOGGED_IN unless the client is logged in to the session's token.
   void requireLogin() const;
+  // Prompt mode: logs the client in through the PIN prompt unless it is; `key` (0: none) names
+  // the certificate whose holder the prompt shows. Application mode: requireLogin().
+  void loginOrPrompt(const char* operation, token::ObjectId key = 0);
 
   std::vector<token::ObjectId> find(const token::AttributeList& templ);
   std::vector<token::AttributeRead> read(token::ObjectId object, std::span<const CK_ATTRIBUTE_TYPE> types);
@@ -60,18 +67,30 @@ class TokenAccess final {
   token::Bytes random(std::size_t length);
 
  private:
+  // The object the backend knows: a stand-in key (prompt mode) becomes the real key, after the
+  // PIN prompt that makes it visible.
+  token::ObjectId backendObject(token::ObjectId object, const char* operation);
+  // The DER of the certificate that shares this CKA_ID, or nothing.
+  token::Bytes certificateWithId(const token::Bytes& keyId);
   // CKR_SESSION_READ_ONLY for a change to token objects in a read-only session.
   void requireReadWriteFor(bool tokenObjects, const char* what) const;
   // A new object of the client's: session objects belong to it and die with the session.
   void adopt(token::ObjectId object, bool tokenObject);
   // The checks every key operation makes, from cached facts: cheap enough for each signature.
   void checkKeyUse(OperationKind kind, const token::Mechanism& mechanism, token::ObjectId key);
+  // Runs `run`; when the token wants an administrator credential nobody configured (a PIV
+  // management key), asks for it once through the prompt, hands it to the token, runs it again.
+  template <class Run>
+  decltype(auto) withAdministrator(const char* operation, Run&& run);
+  // Prompt mode: the PIN prompt before a private key's first use by this client.
+  void loginOrPromptForKey(OperationKind kind, token::ObjectId key);
   template <class Operation>
   token::Bytes runPrivateKeyOperation(OperationKind kind, const token::Mechanism& mechanism,
                                       token::ObjectId key, Operation&& operation);
 
   Client& m_client;
   ClientSession& m_session;
+  const PromptAccess* m_prompt;
 };
 
 }  // namespace dojang::daemon

@@ -20,7 +20,7 @@ namespace {
 constexpr unsigned kMaxVerifierMismatches = 3;
 
 constexpr CK_ATTRIBUTE_TYPE kFactTypes[] = {CKA_CLASS, CKA_KEY_TYPE, CKA_PRIVATE, CKA_TOKEN,
-                                             CKA_SIGN,  CKA_VERIFY,   CKA_DECRYPT};
+                                            CKA_SIGN,  CKA_VERIFY,   CKA_DECRYPT};
 // What one cached attribute costs besides its value, for the cache's byte count.
 constexpr std::size_t kAttributeOverhead = 64;
 
@@ -44,7 +44,9 @@ TokenState::TokenState(std::uint64_t slotId, std::unique_ptr<token::Token> token
   opensslRandomBytes(m_verifierKey, "RAND_bytes");
 }
 
-TokenState::~TokenState() { OPENSSL_cleanse(m_verifierKey.data(), m_verifierKey.size()); }
+TokenState::~TokenState() {
+  OPENSSL_cleanse(m_verifierKey.data(), m_verifierKey.size());
+}
 
 token::TokenDescription TokenState::description() {
   std::uint64_t generation = 0;
@@ -59,6 +61,10 @@ token::TokenDescription TokenState::description() {
   try {
     fresh = m_token->describe();
     fresh.flags = (fresh.flags & ~kPinFlags) | pinFlags(m_token->pinState());
+    if (m_pinMode == PinMode::Prompt) {
+      // Applications need not log in; one that still does may give no PIN and let dojangd ask.
+      fresh.flags = (fresh.flags & ~CKF_LOGIN_REQUIRED) | CKF_PROTECTED_AUTHENTICATION_PATH;
+    }
   } catch (const Error&) {
     std::lock_guard lock(m_mutex);
     if (m_description) {
@@ -132,7 +138,8 @@ void TokenState::storeLocked(token::ObjectId object, const token::AttributeRead&
   const bool invalid = read.status == CKR_ATTRIBUTE_TYPE_INVALID;
   const std::size_t cost = read.value.size() + kAttributeOverhead;
   if (entry.attributes.contains(read.type) || entry.attributes.size() >= kMaxCachedAttributesPerObject ||
-      (invalid && entry.invalidCount >= kMaxCachedInvalidPerObject) || m_cachedBytes + cost > kMaxCachedBytes) {
+      (invalid && entry.invalidCount >= kMaxCachedInvalidPerObject) ||
+      m_cachedBytes + cost > kMaxCachedBytes) {
     return;  // full: the token is asked again next time
   }
   entry.attributes.emplace(read.type, read);
@@ -273,7 +280,8 @@ std::vector<token::AttributeRead> TokenState::attributesOf(token::TokenSession& 
   }
   for (std::size_t i = 0; i < types.size(); ++i) {
     if (!cached[i]) {
-      const auto k = static_cast<std::size_t>(std::find(missing.begin(), missing.end(), types[i]) - missing.begin());
+      const auto k =
+          static_cast<std::size_t>(std::find(missing.begin(), missing.end(), types[i]) - missing.begin());
       result[i] = reads[k];
       result[i].type = types[i];
     }
@@ -297,10 +305,11 @@ std::vector<token::ObjectId> TokenState::find(token::TokenSession& via, const to
     wanted.push_back(attribute.type);
   }
   std::vector<token::ObjectId> found;
+  const bool prompted = m_pinMode == PinMode::Prompt;
   for (auto id : listing(via)) {
     try {
       const auto facts = factsOf(via, id);
-      if (!visible(facts, viewer)) {
+      if (!visible(facts, viewer) || (prompted && shownAsStandIn(via, id, facts))) {
         continue;
       }
       // Secret attributes are never asked for, so a template naming CKA_VALUE cannot pull a key's
@@ -324,10 +333,30 @@ std::vector<token::ObjectId> TokenState::find(token::TokenSession& via, const to
       throw;
     }
   }
+  if (prompted) {
+    for (const auto& key : standIns(via)) {
+      if (key.matches(templ)) {
+        found.push_back(key.id);
+      }
+    }
+  }
   return found;
 }
 
 ObjectFacts TokenState::factsFor(token::TokenSession& via, token::ObjectId object, const Viewer& viewer) {
+  if (isStandIn(object)) {
+    const auto key = standIn(via, object);
+    if (!key) {
+      fail(CKR_OBJECT_HANDLE_INVALID, "no such key");
+    }
+    ObjectFacts facts;
+    facts.objectClass = CKO_PRIVATE_KEY;
+    facts.keyType = key->keyType;
+    facts.isPrivate = true;
+    facts.canSign = key->canSign;
+    facts.canDecrypt = key->canDecrypt;
+    return facts;
+  }
   const auto facts = factsOf(via, object);
   if (!visible(facts, viewer)) {
     fail(CKR_OBJECT_HANDLE_INVALID, "object not visible to this client");
@@ -338,6 +367,18 @@ ObjectFacts TokenState::factsFor(token::TokenSession& via, token::ObjectId objec
 std::vector<token::AttributeRead> TokenState::read(token::TokenSession& via, token::ObjectId object,
                                                    std::span<const CK_ATTRIBUTE_TYPE> types,
                                                    const Viewer& viewer) {
+  if (isStandIn(object)) {
+    const auto key = standIn(via, object);
+    if (!key) {
+      fail(CKR_OBJECT_HANDLE_INVALID, "no such key");
+    }
+    std::vector<token::AttributeRead> result;
+    result.reserve(types.size());
+    for (auto type : types) {
+      result.push_back(key->read(type));
+    }
+    return result;
+  }
   const auto facts = factsFor(via, object, viewer);
   std::vector<CK_ATTRIBUTE_TYPE> askable;
   for (auto type : types) {
@@ -514,6 +555,7 @@ void TokenState::logout(ClientNumber client) {
   if (m_loggedIn.erase(client) == 0) {
     fail(CKR_USER_NOT_LOGGED_IN, "not logged in");
   }
+  m_promptedClients.erase(client);
   descriptionChanged();
   if (!m_loggedIn.empty() || !m_tokenLogin) {
     return;
@@ -573,6 +615,7 @@ void TokenState::loginLost(bool certain) {
   logWarning("slot " + std::to_string(m_slotId) + ": the token lost its login (" +
              std::to_string(m_loggedIn.size()) + " clients logged in); they must log in again");
   m_loggedIn.clear();
+  m_promptedClients.clear();
   endTokenLogin(lock);
 }
 

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -20,6 +21,8 @@
 #include "drivers/token/secure_bytes.h"
 #include "drivers/token/token.h"
 #include "src/common/cryptoki/operation_kind.h"
+#include "src/daemon/pin_settings.h"
+#include "src/daemon/stand_in_keys.h"
 
 namespace dojang::daemon {
 
@@ -117,6 +120,27 @@ class TokenState final {
   [[nodiscard]] std::size_t cachedObjectCount();
   [[nodiscard]] CacheStats cacheStats();
 
+  // --- prompt mode (pin_settings.h): set once, when the slot table opens the token ---
+  void setPinMode(PinMode mode, PinCache cache, std::chrono::seconds cacheLifetime);
+  [[nodiscard]] PinMode pinMode() const noexcept { return m_pinMode; }
+  [[nodiscard]] PinCache pinCache() const noexcept { return m_pinCache; }
+  // The real private key behind a stand-in, found by CKA_ID and key type among the objects the
+  // logged-in token shows. Throws CKR_KEY_HANDLE_INVALID when there is none.
+  token::ObjectId realKeyFor(token::TokenSession& via, token::ObjectId standIn);
+  // The stand-in's CKA_ID, or the CKA_ID of a real key: which certificate the key belongs to.
+  token::Bytes keyIdOf(token::TokenSession& via, token::ObjectId key, const Viewer& viewer);
+
+  // Prompt mode: logs `client` in as `user` with a PIN from `ask`, unless it is logged in
+  // already (or a timed cache covers it). One prompt per token at a time: a client that comes
+  // while one is open calls `stillWaiting` about every 250 ms (it throws to give up) and shares
+  // that prompt's outcome, logged in with it, or failing with its error.
+  using PinAsk = std::function<SecureBytes(const token::PinState& pin)>;
+  void promptLogin(ClientNumber client, CK_USER_TYPE user, const PinAsk& ask,
+                   const std::function<void()>& stillWaiting);
+  [[nodiscard]] bool isPromptedLogin(ClientNumber client);
+  // Prompt mode with the cache off: the login a prompt gave lasts one operation.
+  void endPromptedUse(ClientNumber client);
+
   // --- login: the token is logged in while at least one client is ---
   // Logs the client in; the token itself is asked only when nobody else is logged in. The
   // token's login runs without the login state locked: other clients' calls go on, and only
@@ -153,6 +177,11 @@ class TokenState final {
   void clearAttributesLocked(CachedObject& entry);
   [[nodiscard]] ClientNumber ownerLocked(token::ObjectId object) const;
   [[nodiscard]] static bool visible(const ObjectFacts& facts, const Viewer& viewer);
+  // The stand-ins for the token's current objects, built again when they changed.
+  std::vector<StandInKey> standIns(token::TokenSession& via);
+  [[nodiscard]] std::optional<StandInKey> standIn(token::TokenSession& via, token::ObjectId id);
+  // A real private key that a stand-in shows instead (prompt mode): hidden from listings.
+  bool shownAsStandIn(token::TokenSession& via, token::ObjectId object, const ObjectFacts& facts);
   Verifier verifierFor(const SecureBytes& pin) const;
   void waitForTokenLocked(std::unique_lock<std::mutex>& lock);
   // Inside a catch of the token's login: a removed token is marked so and said as CKR_DEVICE_REMOVED.
@@ -179,6 +208,14 @@ class TokenState final {
   std::unordered_map<token::ObjectId, CachedObject> m_objects;
   std::size_t m_cachedBytes = 0;
   std::unordered_map<token::ObjectId, ClientNumber> m_owners;  // session objects made through us
+  StandInKeys m_standIns;
+  std::optional<std::uint64_t> m_standInsGeneration;  // m_generation they were built at
+  // Stand-in -> (m_generation when found, real private key).
+  std::unordered_map<token::ObjectId, std::pair<std::uint64_t, token::ObjectId>> m_realKeys;
+
+  PinMode m_pinMode = PinMode::Application;
+  PinCache m_pinCache = PinCache::PerConnection;
+  std::chrono::seconds m_cacheLifetime{300};
 
   std::mutex m_loginMutex;  // guards the login state; taken before m_mutex when both are needed
   std::condition_variable m_tokenIdle;
@@ -189,6 +226,15 @@ class TokenState final {
   std::array<std::uint8_t, 32> m_verifierKey{};
   // Wrong PINs checked by the daemon alone. Only a login the token itself checked resets it.
   unsigned m_verifierMismatches = 0;
+  // The prompt open for this token, if any, and how the last one ended (for its waiters).
+  bool m_promptOpen = false;
+  std::uint64_t m_promptRound = 0;
+  CK_RV m_promptOutcome = CKR_OK;
+  std::string m_promptFailure;
+  std::condition_variable m_promptClosed;
+  // Timed cache: until then, any client of the token is logged in without a prompt.
+  std::chrono::steady_clock::time_point m_timedLoginUntil{};
+  std::set<ClientNumber> m_promptedClients;  // logged in by a prompt, not by C_Login with a PIN
 };
 
 // Token flags follow PIN checks (count low, final try, locked): a PIN check reads them again

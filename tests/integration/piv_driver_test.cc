@@ -13,10 +13,12 @@
 #include <vector>
 
 #include "tests/support/dojangd_process.h"
+#include "tests/support/p11_calls.h"
 #include "tests/support/pcscd_process.h"
 #include "tests/support/run_command.h"
 #include "tests/support/softhsm_token.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/test_pinentry.h"
 
 namespace {
 
@@ -55,11 +57,13 @@ void selectOpenPgpElsewhere(const std::string& reader) {
 
 // pcscd with its own reader, the card in it, and dojangd serving the reader through the PIV
 // driver (SoftHSM beside it, as the test daemon always has one).
+// `pinSettings`: dojangd's [pin] table, with the test pinentry as its program.
 struct PivBench {
-  PivBench()
+  explicit PivBench(const std::string& pinSettings = dojang::test::kApplicationPinMode)
       : pcscd(dir.path(), "dojang PIV driver test"),
         daemon(softhsm, dojang::test::DojangdOptions{
-                            "", "[piv]\nenabled = true\nreaders = [\"dojang PIV driver test*\"]\n", {}}) {}
+                            "", "[piv]\nenabled = true\nreaders = [\"dojang PIV driver test*\"]\n",
+                            pinentry.env(), dojang::test::TestPinentry::pinSettings(pinSettings)}) {}
 
   void insert(const std::vector<std::string>& cardOptions = {}) {
     card.start(pcscd.port(), dir / "card.state", cardOptions);
@@ -69,6 +73,7 @@ struct PivBench {
   CommandResult run(const std::vector<std::string>& argv) const {
     auto env = daemon.env();
     env["HOME"] = (dir / "home").string();
+    env["DISPLAY"] = ":7";  // somewhere for dojangd's prompts (the test pinentry shows nothing)
     auto result = dojang::test::runCommand(argv, env);
     UNSCOPED_INFO("$ " << joined(argv) << "\nexit " << result.exitCode << "\n" << result.out << result.err);
     return result;
@@ -140,6 +145,7 @@ struct PivBench {
 
   dojang::test::PcscdLock lock;
   dojang::test::TempDir dir{"dojang-pivdrv-"};
+  dojang::test::TestPinentry pinentry{dir / "pinentry"};  // before the daemon, whose options name it
   dojang::test::PcscdProcess pcscd;
   dojang::test::VirtualPivCard card{dir.path()};
   dojang::test::SoftHsmToken softhsm;
@@ -217,7 +223,14 @@ TEST_CASE(
   CHECK(readFile(bench.path("secret.dec2")) == "a session key");
 
   // The objects are the card's, ykcs11-style, with the labels the templates gave (kept in the
-  // driver's slot overlay); a later client reads them from dojangd's cache.
+  // driver's slot overlay); a later client reads them from dojangd's cache. The last client's
+  // logout reaches the card after that client has exited: wait for the card to go quiet first.
+  for (auto seen = bench.card.apduCount();; seen = bench.card.apduCount()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    if (bench.card.apduCount() == seen) {
+      break;
+    }
+  }
   bench.card.clearApduLog();
   const auto listing = bench.tool({"--list-objects"});
   REQUIRE(listing.exitCode == 0);
@@ -225,6 +238,7 @@ TEST_CASE(
   CHECK(contains(listing.out, "label:      card cert 03\n"));
   CHECK(contains(listing.out, "label:      rsa\n"));
   CHECK(contains(listing.out, "CN=card key 03"));
+  INFO(PivBench::joined(bench.card.apduLines()));
   CHECK(bench.card.apduCount() == 0);
 }
 
@@ -342,4 +356,65 @@ TEST_CASE("PIV through dojang: another program selecting its own application on 
             .run({"openssl", "dgst", "-sha256", "-verify", publicKey, "-signature", bench.path("sig"),
                   bench.path("data")})
             .exitCode == 0);
+}
+
+TEST_CASE(
+    "PIV through dojang: a management key neither configured nor the default is asked for once, and "
+    "kept while the card stays in",
+    "[piv][integration][management-key]") {
+  constexpr const char* kOwnKey = "00112233445566778899aabbccddeeff0011223344556677";
+  PivBench bench;
+  bench.insert({"--management-key", kOwnKey});
+  bench.waitForToken();
+
+  // A wrong key first: that key generation fails, and the prompt is not repeated by itself.
+  bench.pinentry.answers(
+      {"pin:0102030405060708010203040506070801020304050607ff", std::string("pin:") + kOwnKey});
+  const auto refused = bench.userTool({"--keypairgen", "--key-type", "EC:prime256v1", "--id", "01"});
+  CHECK(refused.exitCode != 0);
+  CHECK(bench.pinentry.prompts().size() == 1);
+  CHECK(contains(bench.daemon.log(), "wrong management key"));
+
+  REQUIRE(bench.userTool({"--keypairgen", "--key-type", "EC:prime256v1", "--id", "01", "--label", "ec"})
+              .exitCode == 0);
+  const auto prompts = bench.pinentry.prompts();
+  REQUIRE(prompts.size() == 2);
+  CHECK(contains(prompts[1], "pkcs11-tool (pid "));
+  CHECK(contains(prompts[1], "wants to generate a key pair on token PIV card"));
+  CHECK(contains(prompts[1], "management key"));
+  // The certificate write needs the key too: the one typed is kept, no new prompt.
+  bench.certify("01", bench.publicKeyPem("01"));
+  CHECK(bench.pinentry.prompts().size() == 2);
+}
+
+TEST_CASE(
+    "PIV through dojang, prompt mode: the prompt shows the retries left, and says plainly when one is "
+    "left",
+    "[piv][integration][pin][prompt]") {
+  PivBench bench("mode = \"prompt\"");
+  bench.insert();
+  bench.waitForToken();
+  REQUIRE(bench.userTool({"--keypairgen", "--key-type", "EC:prime256v1", "--id", "01", "--label", "ec"})
+              .exitCode == 0);
+  // This process signs, once per use (pkcs11-tool would try C_Sign, then C_SignUpdate and
+  // C_SignFinal, and so meet two prompts for one signature).
+  bench.pinentry.answers({"pin:111111", "pin:222222", std::string("pin:") + kPin});
+  bench.daemon.exportEnv();
+  dojang::test::DojangModule module;
+  REQUIRE(module.initialize() == CKR_OK);
+  auto& p11 = module.functions();
+  CK_SESSION_HANDLE session = 0;
+  REQUIRE(p11.C_OpenSession(dojang::test::slotWithLabel(p11, kTokenLabel), CKF_SERIAL_SESSION, nullptr,
+                            nullptr, &session) == CKR_OK);
+  const auto keys = dojang::test::findWithId(p11, session, CKO_PRIVATE_KEY, 0x01);
+  REQUIRE(keys.size() == 1);
+  CHECK(dojang::test::signP256Once(p11, session, keys[0]) == CKR_PIN_INCORRECT);
+  CHECK(dojang::test::signP256Once(p11, session, keys[0]) == CKR_PIN_INCORRECT);
+  CHECK(dojang::test::signP256Once(p11, session, keys[0]) == CKR_OK);
+  const auto prompts = bench.pinentry.prompts();
+  REQUIRE(prompts.size() == 3);
+  CHECK(contains(prompts[0], "3 tries left"));
+  CHECK(contains(prompts[1], "2 tries left"));
+  CHECK(contains(prompts[1], "A wrong PIN was entered before"));
+  CHECK(contains(prompts[2], "LAST TRY: one more wrong PIN locks the token"));
 }

@@ -105,13 +105,19 @@ bool helloAnswered(const std::filesystem::path& socketPath) {
 
 }  // namespace
 
-std::string dojangdExecutable() { return requiredEnv("DOJANGD"); }
+std::string dojangdExecutable() {
+  return requiredEnv("DOJANGD");
+}
 
-std::string dojangModulePath() { return requiredEnv("DOJANG_MODULE"); }
+std::string dojangModulePath() {
+  return requiredEnv("DOJANG_MODULE");
+}
 
-std::string dojangdConfigFor(const SoftHsmToken& token, const std::string& daemonSettings) {
+std::string dojangdConfigFor(const SoftHsmToken& token, const std::string& daemonSettings,
+                             const std::string& pinSettings) {
   const std::string daemonTable = daemonSettings.empty() ? "" : "[daemon]\n" + daemonSettings + "\n";
-  return daemonTable +
+  const std::string pinTable = pinSettings.empty() ? "" : "[pin]\n" + pinSettings + "\n";
+  return daemonTable + pinTable +
          "[[backend]]\n"
          "name = \"softhsm\"\n"
          "module = \"" +
@@ -119,7 +125,7 @@ std::string dojangdConfigFor(const SoftHsmToken& token, const std::string& daemo
 }
 
 DojangdProcess::DojangdProcess(const SoftHsmToken& token, const std::string& daemonSettings)
-    : DojangdProcess(token, DojangdOptions{daemonSettings, {}, {}}) {}
+    : DojangdProcess(token, DojangdOptions{daemonSettings, {}, {}, kApplicationPinMode}) {}
 
 DojangdProcess::DojangdProcess(const SoftHsmToken& token, const DojangdOptions& options)
     : m_dir("dojangd-test-"), m_softhsmConf(token.configPath()) {
@@ -128,7 +134,8 @@ DojangdProcess::DojangdProcess(const SoftHsmToken& token, const DojangdOptions& 
   for (const auto& [name, value] : options.env) {
     m_env[name] = value;
   }
-  writeFile(configPath(), dojangdConfigFor(token, options.daemonSettings) + options.extraConfig);
+  writeFile(configPath(),
+            dojangdConfigFor(token, options.daemonSettings, options.pinSettings) + options.extraConfig);
   start();
 }
 
@@ -143,7 +150,7 @@ void DojangdProcess::start() {
     throw std::runtime_error("dojangd is already running as pid " + std::to_string(m_pid));
   }
   const std::string program = dojangdExecutable();
-  std::vector<std::string> args = {program,    "--foreground", "-v", "--socket", socketPath().string(),
+  std::vector<std::string> args = {program,    "--foreground",       "-v", "--socket", socketPath().string(),
                                    "--config", configPath().string()};
   std::vector<char*> argv;
   for (auto& arg : args) {

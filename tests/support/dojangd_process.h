@@ -22,9 +22,14 @@ std::string dojangdExecutable();
 // $DOJANG_MODULE (dojang-pkcs11.so in the build tree); throws std::runtime_error when not set.
 std::string dojangModulePath();
 
+// Tests run their tokens in application mode (C_Login with the PIN, as every client test does)
+// unless they ask for dojangd's PIN prompts.
+inline constexpr const char* kApplicationPinMode = "mode = \"application\"";
+
 // The TOML that makes dojangd load SoftHSM with the token's SOFTHSM2_CONF; daemonSettings are
-// lines for its [daemon] table (e.g. "max_connections = 20").
-std::string dojangdConfigFor(const SoftHsmToken& token, const std::string& daemonSettings = {});
+// lines for its [daemon] table (e.g. "max_connections = 20"), pinSettings for its [pin] table.
+std::string dojangdConfigFor(const SoftHsmToken& token, const std::string& daemonSettings = {},
+                             const std::string& pinSettings = kApplicationPinMode);
 
 // The slot whose token carries this label; throws std::runtime_error when none does.
 CK_SLOT_ID slotWithLabel(CK_FUNCTION_LIST& p11, const std::string& label);
@@ -35,6 +40,7 @@ struct DojangdOptions {
   std::string daemonSettings;
   std::string extraConfig;
   std::map<std::string, std::string> env;
+  std::string pinSettings = kApplicationPinMode;  // lines of the [pin] table
 };
 
 class DojangdProcess final {

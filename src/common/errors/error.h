@@ -36,12 +36,14 @@ enum class ErrorKind {
   BadInput,      // the caller's arguments or data are wrong
   Unsupported,   // not offered by this token, mechanism or build
   Refused,       // a peer (CA, token policy) said no on purpose
+  // The operation needs an administrator credential nobody gave: a PIV card's management key
+  // that is neither configured nor the default (Token::authorizeAdministrator supplies it).
+  CredentialNeeded,
 };
 
 class Error : public std::runtime_error {
  public:
-  Error(CK_RV rv, ErrorKind kind, const std::string& message,
-        CallSite where = CallSite::current());
+  Error(CK_RV rv, ErrorKind kind, const std::string& message, CallSite where = CallSite::current());
   // A wrong PIN, with the tries the token has left when it tells.
   Error(CK_RV rv, ErrorKind kind, const std::string& message, std::optional<unsigned> pinRetriesLeft,
         CallSite where = CallSite::current());
@@ -65,13 +67,10 @@ class Error : public std::runtime_error {
 [[nodiscard]] std::string ckRvName(CK_RV rv);
 
 // Throws unless rv is CKR_OK. `call` names the foreign function for the message.
-void checkCkRv(CK_RV rv, std::string_view call,
-               CallSite where = CallSite::current());
-[[noreturn]] void throwCkRv(CK_RV rv, std::string_view call,
-                            CallSite where = CallSite::current());
+void checkCkRv(CK_RV rv, std::string_view call, CallSite where = CallSite::current());
+[[noreturn]] void throwCkRv(CK_RV rv, std::string_view call, CallSite where = CallSite::current());
 
 // Convenience for our own checks: an error with the CK_RV a client should receive.
-[[noreturn]] void fail(CK_RV rv, const std::string& message,
-                       CallSite where = CallSite::current());
+[[noreturn]] void fail(CK_RV rv, const std::string& message, CallSite where = CallSite::current());
 
 }  // namespace dojang
