@@ -12,6 +12,8 @@ packages=(
   softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools vsmartcard-vpcd yubico-piv-tool ykcs11 p11-kit
   libnss3-tools openssh-client openssl libengine-pkcs11-openssl gnutls-bin curl sqlite3
   procps psmisc util-linux tmux pinentry-curses python3
+  # `dojang setup-browser`'s test holds a profile with a real headless Firefox
+  firefox-esr
   # the scheduler's desktop notifications, seen on a private session bus in the tests
   dbus-daemon dbus-bin python3-dbus
 )

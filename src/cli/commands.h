@@ -29,7 +29,8 @@ class CommandError final : public std::runtime_error {
 
 struct CommandResult {
   nlohmann::json json;
-  std::string text;  // for people; ends with a newline
+  std::string text;        // for people; ends with a newline
+  int exitCode = kExitOk;  // a command that did part of its work says so with kExitFailure
 };
 
 struct ModuleOptions {
@@ -84,11 +85,20 @@ struct SetupP11KitOptions {
   bool dryRun = false;          // --dry-run: say what would change, change nothing
 };
 
+// `dojang setup-browser`: dojang's module in the NSS databases of Firefox's profiles and Chromium.
+struct SetupBrowserOptions {
+  ModuleOptions module;      // --module (default: as the other commands choose it)
+  bool remove = false;       // --remove: take it out again
+  bool dryRun = false;       // --dry-run: say what would change, change nothing
+  bool forceDirect = false;  // --force-direct: add it even where p11-kit-proxy brings it already
+};
+
 [[nodiscard]] CommandResult runTokens(const ModuleOptions& options);
 [[nodiscard]] CommandResult runCerts(const CertsOptions& options);
 [[nodiscard]] CommandResult runStatus(const StatusOptions& options);
 [[nodiscard]] CommandResult runRenew(const RenewOptions& options);
 [[nodiscard]] CommandResult runEnroll(const EnrollOptions& options);
 [[nodiscard]] CommandResult runSetupP11Kit(const SetupP11KitOptions& options);
+[[nodiscard]] CommandResult runSetupBrowser(const SetupBrowserOptions& options);
 
 }  // namespace dojang::cli

@@ -147,6 +147,21 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"dojang", "opensc", "both"}));
   setupP11Kit->add_flag("--dry-run", setupOptions.dryRun, "Say what would change; change nothing");
 
+  dojang::cli::SetupBrowserOptions browserOptions;
+  std::string browserModule;
+  auto* setupBrowser = app.add_subcommand(
+      "setup-browser",
+      "Register dojang's module (as \"dojang\") with modutil in the NSS databases of every Firefox "
+      "profile and of Chromium ($HOME/.pki/nssdb); with --remove, take it out again. A profile an "
+      "open Firefox holds is refused; the others are still done");
+  setupBrowser->add_flag("--json", json, "Print JSON");
+  auto* browserModuleOption = setupBrowser->add_option(
+      "--module", browserModule, "The module to register (default: $DOJANG_MODULE, else dojang-pkcs11.so)");
+  setupBrowser->add_flag("--remove", browserOptions.remove, "Remove the module \"dojang\" instead");
+  setupBrowser->add_flag("--dry-run", browserOptions.dryRun, "Say what would change; change nothing");
+  setupBrowser->add_flag("--force-direct", browserOptions.forceDirect,
+                         "Add dojang also where p11-kit-proxy already brings it (tokens then show twice)");
+
   app.footer(
       "One card, one route: p11-kit programs (GnuTLS, p11tool, the p11-kit proxy) load every module\n"
       "registered with p11-kit, so a card read by OpenSC appears twice when OpenSC's module is\n"
@@ -184,6 +199,11 @@ int main(int argc, char** argv) {
       result = dojang::cli::runRenew(renewOptions);
     } else if (setupP11Kit->parsed()) {
       result = dojang::cli::runSetupP11Kit(setupOptions);
+    } else if (setupBrowser->parsed()) {
+      if (browserModuleOption->count() > 0) {
+        browserOptions.module.module = browserModule;
+      }
+      result = dojang::cli::runSetupBrowser(browserOptions);
     } else if (enroll->parsed() || reissue->parsed()) {
       auto& chosen = enroll->parsed() ? enrollOptions : reissueOptions;
       chosen.common.json = json;
@@ -200,7 +220,7 @@ int main(int argc, char** argv) {
       std::cout << result.text;
     }
     std::cout.flush();
-    return std::cout ? dojang::cli::kExitOk : dojang::cli::kExitFailure;
+    return std::cout ? result.exitCode : dojang::cli::kExitFailure;
   } catch (const dojang::cli::CommandError& error) {
     return reportError(json, error.exitCode(), error.what(), error.details());
   } catch (const std::exception& error) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "src/cli/commands.h"
+#include "src/cli/p11kit_modules.h"
 
 namespace dojang::cli {
 
@@ -31,68 +32,11 @@ constexpr const char* kMarker = "# Written by `dojang setup p11-kit";
 constexpr const char* kOpenscModule = "opensc-pkcs11.so";
 constexpr const char* kDojangModule = "dojang-pkcs11.so";
 
-// Where p11-kit reads module configs (p11-kit's pkg-config at build time): its package's, then
-// the administrator's.
-std::vector<fs::path> systemModuleDirs() { return {DOJANG_P11KIT_PACKAGE_MODULES, DOJANG_P11KIT_SYSTEM_MODULES}; }
-
-// ~/.config/pkcs11/modules, which p11-kit expands with $XDG_CONFIG_HOME when that is set.
-fs::path userModuleDir() {
-  if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg != nullptr && *xdg != 0) {
-    return fs::path(xdg) / "pkcs11" / "modules";
-  }
-  const char* home = std::getenv("HOME");
-  if (home == nullptr || *home == 0) {
-    throw CommandError(kExitFailure, "neither $XDG_CONFIG_HOME nor $HOME is set: no user p11-kit config to write");
-  }
-  return fs::path(home) / ".config" / "pkcs11" / "modules";
-}
-
-std::string trimmed(const std::string& text) {
-  const auto first = text.find_first_not_of(" \t\r");
-  if (first == std::string::npos) {
-    return {};
-  }
-  return text.substr(first, text.find_last_not_of(" \t\r") - first + 1);
-}
-
-// A field of a p11-kit config file ("name: value" lines, '#' comments); nullopt when absent.
-std::optional<std::string> configField(const fs::path& file, const std::string& name) {
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    line = trimmed(line);
-    const auto colon = line.find(':');
-    if (line.empty() || line[0] == '#' || colon == std::string::npos) {
-      continue;
-    }
-    if (trimmed(line.substr(0, colon)) == name) {
-      return trimmed(line.substr(colon + 1));
-    }
-  }
-  return std::nullopt;
-}
-
 bool writtenByUs(const fs::path& file) {
   std::ifstream in(file);
   std::string first;
   std::getline(in, first);
   return first.rfind(kMarker, 0) == 0;
-}
-
-// The module config files (names only) whose `module:` loads `library`, in `directories`.
-std::vector<std::string> filesLoading(const std::vector<fs::path>& directories, const std::string& library) {
-  std::vector<std::string> names;
-  for (const auto& directory : directories) {
-    std::error_code error;
-    for (const auto& entry : fs::directory_iterator(directory, error)) {
-      const auto module = configField(entry.path(), "module");
-      if (entry.path().extension() == ".module" && module && !module->empty() &&
-          fs::path(*module).filename() == library) {
-        names.push_back(entry.path().filename().string());
-      }
-    }
-  }
-  return names;
 }
 
 std::string overrideText(const std::string& keep, const std::string& hidden) {
@@ -129,13 +73,14 @@ CommandResult runSetupP11Kit(const SetupP11KitOptions& options) {
   if (options.keep != "dojang" && options.keep != "opensc" && options.keep != "both") {
     throw CommandError(kExitUsage, "--keep takes dojang, opensc or both, not '" + options.keep + "'");
   }
-  const fs::path userDir = userModuleDir();
-  const auto systemDirs = systemModuleDirs();
+  const fs::path userDir = p11KitUserModuleDir();
+  const auto systemDirs = p11KitSystemModuleDirs();
   std::vector<std::string> warnings;
 
   // Which route each system file is; the user files override them by name.
   const std::vector<std::pair<std::string, std::vector<std::string>>> routes = {
-      {kOpenscModule, filesLoading(systemDirs, kOpenscModule)}, {kDojangModule, filesLoading(systemDirs, kDojangModule)}};
+      {kOpenscModule, p11KitFilesLoading(systemDirs, kOpenscModule)},
+      {kDojangModule, p11KitFilesLoading(systemDirs, kDojangModule)}};
   const std::string hiddenLibrary = options.keep == "dojang"   ? kOpenscModule
                                     : options.keep == "opensc" ? kDojangModule
                                                                : "";
@@ -148,13 +93,15 @@ CommandResult runSetupP11Kit(const SetupP11KitOptions& options) {
       const bool ours = exists && writtenByUs(file);
       if (library == hiddenLibrary) {
         if (exists && !ours) {
-          throw CommandError(kExitFailure,
-                             file.string() + " exists and was not written by dojang: edit or remove it yourself",
-                             {{"file", file.string()}});
+          throw CommandError(
+              kExitFailure,
+              file.string() + " exists and was not written by dojang: edit or remove it yourself",
+              {{"file", file.string()}});
         }
         const std::string text = overrideText(options.keep, library);
         std::ifstream current(file);
-        const std::string present((std::istreambuf_iterator<char>(current)), std::istreambuf_iterator<char>());
+        const std::string present((std::istreambuf_iterator<char>(current)),
+                                  std::istreambuf_iterator<char>());
         changes.push_back({file, exists && present == text ? "unchanged" : "write", library});
       } else if (ours) {
         changes.push_back({file, "remove", library});
@@ -164,30 +111,41 @@ CommandResult runSetupP11Kit(const SetupP11KitOptions& options) {
 
   if (options.keep == "dojang" && routes[0].second.empty()) {
     warnings.push_back("OpenSC is not registered with p11-kit (no module file in " + systemDirs[0].string() +
-                       " or " + systemDirs[1].string() + " loads " + kOpenscModule + "): cards have one route already");
+                       " or " + systemDirs[1].string() + " loads " + kOpenscModule +
+                       "): cards have one route already");
   }
   if (options.keep == "opensc" && routes[1].second.empty()) {
     warnings.push_back(std::string("dojang's module is not registered with p11-kit (no module file in ") +
                        systemDirs[0].string() + " or " + systemDirs[1].string() + " loads " + kDojangModule +
                        "): p11-kit programs reach cards through OpenSC only already");
   }
-  if (options.keep == "dojang" && routes[1].second.empty() && filesLoading({userDir}, kDojangModule).empty()) {
-    warnings.push_back(std::string("dojang's module is not registered with p11-kit (no dojang.module loading ") +
-                       kDojangModule + "): p11-kit programs see cards through neither route until it is "
-                       "(meson install puts it in " + DOJANG_P11KIT_PACKAGE_MODULES + ")");
+  if (options.keep == "dojang" && routes[1].second.empty() &&
+      p11KitFilesLoading({userDir}, kDojangModule).empty()) {
+    warnings.push_back(
+        std::string("dojang's module is not registered with p11-kit (no dojang.module loading ") +
+        kDojangModule +
+        "): p11-kit programs see cards through neither route until it is "
+        "(meson install puts it in " +
+        DOJANG_P11KIT_PACKAGE_MODULES + ")");
   }
   if (::geteuid() == 0) {
-    warnings.push_back("p11-kit reads no user configuration in programs run as root: this changes what "
-                       "programs of the user owning " + userDir.string() + " see, when not run as root");
+    warnings.push_back(
+        "p11-kit reads no user configuration in programs run as root: this changes what "
+        "programs of the user owning " +
+        userDir.string() + " see, when not run as root");
   }
-  if (const auto mode = configField(fs::path(DOJANG_P11KIT_SYSTEM_CONFIG), "user-config"); mode && *mode == "none") {
+  if (const auto mode = p11KitConfigField(fs::path(DOJANG_P11KIT_SYSTEM_CONFIG), "user-config");
+      mode && *mode == "none") {
     warnings.push_back(std::string(DOJANG_P11KIT_SYSTEM_CONFIG) +
                        " says user-config: none, so p11-kit ignores the files written here");
   }
 
   CommandResult result;
-  result.json = {{"keep", options.keep}, {"dryRun", options.dryRun}, {"userModules", userDir.string()},
-                 {"changes", nlohmann::json::array()}, {"warnings", warnings}};
+  result.json = {{"keep", options.keep},
+                 {"dryRun", options.dryRun},
+                 {"userModules", userDir.string()},
+                 {"changes", nlohmann::json::array()},
+                 {"warnings", warnings}};
   std::ostringstream text;
   bool changed = false;
   for (const auto& change : changes) {
@@ -197,7 +155,8 @@ CommandResult runSetupP11Kit(const SetupP11KitOptions& options) {
       fs::remove(change.file);
     }
     changed = changed || change.action != "unchanged";
-    result.json["changes"].push_back({{"file", change.file.string()}, {"action", change.action}, {"hides", change.hides}});
+    result.json["changes"].push_back(
+        {{"file", change.file.string()}, {"action", change.action}, {"hides", change.hides}});
     const std::string verb = change.action == "unchanged" ? "unchanged: "
                              : change.action == "write"   ? (options.dryRun ? "would write " : "wrote ")
                                                           : (options.dryRun ? "would remove " : "removed ");
@@ -209,11 +168,12 @@ CommandResult runSetupP11Kit(const SetupP11KitOptions& options) {
   for (const auto& warning : warnings) {
     text << "note: " << warning << '\n';
   }
-  const std::string outcome = options.keep == "both"   ? "p11-kit programs load both OpenSC and dojang (cards may appear twice)"
+  const std::string outcome = options.keep == "both"
+                                  ? "p11-kit programs load both OpenSC and dojang (cards may appear twice)"
                               : options.keep == "dojang" ? "p11-kit programs reach cards through dojang only"
                                                          : "p11-kit programs reach cards through OpenSC only";
-  text << (changed ? "" : "nothing to change: ") << outcome << (options.dryRun && changed ? " (after this is done)" : "")
-       << '\n';
+  text << (changed ? "" : "nothing to change: ") << outcome
+       << (options.dryRun && changed ? " (after this is done)" : "") << '\n';
   result.text = text.str();
   return result;
 }
