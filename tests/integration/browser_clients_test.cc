@@ -1,10 +1,9 @@
 // The browsers sign in to nginx on 127.0.0.1 with the certificate on a dojang token: Debian's
 // chromium truly headless (--dump-dom prints the page, which echoes the client certificate's
 // subject) and firefox-esr headless (it cannot print the page, so nginx's access log, which records
-// the same subject, is read instead). Both need dojangd's prompt mode: a headless browser has no
-// dialog for a login-required token and waits forever (issue 10). Until the daemon has it, each
-// test exits 77 (meson: skipped) unless DOJANG_CHROMIUM_TEST_READY=1 / DOJANG_FIREFOX_TEST_READY=1.
-#define CATCH_CONFIG_RUNNER
+// the same subject, is read instead). Headless, neither can ask for a PIN: the token is in
+// dojangd's prompt mode, so the browser never logs in and dojangd asks the test pinentry, once,
+// naming the browser.
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -101,6 +100,10 @@ TEST_CASE("headless Chromium signs in to nginx with the token certificate",
   INFO(describe(result) << "\n" << nginx.logs() << "\ndojangd:\n" << fixture.daemon().log());
   CHECK(result.exitCode == 0);
   CHECK(contains(result.out, "CN=" + key.commonName));
+  const auto prompts = fixture.pinentry().prompts();
+  REQUIRE(prompts.size() == 1);
+  CHECK(contains(prompts[0], "chromium (pid "));
+  CHECK(contains(prompts[0], "wants to sign as " + key.commonName));
 }
 
 TEST_CASE("headless Firefox ESR signs in to nginx with the token certificate",
@@ -109,14 +112,22 @@ TEST_CASE("headless Firefox ESR signs in to nginx with the token certificate",
   NginxProcess nginx(fixture.file("nginx"), fixture.ca());
   const auto& key = RealClientsFixture::rsaKey();
 
-  // A fresh profile: its NSS DB holds the module (registered with modutil here; `dojang
-  // setup-browser` does the same for a user's profiles) and trusts the test CA.
-  const auto profile = fixture.file("firefox-profile");
-  fixture.makeNssDb(profile);
-  writeFile(profile / "user.js", kFirefoxUserJs);
-
+  // A fresh profile, registered by `dojang setup-browser` as a user would; the test CA is trusted
+  // for the server.
   const auto home = fixture.file("home");
-  std::filesystem::create_directories(home);
+  const auto profile = home / ".mozilla" / "firefox" / "test.default";
+  std::filesystem::create_directories(profile);
+  writeFile(home / ".mozilla" / "firefox" / "profiles.ini",
+            "[General]\nStartWithLastProfile=1\n\n[Profile0]\nName=default\nIsRelative=1\nPath=test.default\n"
+            "Default=1\n");
+  const char* cli = std::getenv("DOJANG_CLI");
+  REQUIRE(cli != nullptr);
+  const auto setup = fixture.run({cli, "setup-browser", "--module", fixture.module()}, {{"HOME", home.string()}});
+  INFO(describe(setup));
+  REQUIRE(setup.exitCode == 0);
+  CHECK(contains(setup.out, "added"));
+  fixture.trustTestCa(profile);
+  writeFile(profile / "user.js", kFirefoxUserJs);
   // --screenshot loads the page and exits; what the page said is in nginx's access log.
   const auto result =
       fixture.run(withHardTimeout({"firefox-esr", "--headless", "--no-remote", "--profile", profile.string(),
@@ -127,23 +138,7 @@ TEST_CASE("headless Firefox ESR signs in to nginx with the token certificate",
   CHECK(result.exitCode == 0);
   CHECK(contains(access, "GET / HTTP/1.1 200"));
   CHECK(contains(access, "CN=" + key.commonName));
-}
-
-// Exits 77 (skipped) for a browser whose test is not enabled yet; see the top of this file.
-int main(int argc, char* argv[]) {
-  const std::vector<std::pair<std::string, std::string>> gates = {
-      {"[chromium]", "DOJANG_CHROMIUM_TEST_READY"}, {"[firefox]", "DOJANG_FIREFOX_TEST_READY"}};
-  for (const auto& [tag, variable] : gates) {
-    bool selected = argc <= 1;
-    for (int i = 1; i < argc; ++i) {
-      selected = selected || contains(argv[i], tag);
-    }
-    const char* ready = std::getenv(variable.c_str());
-    if (selected && (ready == nullptr || std::string(ready) != "1")) {
-      std::cout << "skipped: " << tag << " needs dojangd's prompt mode (set " << variable
-                << "=1 once it has it)\n";
-      return 77;
-    }
-  }
-  return Catch::Session().run(argc, argv);
+  const auto prompts = fixture.pinentry().prompts();
+  REQUIRE(prompts.size() == 1);
+  CHECK(contains(prompts[0], "firefox-esr (pid "));
 }

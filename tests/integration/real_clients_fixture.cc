@@ -8,14 +8,23 @@
 namespace dojang::test {
 
 PinSource pinSource() {
-  return PinSource::Client;
+  return PinSource::Pinentry;
 }
 
 namespace {
 
-// The daemon's settings that go with pinSource(): classic mode needs none.
-DojangdOptions daemonOptions() {
-  return {};
+// Every prompt of a test answers with the token's PIN.
+constexpr int kAnswers = 64;
+
+// The daemon's settings that go with pinSource(): prompt mode asks the test pinentry.
+DojangdOptions daemonOptions(const TestPinentry& pinentry) {
+  if (pinSource() == PinSource::Client) {
+    return {};
+  }
+  DojangdOptions options;
+  options.env = pinentry.env();
+  options.pinSettings = TestPinentry::pinSettings("mode = \"prompt\"\ntimeout_seconds = 60");
+  return options;
 }
 
 void mustSucceed(const CommandResult& result, const std::string& what) {
@@ -88,10 +97,12 @@ const TokenKey& RealClientsFixture::ecKey() {
 
 RealClientsFixture::RealClientsFixture()
     : m_token({kTokenLabel, kPin, "12345678"}),
-      m_daemon(m_token, daemonOptions()),
+      m_pinentry(m_pinentryDir.path()),
+      m_daemon(m_token, daemonOptions(m_pinentry)),
       m_module(dojangModulePath()),
       m_ca(m_files / "ca"),
       m_pin(kPin, m_files.path()) {
+  m_pinentry.answers(std::vector<std::string>(kAnswers, std::string("pin:") + kPin));
   generateKeyWithCertificate(rsaKey(), "rsa:2048");
   generateKeyWithCertificate(ecKey(), "EC:prime256v1");
 }
@@ -106,6 +117,7 @@ std::map<std::string, std::string> RealClientsFixture::clientEnv(
     const std::map<std::string, std::string>& extra) const {
   auto env = m_daemon.env();
   env["SOFTHSM2_CONF"] = file("no-softhsm.conf").string();  // no way around dojang
+  env["DISPLAY"] = ":dojang-test";  // where dojangd's prompt shows (the test pinentry shows nothing)
   for (const auto& [name, value] : extra) {
     env[name] = value;
   }
@@ -164,10 +176,14 @@ std::string RealClientsFixture::makeNssDb(const std::filesystem::path& directory
   // modutil asks "type 'q' <enter>" about running browsers unless -force.
   mustSucceed(run({"modutil", "-dbdir", db, "-add", "dojang", "-libfile", m_module, "-force"}),
               "modutil -add");
-  mustSucceed(runCommand({"certutil", "-A", "-d", db, "-n", "dojang-test-ca", "-t", "C,,", "-a", "-i",
-                          m_ca.certificate().string()}),
-              "certutil -A (trust the test CA)");
+  trustTestCa(directory);
   return db;
+}
+
+void RealClientsFixture::trustTestCa(const std::filesystem::path& directory) const {
+  mustSucceed(runCommand({"certutil", "-A", "-d", "sql:" + directory.string(), "-n", "dojang-test-ca", "-t", "C,,",
+                          "-a", "-i", m_ca.certificate().string()}),
+              "certutil -A (trust the test CA)");
 }
 
 }  // namespace dojang::test

@@ -5,8 +5,9 @@
 // reachable through dojang.
 //
 // How the client gets the PIN is decided in ONE place, pinSource() and the ClientPin helpers
-// below: today the client gives it (pin-value in the URI, tstclnt -w, ssh's SSH_ASKPASS); with
-// dojangd's prompt mode the test pinentry answers and the clients are given no PIN at all.
+// below: dojangd's prompt mode, where the test pinentry answers every prompt with the PIN and the
+// clients are given none; or classic mode, where the client gives it (pin-value in the URI,
+// tstclnt -w, ssh's SSH_ASKPASS).
 #pragma once
 
 #include <filesystem>
@@ -18,6 +19,7 @@
 #include "tests/support/run_command.h"
 #include "tests/support/softhsm_token.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/test_pinentry.h"
 #include "tests/support/tls_peers.h"
 
 namespace dojang::test {
@@ -81,6 +83,8 @@ class RealClientsFixture final {
   [[nodiscard]] TestCa& ca() noexcept { return m_ca; }
   [[nodiscard]] const ClientPin& pin() const noexcept { return m_pin; }
   [[nodiscard]] DojangdProcess& daemon() noexcept { return m_daemon; }
+  // What dojangd's prompts said (prompt mode).
+  [[nodiscard]] const TestPinentry& pinentry() const noexcept { return m_pinentry; }
   // The certificate of `key` as PEM (the same bytes as the one on the token).
   [[nodiscard]] std::filesystem::path certificatePem(const TokenKey& key) const {
     return file(key.label + ".cert.pem");
@@ -91,11 +95,15 @@ class RealClientsFixture final {
   // A fresh NSS DB at DIR with dojang-pkcs11.so added by modutil and the test CA trusted for TLS
   // servers; returns "sql:DIR".
   std::string makeNssDb(const std::filesystem::path& directory);
+  // The test CA trusted for TLS servers in the NSS DB at DIR.
+  void trustTestCa(const std::filesystem::path& directory) const;
 
  private:
   void generateKeyWithCertificate(const TokenKey& key, const std::string& keyType);
 
   SoftHsmToken m_token;
+  TempDir m_pinentryDir{"dojang-real-clients-pinentry-"};
+  TestPinentry m_pinentry;
   DojangdProcess m_daemon;
   TempDir m_files{"dojang-real-clients-"};
   std::string m_module;

@@ -100,6 +100,11 @@ TEST_CASE("ssh -I dojang-pkcs11.so logs in to sshd with the token key", "[integr
     CHECK(contains(result.out, "logged-in-as-root"));
     CHECK(contains(sshd.log(), "Accepted publickey for root"));
   }
+  // The PIN came from dojangd's prompt, which named ssh; ssh itself never asked.
+  const auto prompts = fixture.pinentry().prompts();
+  REQUIRE_FALSE(prompts.empty());
+  CHECK(contains(prompts[0], "ssh (pid "));
+  CHECK(fixture.pin().askpassCalls() == 0);
 }
 
 TEST_CASE("ssh-add -s loads the module into ssh-agent and ssh logs in through the agent",
@@ -135,6 +140,9 @@ TEST_CASE("ssh-add -s loads the module into ssh-agent and ssh logs in through th
   INFO("ssh via the agent: " << describe(result) << "\nsshd:\n" << sshd.log());
   CHECK(result.exitCode == 0);
   CHECK(contains(result.out, "through-the-agent"));
+  const auto prompts = fixture.pinentry().prompts();
+  REQUIRE_FALSE(prompts.empty());
+  CHECK(contains(prompts.back(), "ssh-pkcs11-helper (pid "));
   agent.stop();
 }
 

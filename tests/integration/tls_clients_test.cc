@@ -62,6 +62,11 @@ TEST_CASE("curl authenticates to nginx with the token key through libp11's engin
     CHECK(contains(result.out, "CN=" + key.commonName));
   }
   CHECK(contains(readFile(nginx.accessLog()), "verify=SUCCESS"));
+  // No PIN was given to curl: dojangd asked, once per curl, naming it.
+  const auto prompts = fixture.pinentry().prompts();
+  REQUIRE(prompts.size() == 2);
+  CHECK(contains(prompts[0], "curl (pid "));
+  CHECK(contains(prompts[0], "wants to sign as dojang tls"));
 }
 
 TEST_CASE("openssl s_client authenticates to nginx with the token key", "[integration][tls][s_client]") {
@@ -139,4 +144,7 @@ TEST_CASE("NSS tstclnt authenticates to selfserv with the token key", "[integrat
     CHECK(contains(served, "CN=" + testCase.key.commonName));
   }
   CHECK(selfserv.running());
+  const auto prompts = fixture.pinentry().prompts();
+  REQUIRE_FALSE(prompts.empty());
+  CHECK(contains(prompts.back(), "tstclnt (pid "));
 }
