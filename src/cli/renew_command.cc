@@ -107,6 +107,12 @@ SecureBytes readPinFromStream(std::istream& in, const std::string& source) {
   return result;
 }
 
+// The PIN for the token in `slot`: none when dojangd asks for it itself (the token is in prompt
+// mode and no PIN was given here): the engine then logs in with a NULL PIN and dojangd's pinentry
+// asks, naming this program. --auto never has a prompt: dojangd's scheduler runs it unattended.
+SecureBytes pinFor(const Pkcs11Library& library, CK_SLOT_ID slot, const RenewOptions& options, Language language,
+                   const std::string& tokenLabel);
+
 SecureBytes readPin(const RenewOptions& options, Language language, const std::string& tokenLabel) {
   if (options.pinFile) {
     struct stat status {};
@@ -127,6 +133,20 @@ SecureBytes readPin(const RenewOptions& options, Language language, const std::s
     throw CommandError(kExitUsage, "no PIN: use --pin-file FILE or --pin-stdin when not on a terminal");
   }
   return readPinFromTerminal(language, tokenLabel);
+}
+
+SecureBytes pinFor(const Pkcs11Library& library, CK_SLOT_ID slot, const RenewOptions& options, Language language,
+                   const std::string& tokenLabel) {
+  const CK_FLAGS flags = library.tokenInfo(slot).flags;
+  const bool dojangdAsks = (flags & CKF_PROTECTED_AUTHENTICATION_PATH) != 0 && (flags & CKF_LOGIN_REQUIRED) == 0;
+  if (dojangdAsks && !options.pinFile && !options.pinStdin && !options.autoMode) {
+    if (interactive(options)) {
+      std::cerr << (language == Language::Korean ? "PIN은 dojangd가 묻습니다 (pinentry).\n"
+                                                 : "dojangd asks for the PIN (pinentry).\n");
+    }
+    return {};
+  }
+  return readPin(options, language, tokenLabel);
 }
 
 std::string defaultProfilesPath() {
@@ -294,7 +314,7 @@ CommandResult runRenew(const RenewOptions& options) {
     if (onTerminal) {
       step(language, 2);
     }
-    const auto pin = readPin(options, language, chosen->token.label);
+    const auto pin = pinFor(library, chosen->token.slot, options, language, chosen->token.label);
 
     // Step 3: the fee (asked by the engine only when it is due).
     renewal::RenewalChoices choices;
@@ -401,7 +421,7 @@ CommandResult runEnroll(const EnrollOptions& options) {
     } else {
       throw CommandError(kExitUsage, "no authorization code: give --code");
     }
-    const auto pin = readPin(common, language, matching.front().label);
+    const auto pin = pinFor(library, matching.front().slot, common, language, matching.front().label);
     const auto outcome = [&] {
       try {
         return options.reissue ? engine.reissue(matching.front(), pin, enrolment, replacing, now)

@@ -11,6 +11,7 @@
 
 #include "tests/integration/renewal_fixture.h"
 #include "tests/support/background_process.h"
+#include "tests/support/test_pinentry.h"
 
 namespace test = dojang::test;
 namespace catest = dojang::ca::test;
@@ -361,4 +362,28 @@ TEST_CASE("a CA answering HTTP 500 or garbage gives a clear error and leaves the
   CHECK(history.front()["step"] == "rolled-back");
   // And the real CA still renews it.
   CHECK(f.renew({kLabel, "--accept-fee", "4400"}, f.token.pin()).exitCode == 0);
+}
+
+TEST_CASE("dojang renew on a prompt-mode token: no PIN given, dojangd asks once through pinentry", "[renew][prompt]") {
+  test::TempDir pinentryDir("dojang-renew-pinentry-");
+  const test::TestPinentry pinentry(pinentryDir.path());
+  test::DojangdOptions options;
+  options.env = pinentry.env();
+  // Every client here may be asked (the first certificate's openssl cmp too): a display for all.
+  options.pinSettings = test::TestPinentry::pinSettings("mode = \"prompt\"\ndisplay = \":7\"");
+  pinentry.answers(std::vector<std::string>(4, "pin:" + test::SoftHsmOptions{}.pin));
+  Fixture f("EC:prime256v1", {"--test-validity-days", "20"}, true, options);
+  const auto before = pinentry.prompts().size();
+  test::CommandOptions run;
+  run.env = f.env;
+  const auto result = test::runCommand({dojangCli(), "renew", "--config", (f.work.path() / "renewal.toml").string(),
+                                        kLabel, "--accept-fee", "4400", "--json"},
+                                       run);
+  INFO(result.out << result.err << f.daemon.log());
+  REQUIRE(result.exitCode == 0);
+  CHECK(nlohmann::json::parse(result.out)["renewed"] == kLabel);
+  const auto prompts = pinentry.prompts();
+  REQUIRE(prompts.size() == before + 1);
+  CHECK(prompts.back().find("dojang (pid ") != std::string::npos);
+  CHECK(prompts.back().find("wants to log in") != std::string::npos);
 }

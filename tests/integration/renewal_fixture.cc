@@ -37,8 +37,8 @@ std::size_t count(const std::string& text, const std::string& what) {
 }
 
 RenewalFixture::RenewalFixture(const std::string& keyType, const std::vector<std::string>& caArgs,
-                               bool firstCertificate)
-    : daemon(token), caDir(work.path() / "ca") {
+                               bool firstCertificate, const DojangdOptions& daemonOptions)
+    : daemon(token, daemonOptions), caDir(work.path() / "ca") {
   env = daemon.env();
   env["DOJANG_MODULE"] = dojangModulePath();
   env["XDG_STATE_HOME"] = (work.path() / "state").string();

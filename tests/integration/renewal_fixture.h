@@ -49,7 +49,7 @@ nlohmann::json enrolmentCodeFor(const std::filesystem::path& caDir, const std::s
 struct RenewalFixture {
   explicit RenewalFixture(const std::string& keyType,
                           const std::vector<std::string>& caArgs = {"--test-validity-days", "20"},
-                          bool firstCertificate = true);
+                          bool firstCertificate = true, const DojangdOptions& daemonOptions = {});
 
   CommandResult run(const std::vector<std::string>& argv, const std::string& input = {}) const;
   // A code for the CA's first issuance (reference number and authorization code), as JSON.

@@ -152,8 +152,10 @@ bool RenewalToken::loggedIn() const {
 }
 
 void RenewalToken::login(const SecureBytes& pin) {
-  const CK_RV rv = m_functions.C_Login(m_session, CKU_USER, const_cast<CK_UTF8CHAR*>(pin.data()),
-                                       static_cast<CK_ULONG>(pin.size()));
+  // No PIN: the protected authentication path, where dojangd's prompt (or a PIN pad) asks.
+  const CK_RV rv = pin.empty() ? m_functions.C_Login(m_session, CKU_USER, nullptr, 0)
+                               : m_functions.C_Login(m_session, CKU_USER, const_cast<CK_UTF8CHAR*>(pin.data()),
+                                                     static_cast<CK_ULONG>(pin.size()));
   if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
     return;
   }

@@ -105,7 +105,9 @@ void TokenKeys::login(const SecureBytes& pin) {
   if (!pin.empty()) {
     std::memcpy(text.data(), pin.data(), pin.size());
   }
-  const int status = PKCS11_login(m_loaded->slot, 0, text.data());
+  // No PIN: the protected authentication path (dojangd's prompt); the engine's own session has
+  // usually logged this process in already.
+  const int status = PKCS11_login(m_loaded->slot, 0, pin.empty() ? nullptr : text.data());
   explicit_bzero(text.data(), text.size());
   if (status != 0) {
     throwLibp11("login to token '" + m_label + "' failed", ERR_get_CKR_code());
