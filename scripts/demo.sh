@@ -33,7 +33,13 @@ export SOFTHSM2_CONF=$work/softhsm2.conf
 softhsm2-util --init-token --free --label "$label" --pin "$pin" --so-pin 12345678 >/dev/null
 
 step "2. dojangd, the per-user daemon that owns the token"
+# The demo runs unattended, with no display to show a PIN prompt on: its token is in application
+# mode (programs give the PIN, as below). On a desktop, leave [pin] out: dojangd then asks through
+# pinentry itself (README, "PIN prompts").
 cat >"$work/dojangd.toml" <<TOML
+[pin]
+mode = "application"
+
 [[backend]]
 name = "softhsm"
 module = "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"

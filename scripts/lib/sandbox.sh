@@ -25,8 +25,9 @@ sandbox_start() {  # build_dir token_label pin [ca serve args...]
   export SOFTHSM2_CONF=$sandbox_work/softhsm2.conf
   softhsm2-util --init-token --free --label "$sandbox_label" --pin "$sandbox_pin" --so-pin 12345678 >/dev/null
 
-  printf '[[backend]]\nname = "softhsm"\nmodule = "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"\n' \
-    >"$sandbox_work/dojangd.toml"
+  # SANDBOX_PIN_SETTINGS: lines of dojangd's [pin] table (default: dojangd's own, prompt mode).
+  printf '[pin]\n%s\n[[backend]]\nname = "softhsm"\nmodule = "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"\n' \
+    "${SANDBOX_PIN_SETTINGS:-}" >"$sandbox_work/dojangd.toml"
   export DOJANG_SOCKET=$sandbox_work/dojang.sock DOJANG_NO_AUTOSTART=1
   export DOJANG_MODULE=$sandbox_build/pkcs11/dojang-pkcs11.so
   "$sandbox_build/src/daemon/dojangd" --foreground --socket "$DOJANG_SOCKET" --config "$sandbox_work/dojangd.toml" \
