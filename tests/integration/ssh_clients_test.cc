@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@ namespace {
 using dojang::test::BackgroundProcess;
 using dojang::test::contains;
 using dojang::test::describe;
+using dojang::test::readFile;
 using dojang::test::RealClientsFixture;
 using dojang::test::SshdProcess;
 using dojang::test::writeFile;
@@ -60,6 +62,39 @@ std::string tokenKeys(RealClientsFixture& fixture) {
   REQUIRE(result.exitCode == 0);
   return result.out;
 }
+
+// A file copied to `target` for a test when nothing is there, with the folders it needed;
+// removed again (the file, then the folders it created) when the owner dies.
+class InstalledCopy final {
+ public:
+  InstalledCopy(const std::filesystem::path& source, const std::filesystem::path& target) {
+    if (std::filesystem::exists(target)) {
+      return;  // a real install: used as it is
+    }
+    for (auto folder = target.parent_path(); !std::filesystem::exists(folder);
+         folder = folder.parent_path()) {
+      m_createdFolders.push_back(folder);
+    }
+    std::filesystem::create_directories(target.parent_path());
+    std::filesystem::copy_file(source, target);
+    m_copied = target;
+  }
+  ~InstalledCopy() {
+    std::error_code ignored;
+    if (!m_copied.empty()) {
+      std::filesystem::remove(m_copied, ignored);
+    }
+    for (const auto& folder : m_createdFolders) {  // deepest first
+      std::filesystem::remove(folder, ignored);
+    }
+  }
+  InstalledCopy(const InstalledCopy&) = delete;
+  InstalledCopy& operator=(const InstalledCopy&) = delete;
+
+ private:
+  std::filesystem::path m_copied;
+  std::vector<std::filesystem::path> m_createdFolders;
+};
 
 }  // namespace
 
@@ -169,4 +204,18 @@ TEST_CASE("ssh-agent refuses the module outside its allow-list, and the installe
     allowed = allowed || ::fnmatch(pattern, installed, 0) == 0;
   }
   CHECK(allowed);
+
+  // And an agent with its default allow-list takes the module from there: this build's module is
+  // put at the installed path for the test (unless a real install is there), and removed after.
+  const InstalledCopy copy(fixture.module(), installed);
+  BackgroundProcess defaultAgent({"ssh-agent", "-D", "-a", socket + "2"}, fixture.file("agent2.log"));
+  REQUIRE(dojang::test::waitForFile(socket + "2"));
+  env["SSH_AUTH_SOCK"] = socket + "2";
+  const auto added = fixture.run({"ssh-add", "-s", installed}, env);
+  INFO("ssh-add -s " << installed << ": " << describe(added)
+                     << "\nagent: " << readFile(fixture.file("agent2.log")));
+  CHECK(added.exitCode == 0);
+  const auto listed = fixture.run({"ssh-add", "-L"}, env);
+  CHECK(contains(listed.out, "ecdsa-sha2-nistp256 AAAA"));
+  defaultAgent.stop();
 }
