@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "src/common/spawn/spawn_setup.h"
 #include "src/daemon/pinentry/assuan_text.h"
 #include "src/daemon/pinentry/wiping_allocator.h"
 
@@ -131,22 +132,6 @@ std::string describeStatus(int status) {
   }
   return "ended";
 }
-
-class SpawnSetup final {
- public:
-  SpawnSetup() {
-    posix_spawn_file_actions_init(&actions);
-    posix_spawnattr_init(&attributes);
-  }
-  ~SpawnSetup() {
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attributes);
-  }
-  SpawnSetup(const SpawnSetup&) = delete;
-  SpawnSetup& operator=(const SpawnSetup&) = delete;
-  posix_spawn_file_actions_t actions{};
-  posix_spawnattr_t attributes{};
-};
 
 enum class Interruption : std::uint8_t { None, Canceled, TimedOut };
 

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "src/common/errors/error.h"
+#include "src/common/spawn/spawn_setup.h"
 
 extern char** environ;
 
@@ -64,24 +65,6 @@ std::vector<std::string> childEnvironment(const std::string& daemonSocket) {
   env.push_back("DOJANG_NO_AUTOSTART=1");
   return env;
 }
-
-// Owners for posix_spawn's attribute and file-action objects.
-class SpawnSetup final {
- public:
-  SpawnSetup() {
-    posix_spawn_file_actions_init(&actions);
-    posix_spawnattr_init(&attributes);
-  }
-  ~SpawnSetup() {
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attributes);
-  }
-  SpawnSetup(const SpawnSetup&) = delete;
-  SpawnSetup& operator=(const SpawnSetup&) = delete;
-
-  posix_spawn_file_actions_t actions{};
-  posix_spawnattr_t attributes{};
-};
 
 }  // namespace
 
