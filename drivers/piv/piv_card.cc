@@ -277,11 +277,7 @@ void PivCard::loginUser(CK_USER_TYPE user, const SecureBytes& pin) {
       try {
         applet.checkPuk(pin);
       } catch (const Error& error) {
-        const std::lock_guard lock(m_stateMutex);
-        if (error.pinRetriesLeft()) {
-          m_puk = token::PinState{error.pinRetriesLeft(), std::nullopt, *error.pinRetriesLeft() == 0, true,
-                                  *error.pinRetriesLeft() == 1};
-        }
+        recordRefusedCheck(error, true);
         throw;
       }
       const std::lock_guard lock(m_stateMutex);
@@ -293,18 +289,29 @@ void PivCard::loginUser(CK_USER_TYPE user, const SecureBytes& pin) {
     try {
       applet.verifyPin(pin);
     } catch (const Error& error) {
-      if (error.kind() == ErrorKind::PinIncorrect || error.kind() == ErrorKind::PinLocked) {
-        const std::lock_guard lock(m_stateMutex);
-        const unsigned left = error.pinRetriesLeft().value_or(0);
-        m_maxPinTries = std::max(m_maxPinTries, left);
-        m_pin = token::PinState::fromCounts(left, m_maxPinTries);
-      }
+      recordRefusedCheck(error, false);
       throw;
     }
     recordPinResult(applet, true);
     const std::lock_guard lock(m_stateMutex);
     m_login = CKU_USER;
   });
+}
+
+void PivCard::recordRefusedCheck(const Error& error, bool puk) {
+  const std::lock_guard lock(m_stateMutex);
+  if (puk) {
+    if (error.pinRetriesLeft()) {
+      const unsigned left = *error.pinRetriesLeft();
+      m_puk = token::PinState{left, std::nullopt, left == 0, true, left == 1};
+    }
+    return;
+  }
+  if (error.kind() == ErrorKind::PinIncorrect || error.kind() == ErrorKind::PinLocked) {
+    const unsigned left = error.pinRetriesLeft().value_or(0);
+    m_maxPinTries = std::max(m_maxPinTries, left);
+    m_pin = token::PinState::fromCounts(left, m_maxPinTries);
+  }
 }
 
 void PivCard::logout() {
@@ -412,7 +419,12 @@ void PivCard::initPin(const SecureBytes& newPin) {
 void PivCard::setPin(const SecureBytes& oldPin, const SecureBytes& newPin) {
   const bool so = login() == CKU_SO;
   withCard([&](PivApplet& applet) {
-    applet.changeReference(so ? apdu::kPukReference : apdu::kPinReference, oldPin, newPin);
+    try {
+      applet.changeReference(so ? apdu::kPukReference : apdu::kPinReference, oldPin, newPin);
+    } catch (const Error& error) {
+      recordRefusedCheck(error, so);  // a wrong old PIN used up a try, as a wrong VERIFY does
+      throw;
+    }
     if (so) {
       const std::lock_guard lock(m_stateMutex);
       m_soPuk.emplace(newPin.view());

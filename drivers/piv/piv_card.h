@@ -96,6 +96,9 @@ class PivCard final {
   void readEverything(PivApplet& applet);
   // After a PIN check: the tries left from the card's answer or a fresh VERIFY without data.
   void recordPinResult(PivApplet& applet, bool verified);
+  // A PIN (or, with `puk`, PUK) check the card refused: the tries left it said are what
+  // pinStates() tells from now on.
+  void recordRefusedCheck(const Error& error, bool puk);
   [[nodiscard]] std::optional<ManagementKey> configuredKey(const PivSettings& settings) const;
   // The overlay's notes applied to what the card showed; stale ones forgotten.
   void applyOverlay();

@@ -93,6 +93,16 @@ struct SetupBrowserOptions {
   bool forceDirect = false;  // --force-direct: add it even where p11-kit-proxy brings it already
 };
 
+// `dojang pin status|change|unblock`. Without files the PINs are left to dojangd, which asks
+// through pinentry (a PIN given to C_SetPIN/C_InitPIN empty, or to C_Login as NULL).
+struct PinOptions {
+  ModuleOptions module;
+  std::optional<std::string> token;       // --token LABEL (change, unblock: default the only token)
+  std::optional<std::string> pinFile;     // change: --pin-file, the current PIN (mode 0600)
+  std::optional<std::string> pukFile;     // unblock: --puk-file, the PUK / SO PIN (mode 0600)
+  std::optional<std::string> newPinFile;  // change, unblock: --new-pin-file (mode 0600)
+};
+
 [[nodiscard]] CommandResult runTokens(const ModuleOptions& options);
 [[nodiscard]] CommandResult runCerts(const CertsOptions& options);
 [[nodiscard]] CommandResult runStatus(const StatusOptions& options);
@@ -100,5 +110,8 @@ struct SetupBrowserOptions {
 [[nodiscard]] CommandResult runEnroll(const EnrollOptions& options);
 [[nodiscard]] CommandResult runSetupP11Kit(const SetupP11KitOptions& options);
 [[nodiscard]] CommandResult runSetupBrowser(const SetupBrowserOptions& options);
+[[nodiscard]] CommandResult runPinStatus(const PinOptions& options);
+[[nodiscard]] CommandResult runPinChange(const PinOptions& options);
+[[nodiscard]] CommandResult runPinUnblock(const PinOptions& options);
 
 }  // namespace dojang::cli

@@ -162,6 +162,38 @@ int main(int argc, char** argv) {
   setupBrowser->add_flag("--force-direct", browserOptions.forceDirect,
                          "Add dojang also where p11-kit-proxy already brings it (tokens then show twice)");
 
+  dojang::cli::PinOptions pinOptions;
+  auto* pin = app.add_subcommand("pin", "The PINs of your tokens: tries left, change, unblock");
+  pin->require_subcommand(1);
+  const auto addPinCommon = [&](CLI::App& command, const std::string& tokenHelp) {
+    command.add_flag("--json", json, "Print JSON");
+    command.add_option("--module", pinOptions.module.module, moduleHelp);
+    command.add_option("--token", pinOptions.token, tokenHelp)->type_name("LABEL");
+  };
+  auto* pinStatus = pin->add_subcommand(
+      "status",
+      "Each token's PIN mode (prompt: dojangd asks; application: the program asks) and the state of its "
+      "user PIN and SO PIN (PUK), with the exact tries left where the token tells dojangd");
+  addPinCommon(*pinStatus, "Only the token with this label");
+  auto* pinChange = pin->add_subcommand(
+      "change",
+      "Change the user PIN (C_SetPIN). Without files dojangd asks through pinentry: the current PIN, "
+      "then the new one twice");
+  addPinCommon(*pinChange, "The token's label (default: the only one)");
+  pinChange->add_option("--pin-file", pinOptions.pinFile, "Read the current PIN from FILE (mode 0600)")
+      ->type_name("FILE");
+  pinChange->add_option("--new-pin-file", pinOptions.newPinFile, "Read the new PIN from FILE (mode 0600)")
+      ->type_name("FILE");
+  auto* pinUnblock = pin->add_subcommand(
+      "unblock",
+      "Set a new user PIN with the PUK / SO PIN (C_Login as SO, then C_InitPIN), e.g. after it locked. "
+      "Without files dojangd asks through pinentry: the PUK, then the new PIN twice");
+  addPinCommon(*pinUnblock, "The token's label (default: the only one)");
+  pinUnblock->add_option("--puk-file", pinOptions.pukFile, "Read the PUK / SO PIN from FILE (mode 0600)")
+      ->type_name("FILE");
+  pinUnblock->add_option("--new-pin-file", pinOptions.newPinFile, "Read the new PIN from FILE (mode 0600)")
+      ->type_name("FILE");
+
   app.footer(
       "One card, one route: p11-kit programs (GnuTLS, p11tool, the p11-kit proxy) load every module\n"
       "registered with p11-kit, so a card read by OpenSC appears twice when OpenSC's module is\n"
@@ -204,6 +236,12 @@ int main(int argc, char** argv) {
         browserOptions.module.module = browserModule;
       }
       result = dojang::cli::runSetupBrowser(browserOptions);
+    } else if (pinStatus->parsed()) {
+      result = dojang::cli::runPinStatus(pinOptions);
+    } else if (pinChange->parsed()) {
+      result = dojang::cli::runPinChange(pinOptions);
+    } else if (pinUnblock->parsed()) {
+      result = dojang::cli::runPinUnblock(pinOptions);
     } else if (enroll->parsed() || reissue->parsed()) {
       auto& chosen = enroll->parsed() ? enrollOptions : reissueOptions;
       chosen.common.json = json;

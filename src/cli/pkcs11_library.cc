@@ -80,9 +80,10 @@ CK_ATTRIBUTE* AttributeTemplate::data() {
   return m_attributes.data();
 }
 
-Session::Session(const Pkcs11Library& library, CK_SLOT_ID slot) : m_functions(library.functions()) {
-  checkCkRv(m_functions->C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &m_handle),
-            "C_OpenSession");
+Session::Session(const Pkcs11Library& library, CK_SLOT_ID slot, bool readWrite)
+    : m_functions(library.functions()) {
+  const CK_FLAGS flags = CKF_SERIAL_SESSION | (readWrite ? CKF_RW_SESSION : 0);
+  checkCkRv(m_functions->C_OpenSession(slot, flags, nullptr, nullptr, &m_handle), "C_OpenSession");
 }
 
 Session::Session(Session&& other) noexcept

@@ -55,10 +55,10 @@ class AttributeTemplate final {
   std::vector<CK_ATTRIBUTE> m_attributes;
 };
 
-// A read-only session; closes itself. Move-only.
+// A session, read-only unless asked otherwise (PIN changes need read-write); closes itself. Move-only.
 class Session final {
  public:
-  Session(const Pkcs11Library& library, CK_SLOT_ID slot);
+  Session(const Pkcs11Library& library, CK_SLOT_ID slot, bool readWrite = false);
   Session(Session&& other) noexcept;
   Session& operator=(Session&& other) noexcept;
   Session(const Session&) = delete;
@@ -71,6 +71,8 @@ class Session final {
   [[nodiscard]] std::optional<Bytes> attribute(CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE type) const;
   [[nodiscard]] std::optional<CK_ULONG> ulongAttribute(CK_OBJECT_HANDLE object,
                                                        CK_ATTRIBUTE_TYPE type) const;
+  // For the calls this class does not wrap (C_Login, C_SetPIN, C_InitPIN).
+  [[nodiscard]] CK_SESSION_HANDLE handle() const noexcept { return m_handle; }
 
  private:
   void close() noexcept;

@@ -1,7 +1,6 @@
 // `dojang renew [CERT]`: the user guide's four steps (choose the certificate, the token PIN, the
 // fee, the result) around the renewal engine (src/renewal/engine). Prompts go to the terminal on
 // stderr; the result is the command's output (text or --json).
-#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include "src/cli/commands.h"
 #include "src/cli/messages.h"
 #include "src/cli/module_command.h"
+#include "src/cli/pin_files.h"
 #include "src/cli/table.h"
 #include "src/common/errors/error.h"
 #include "src/pki/certificate_summary.h"
@@ -93,20 +93,6 @@ SecureBytes readPinFromTerminal(Language language, const std::string& tokenLabel
   return result;
 }
 
-SecureBytes readPinFromStream(std::istream& in, const std::string& source) {
-  std::string pin;
-  std::getline(in, pin);
-  while (!pin.empty() && (pin.back() == '\r' || pin.back() == '\n')) {
-    pin.pop_back();
-  }
-  SecureBytes result(pin);
-  std::fill(pin.begin(), pin.end(), '\0');
-  if (result.empty()) {
-    throw CommandError(kExitUsage, "no PIN in " + source);
-  }
-  return result;
-}
-
 // The PIN for the token in `slot`: none when dojangd asks for it itself (the token is in prompt
 // mode and no PIN was given here): the engine then logs in with a NULL PIN and dojangd's pinentry
 // asks, naming this program. --auto never has a prompt: dojangd's scheduler runs it unattended.
@@ -115,16 +101,7 @@ SecureBytes pinFor(const Pkcs11Library& library, CK_SLOT_ID slot, const RenewOpt
 
 SecureBytes readPin(const RenewOptions& options, Language language, const std::string& tokenLabel) {
   if (options.pinFile) {
-    struct stat status {};
-    if (::stat(options.pinFile->c_str(), &status) != 0) {
-      throw CommandError(kExitUsage, "cannot read the PIN file " + *options.pinFile);
-    }
-    if ((status.st_mode & 077) != 0) {
-      throw CommandError(kExitUsage, "the PIN file " + *options.pinFile +
-                                         " is readable by others; make it mode 0600 (chmod 600)");
-    }
-    std::ifstream file(*options.pinFile);
-    return readPinFromStream(file, *options.pinFile);
+    return readPinFile(*options.pinFile);
   }
   if (options.pinStdin) {
     return readPinFromStream(std::cin, "standard input");

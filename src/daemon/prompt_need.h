@@ -14,13 +14,17 @@ namespace dojang::daemon {
 
 // What the prompt asks for.
 enum class PromptSecret : std::uint8_t {
-  Pin,            // the user's PIN (or the SO PIN / PUK for CKU_SO)
+  Pin,            // the user's PIN (or the SO PIN / PUK for CKU_SO), to log in
   ManagementKey,  // a PIV card's management key, as hex
+  CurrentPin,     // C_SetPIN's old PIN (the SO PIN / PUK for CKU_SO), to change it
+  NewPin,         // C_SetPIN's or C_InitPIN's new PIN: typed twice (pinentry's SETREPEAT)
 };
 
 struct PromptNeed {
   PromptSecret secret = PromptSecret::Pin;
-  std::string operation;  // "sign", "decrypt", "log in", "generate a key pair", ...
+  // "sign", "decrypt", "log in", "generate a key pair", ...; for CurrentPin and NewPin "change
+  // the PIN", "change the SO PIN" or "reset the PIN" (C_InitPIN, e.g. unblocking with the PUK).
+  std::string operation;
   CK_USER_TYPE user = CKU_USER;
   std::string tokenLabel;
   token::PinState pin;

@@ -10,6 +10,22 @@
 
 namespace dojang::daemon {
 
+namespace {
+
+// What a PIN change or reset asks for, with the PIN's state for its retries.
+PromptNeed pinChangeNeed(TokenState& token, PromptSecret secret, CK_USER_TYPE user, const char* operation) {
+  PromptNeed need;
+  need.secret = secret;
+  need.operation = operation;
+  need.user = user;
+  need.tokenLabel = token.description().label;
+  const auto states = token.token().pinState();
+  need.pin = user == CKU_SO ? states.so : states.user;
+  return need;
+}
+
+}  // namespace
+
 void Service::OpenSession(CallContext& context, const wire::OpenSessionRequest& in,
                           wire::OpenSessionReply& out) {
   if ((in.flags & CKF_SERIAL_SESSION) == 0) {
@@ -69,9 +85,15 @@ void Service::Login(CallContext& context, const wire::LoginRequest& in, wire::Em
     // PKCS#11: an SO cannot log in while the application has read-only sessions with the token.
     fail(CKR_SESSION_READ_ONLY_EXISTS, "SO login needs read-write sessions only");
   }
-  if (!in.pinGiven && session->token->pinMode() == PinMode::Prompt) {
-    // The protected authentication path of a prompt-mode token: dojangd asks.
-    const auto prompt = promptAccess(context);
+  // A NULL PIN: a prompt-mode token's protected authentication path, where dojangd asks. On an
+  // application-mode token without a PIN pad of its own dojangd asks too, when it has a prompt
+  // (`dojang pin unblock` logs the SO in so); a token with its own PIN pad asks on the device.
+  const auto prompt = in.pinGiven ? PromptAccess{} : promptAccess(context);
+  const bool dojangdAsks =
+      !in.pinGiven &&
+      (session->token->pinMode() == PinMode::Prompt ||
+       (prompt.ask && (session->token->description().flags & CKF_PROTECTED_AUTHENTICATION_PATH) == 0));
+  if (dojangdAsks) {
     if (!prompt.ask) {
       fail(CKR_FUNCTION_FAILED, "this dojangd has no PIN prompt; give the PIN to C_Login");
     }
@@ -110,15 +132,24 @@ void Service::Logout(CallContext& context, const wire::SessionRequest& in, wire:
   session->token->logout(context.client->number());
 }
 
+// C_InitPIN and C_SetPIN: PKCS#11 tokens never accept an empty PIN, so an empty one (or NULL, which
+// the module sends as empty) means "let dojangd ask" when this dojangd has a prompt, in either PIN
+// mode. The new PIN is typed twice. Without a prompt the empty PIN goes to the token as before.
 void Service::InitPin(CallContext& context, const wire::InitPinRequest& in, wire::Empty&) {
   auto session = context.client->session(in.session);
   if (session->token->loginOf(context.client->number()) != CKU_SO) {
     fail(CKR_USER_NOT_LOGGED_IN, "InitPIN needs the SO logged in");
   }
-  const SecureBytes pin(in.pin);
+  const auto prompt = promptAccess(context);
+  SecureBytes pin(in.pin);
+  if (pin.empty() && prompt.ask) {
+    pin = prompt.ask(pinChangeNeed(*session->token, PromptSecret::NewPin, CKU_USER, "reset the PIN"));
+  }
   std::lock_guard lock(session->mutex);
   const DescriptionRefresh refresh(*session->token);
   session->backend->initPin(pin);
+  logInfo("client " + std::to_string(context.client->number()) + " (" + context.client->program() +
+          ") set a new user PIN on slot " + std::to_string(session->slot));
 }
 
 void Service::SetPin(CallContext& context, const wire::SetPinRequest& in, wire::Empty&) {
@@ -126,8 +157,18 @@ void Service::SetPin(CallContext& context, const wire::SetPinRequest& in, wire::
   if ((session->flags & CKF_RW_SESSION) == 0) {
     fail(CKR_SESSION_READ_ONLY, "SetPIN needs a read-write session");
   }
-  const SecureBytes oldPin(in.oldPin);
-  const SecureBytes newPin(in.newPin);
+  // PKCS#11: the PIN of the user logged in, the user's PIN when nobody is.
+  const CK_USER_TYPE user = session->token->loginOf(context.client->number()) == CKU_SO ? CKU_SO : CKU_USER;
+  const char* operation = user == CKU_SO ? "change the SO PIN" : "change the PIN";
+  const auto prompt = promptAccess(context);
+  SecureBytes oldPin(in.oldPin);
+  if (oldPin.empty() && prompt.ask) {
+    oldPin = prompt.ask(pinChangeNeed(*session->token, PromptSecret::CurrentPin, user, operation));
+  }
+  SecureBytes newPin(in.newPin);
+  if (newPin.empty() && prompt.ask) {
+    newPin = prompt.ask(pinChangeNeed(*session->token, PromptSecret::NewPin, user, operation));
+  }
   std::lock_guard lock(session->mutex);
   const DescriptionRefresh refresh(*session->token);
   session->backend->setPin(oldPin, newPin);

@@ -214,6 +214,12 @@ std::string slotStateText(const auto& record) {
   }
   return record.openErrorRv == CKR_TOKEN_NOT_RECOGNIZED ? "not initialised" : "unusable";
 }
+std::int32_t retriesOrUnknown(const token::PinState& pin) {
+  if (pin.locked) {
+    return 0;
+  }
+  return pin.retriesLeft ? static_cast<std::int32_t>(std::min(*pin.retriesLeft, 1000u)) : -1;
+}
 }  // namespace
 
 std::vector<wire::SlotStatus> SlotTable::status() {
@@ -241,6 +247,13 @@ std::vector<wire::SlotStatus> SlotTable::status() {
       row.tokenLabel = state->description().label;
       row.loggedInClients = state->loggedInClientCount();
       row.cachedObjects = static_cast<std::uint32_t>(state->cachedObjectCount());
+      try {
+        const auto pins = state->token().pinState();
+        row.userPinRetriesLeft = retriesOrUnknown(pins.user);
+        row.soPinRetriesLeft = retriesOrUnknown(pins.so);
+      } catch (const Error&) {
+        // A token that does not answer now still has its row; its counts are unknown.
+      }
     }
     out.push_back(row);
   }

@@ -37,6 +37,8 @@ class Filler {
   void fill(std::uint16_t& value) { value = static_cast<std::uint16_t>(1 + next() % 60000); }
   void fill(std::uint32_t& value) { value = static_cast<std::uint32_t>(0x01000000u + next()); }
   void fill(std::uint64_t& value) { value = 0x0100000000000000ull + next(); }
+  // Negative, so that the sign survives the round trip (the wire has i32 counts with -1 = unknown).
+  void fill(std::int32_t& value) { value = -static_cast<std::int32_t>(1 + next() % 1000000); }
   template <class E>
     requires std::is_enum_v<E>
   void fill(E& value) {

@@ -235,6 +235,9 @@ struct GenerateRandomRequest {
   DOJANG_WIRE_FIELDS(session, length)
 };
 
+// Only the dojang CLI asks for this (`dojang status`, `dojang pin status`); the module never does,
+// so its fields may grow with dojangd: the CLI and dojangd are installed together, and a CLI that
+// meets an older dojangd reads a malformed reply (fields missing) and says so.
 struct DaemonStatusReply {
   std::string version;
   std::uint32_t pid = 0;

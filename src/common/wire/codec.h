@@ -37,6 +37,7 @@ class Sizer final {
   static constexpr std::size_t size(std::uint16_t) { return 2; }
   static constexpr std::size_t size(std::uint32_t) { return 4; }
   static constexpr std::size_t size(std::uint64_t) { return 8; }
+  static constexpr std::size_t size(std::int32_t) { return 4; }
   template <class E>
     requires std::is_enum_v<E>
   static constexpr std::size_t size(E) {
@@ -71,6 +72,8 @@ class Encoder final {
   void write(std::uint16_t value) { writeLittleEndian(value); }
   void write(std::uint32_t value) { writeLittleEndian(value); }
   void write(std::uint64_t value) { writeLittleEndian(value); }
+  // Two's complement, as the u32 of the same bits.
+  void write(std::int32_t value) { write(static_cast<std::uint32_t>(value)); }
   template <class E>
     requires std::is_enum_v<E>
   void write(E value) {
@@ -122,6 +125,11 @@ class Decoder final {
   void read(std::uint16_t& value) { readLittleEndian(value); }
   void read(std::uint32_t& value) { readLittleEndian(value); }
   void read(std::uint64_t& value) { readLittleEndian(value); }
+  void read(std::int32_t& value) {
+    std::uint32_t bits = 0;
+    readLittleEndian(bits);
+    value = static_cast<std::int32_t>(bits);
+  }
   template <class E>
     requires std::is_enum_v<E>
   void read(E& value) {

@@ -124,7 +124,13 @@ struct SlotStatus {
   std::uint32_t cachedObjects = 0;
   std::string state;    // "present", "empty", "not initialised" or "unusable"
   std::string problem;  // why a token in the slot cannot be used ("" when it can)
-  DOJANG_WIRE_FIELDS(slot, backend, tokenPresent, tokenLabel, loggedInClients, cachedObjects, state, problem)
+  // The exact tries left of the user PIN and of the SO PIN (PUK) when the token tells, else -1
+  // (SoftHSM, most vendor modules: CK_TOKEN_INFO has only the count-low, final-try and locked
+  // flags). For `dojang pin status`.
+  std::int32_t userPinRetriesLeft = -1;
+  std::int32_t soPinRetriesLeft = -1;
+  DOJANG_WIRE_FIELDS(slot, backend, tokenPresent, tokenLabel, loggedInClients, cachedObjects, state, problem,
+                     userPinRetriesLeft, soPinRetriesLeft)
 };
 
 }  // namespace dojang::wire

@@ -77,6 +77,9 @@ std::string operationKo(const std::string& operation) {
       {"delete a key", "키 삭제"},
       {"store an object", "객체 저장"},
       {"delete an object", "객체 삭제"},
+      {"change the PIN", "PIN 변경"},
+      {"change the SO PIN", "SO PIN(PUK) 변경"},
+      {"reset the PIN", "PIN 재설정"},
   };
   const auto it = kKorean.find(operation);
   return it == kKorean.end() ? operation : it->second;
@@ -176,7 +179,32 @@ PromptText promptText(const std::string& program, pid_t pid, const PromptNeed& n
     }
     return text;
   }
-  if (korean) {
+  if (need.secret == PromptSecret::NewPin) {
+    // No retries here: the new PIN is not checked against anything yet.
+    if (korean) {
+      text.description = who + "이(가) 토큰 " + need.tokenLabel + "에서 " + operationKo(need.operation) +
+                         "하려고 합니다.\n새 " + (so ? "SO PIN" : "PIN") + "을 두 번 입력하십시오.";
+      text.prompt = so ? "새 SO PIN" : "새 PIN";
+      text.repeatError = "두 PIN이 다릅니다.";
+    } else {
+      text.description = who + " wants to " + need.operation + " of token " + need.tokenLabel +
+                         ".\nType the new " + (so ? "SO PIN" : "PIN") + ", then once more to confirm it.";
+      text.prompt = so ? "New SO PIN:" : "New PIN:";
+      text.repeatError = "The PINs do not match.";
+    }
+    return text;
+  }
+  if (need.secret == PromptSecret::CurrentPin) {
+    if (korean) {
+      text.description = who + "이(가) 토큰 " + need.tokenLabel + "에서 " + operationKo(need.operation) +
+                         "하려고 합니다.\n현재 " + (so ? "SO PIN" : "PIN") + "을 입력하십시오.";
+      text.prompt = so ? "현재 SO PIN" : "현재 PIN";
+    } else {
+      text.description = who + " wants to " + need.operation + " of token " + need.tokenLabel +
+                         ".\nType the current " + (so ? "SO PIN" : "PIN") + ".";
+      text.prompt = so ? "Current SO PIN:" : "Current PIN:";
+    }
+  } else if (korean) {
     text.description = who + "이(가) " + (as.empty() ? "" : as + " 인증서로 ") + operationKo(need.operation) +
                        "하려고 합니다.\n토큰: " + need.tokenLabel;
     text.prompt = so ? "SO PIN" : "PIN";
@@ -210,9 +238,11 @@ SecureBytes PinPrompter::ask(const Client& client, const PromptNeed& need,
                              const std::function<bool()>& callAlive) const {
   const auto pid = static_cast<pid_t>(client.pid());
   const auto program = programOfProcess(pid, client.program());
-  if (need.secret == PromptSecret::Pin && need.pin.locked) {
-    fail(CKR_PIN_LOCKED,
-         "the PIN of token \"" + need.tokenLabel + "\" is locked; unblock it with `dojang pin unblock`");
+  if ((need.secret == PromptSecret::Pin || need.secret == PromptSecret::CurrentPin) && need.pin.locked) {
+    fail(CKR_PIN_LOCKED, need.user == CKU_SO
+                             ? "the SO PIN (PUK) of token \"" + need.tokenLabel + "\" is locked"
+                             : "the PIN of token \"" + need.tokenLabel +
+                                   "\" is locked; unblock it with `dojang pin unblock`");
   }
   auto surface = surfaceOfProcess(pid);
   pinentry::PromptRequest request;
@@ -229,6 +259,8 @@ SecureBytes PinPrompter::ask(const Client& client, const PromptNeed& need,
   request.description = text.description;
   request.prompt = text.prompt;
   request.errorText = text.errorText;
+  request.repeat = need.secret == PromptSecret::NewPin;
+  request.repeatError = text.repeatError;
   request.timeout = m_settings.timeout;
   const std::string about = "PIN prompt for " + program + " on token \"" + need.tokenLabel + "\"";
   if (!pinentry::hasSurface(request)) {

@@ -30,10 +30,12 @@ struct PromptSurface {
 
 struct PromptText {
   std::string title, description, prompt, errorText;
+  std::string repeatError;  // for a new PIN (typed twice): what pinentry says when they differ
 };
 // What the prompt says, in Korean when the client's locale is Korean, otherwise in English.
 // Names the program and pid, the operation, the certificate's holder and type, the token, and the
-// retries left (plainly at the last one).
+// retries left (plainly at the last one). A PIN change or reset says which PIN it asks for: the
+// current one (with the retries left) or the new one.
 [[nodiscard]] PromptText promptText(const std::string& program, pid_t pid, const PromptNeed& need,
                                     const std::string& locale);
 
