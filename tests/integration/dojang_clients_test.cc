@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "tests/support/dojangd_process.h"
+#include "tests/support/openssl_engine.h"
 #include "tests/support/run_command.h"
 #include "tests/support/softhsm_token.h"
 #include "tests/support/temp_dir.h"
@@ -277,18 +278,7 @@ TEST_CASE("OpenSSL signs and self-certifies through libp11's engine and dojang",
   // libp11 0.4.12 takes the module from MODULE_PATH in the engine's config section (and from
   // $PKCS11_MODULE_PATH); the config file names it explicitly so nothing falls back to p11-kit.
   const auto conf = fixture.file("openssl.cnf");
-  writeFile(conf,
-            "openssl_conf = openssl_init\n"
-            "[openssl_init]\n"
-            "engines = engine_section\n"
-            "[engine_section]\n"
-            "pkcs11 = pkcs11_section\n"
-            "[pkcs11_section]\n"
-            "engine_id = pkcs11\n"
-            "MODULE_PATH = " +
-                fixture.module +
-                "\n"
-                "init = 0\n");
+  writeFile(conf, dojang::test::pkcs11EngineConfig(fixture.module));
   const auto openssl = [&](std::vector<std::string> args) {
     args.insert(args.begin(), "openssl");
     CommandOptions options;

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "tests/support/openssl_engine.h"
+
 namespace dojang::test {
 
 namespace catest = dojang::ca::test;
@@ -73,10 +75,7 @@ nlohmann::json enrolmentCodeFor(const std::filesystem::path& caDir, const std::s
 
 void enrolFirstCertificate(const FirstCertificate& first) {
   const auto codes = enrolmentCodeFor(first.caDir, first.profile);
-  writeText(first.work / "openssl.cnf",
-            "openssl_conf = init\n[init]\nengines = engines\n[engines]\npkcs11 = pkcs11\n[pkcs11]\n"
-            "engine_id = pkcs11\nMODULE_PATH = " +
-                dojangModulePath() + "\ninit = 0\n");
+  writeText(first.work / "openssl.cnf", pkcs11EngineConfig(dojangModulePath()));
   CommandOptions options;
   options.env = first.env;
   options.env["OPENSSL_CONF"] = (first.work / "openssl.cnf").string();

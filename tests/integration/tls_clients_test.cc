@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tests/integration/real_clients_fixture.h"
+#include "tests/support/openssl_engine.h"
 #include "tests/support/tls_peers.h"
 
 namespace {
@@ -24,16 +25,7 @@ using dojang::test::writeFile;
 // naming it here keeps it from falling back to p11-kit's proxy.
 std::map<std::string, std::string> engineEnv(RealClientsFixture& fixture) {
   const auto conf = fixture.file("openssl-engine.cnf");
-  writeFile(conf,
-            "openssl_conf = openssl_init\n"
-            "[openssl_init]\n"
-            "engines = engine_section\n"
-            "[engine_section]\n"
-            "pkcs11 = pkcs11_section\n"
-            "[pkcs11_section]\n"
-            "engine_id = pkcs11\n"
-            "MODULE_PATH = " +
-                fixture.module() + "\ninit = 0\n");
+  writeFile(conf, dojang::test::pkcs11EngineConfig(fixture.module()));
   return {{"OPENSSL_CONF", conf.string()}, {"PKCS11_MODULE_PATH", fixture.module()}};
 }
 
