@@ -346,10 +346,12 @@ TEST_CASE(
 
 TEST_CASE("prompt mode: private operations of several clients at once wait for one prompt", "[pin][prompt]") {
   PromptBench bench;
-  bench.answers({std::string("sleep:2:then-pin:") + kPin});
+  // The second client starts once the first one's prompt is open, which then stays open 4 s.
+  bench.answers({std::string("sleep:4:then-pin:") + kPin});
   CommandResult first;
   CommandResult second;
   std::thread one([&] { first = bench.sign(":7", "one.der"); });
+  CHECK(waitFor([&] { return bench.pinentryStarts() == 1; }, 20s));  // no REQUIRE: `one` runs
   std::thread two([&] { second = bench.sign(":7", "two.der"); });
   one.join();
   two.join();
