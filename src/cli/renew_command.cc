@@ -14,6 +14,7 @@
 #include "src/cli/messages.h"
 #include "src/cli/module_command.h"
 #include "src/cli/pin_files.h"
+#include "src/cli/pin_report.h"
 #include "src/cli/table.h"
 #include "src/common/errors/error.h"
 #include "src/pki/certificate_summary.h"
@@ -96,8 +97,8 @@ SecureBytes readPinFromTerminal(Language language, const std::string& tokenLabel
 // The PIN for the token in `slot`: none when dojangd asks for it itself (the token is in prompt
 // mode and no PIN was given here): the engine then logs in with a NULL PIN and dojangd's pinentry
 // asks, naming this program. --auto never has a prompt: dojangd's scheduler runs it unattended.
-SecureBytes pinFor(const Pkcs11Library& library, CK_SLOT_ID slot, const RenewOptions& options, Language language,
-                   const std::string& tokenLabel);
+SecureBytes pinFor(const Pkcs11Library& library, CK_SLOT_ID slot, const RenewOptions& options,
+                   Language language, const std::string& tokenLabel);
 
 SecureBytes readPin(const RenewOptions& options, Language language, const std::string& tokenLabel) {
   if (options.pinFile) {
@@ -112,11 +113,10 @@ SecureBytes readPin(const RenewOptions& options, Language language, const std::s
   return readPinFromTerminal(language, tokenLabel);
 }
 
-SecureBytes pinFor(const Pkcs11Library& library, CK_SLOT_ID slot, const RenewOptions& options, Language language,
-                   const std::string& tokenLabel) {
-  const CK_FLAGS flags = library.tokenInfo(slot).flags;
-  const bool dojangdAsks = (flags & CKF_PROTECTED_AUTHENTICATION_PATH) != 0 && (flags & CKF_LOGIN_REQUIRED) == 0;
-  if (dojangdAsks && !options.pinFile && !options.pinStdin && !options.autoMode) {
+SecureBytes pinFor(const Pkcs11Library& library, CK_SLOT_ID slot, const RenewOptions& options,
+                   Language language, const std::string& tokenLabel) {
+  if (isPromptMode(library.tokenInfo(slot).flags) && !options.pinFile && !options.pinStdin &&
+      !options.autoMode) {
     if (interactive(options)) {
       std::cerr << (language == Language::Korean ? "PIN은 dojangd가 묻습니다 (pinentry).\n"
                                                  : "dojangd asks for the PIN (pinentry).\n");

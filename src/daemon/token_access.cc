@@ -87,10 +87,7 @@ token::Bytes TokenAccess::certificateWithId(const token::Bytes& keyId) {
   if (keyId.empty()) {
     return {};
   }
-  CK_OBJECT_CLASS certificateClass = CKO_CERTIFICATE;
-  const auto* classBytes = reinterpret_cast<const std::uint8_t*>(&certificateClass);
-  const token::AttributeList templ = {
-      {CKA_CLASS, token::Bytes(classBytes, classBytes + sizeof certificateClass)}, {CKA_ID, keyId}};
+  const token::AttributeList templ = {{CKA_CLASS, ulongBytes(CKO_CERTIFICATE)}, {CKA_ID, keyId}};
   static constexpr CK_ATTRIBUTE_TYPE kValue[] = {CKA_VALUE};
   for (auto certificate : m_session.token->find(*m_session.backend, templ, viewer())) {
     auto reads = m_session.token->read(*m_session.backend, certificate, kValue, viewer());

@@ -177,7 +177,9 @@ class TokenState final {
   void clearAttributesLocked(CachedObject& entry);
   [[nodiscard]] ClientNumber ownerLocked(token::ObjectId object) const;
   [[nodiscard]] static bool visible(const ObjectFacts& facts, const Viewer& viewer);
-  // The stand-ins for the token's current objects, built again when they changed.
+  // Builds the stand-ins again when the token's objects changed since they were built.
+  void refreshStandIns(token::TokenSession& via);
+  // The stand-ins for the token's current objects.
   std::vector<StandInKey> standIns(token::TokenSession& via);
   [[nodiscard]] std::optional<StandInKey> standIn(token::TokenSession& via, token::ObjectId id);
   // A real private key that a stand-in shows instead (prompt mode): hidden from listings.

@@ -22,16 +22,13 @@ void TokenState::setPinMode(PinMode mode, PinCache cache, std::chrono::seconds c
   ++m_descriptionGeneration;
 }
 
-std::vector<StandInKey> TokenState::standIns(token::TokenSession& via) {
-  {
-    std::lock_guard lock(m_mutex);
-    if (m_standInsGeneration == m_generation) {
-      return m_standIns.all();
-    }
-  }
+void TokenState::refreshStandIns(token::TokenSession& via) {
   std::uint64_t generation = 0;
   {
     std::lock_guard lock(m_mutex);
+    if (m_standInsGeneration == m_generation) {
+      return;
+    }
     generation = m_generation;
   }
   std::vector<std::vector<token::AttributeRead>> sources;
@@ -53,6 +50,11 @@ std::vector<StandInKey> TokenState::standIns(token::TokenSession& via) {
   if (generation == m_generation) {
     m_standInsGeneration = generation;
   }
+}
+
+std::vector<StandInKey> TokenState::standIns(token::TokenSession& via) {
+  refreshStandIns(via);
+  std::lock_guard lock(m_mutex);
   return m_standIns.all();
 }
 
@@ -60,10 +62,11 @@ std::optional<StandInKey> TokenState::standIn(token::TokenSession& via, token::O
   if (m_pinMode != PinMode::Prompt) {
     return std::nullopt;
   }
-  for (auto& key : standIns(via)) {
-    if (key.id == id) {
-      return std::move(key);
-    }
+  // Every use of a stand-in comes here: one key is copied, not the whole set.
+  refreshStandIns(via);
+  std::lock_guard lock(m_mutex);
+  if (const auto* key = m_standIns.find(id)) {
+    return *key;
   }
   return std::nullopt;
 }
@@ -77,7 +80,7 @@ bool TokenState::shownAsStandIn(token::TokenSession& via, token::ObjectId object
   if (id.empty() || id[0].status != CKR_OK || id[0].value.empty()) {
     return false;
   }
-  (void)standIns(via);
+  refreshStandIns(via);
   std::lock_guard lock(m_mutex);
   return m_standIns.covers(id[0].value, facts.keyType);
 }
